@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI). Validates, records and enqueues; never runs ffmpeg."""

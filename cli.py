@@ -1,0 +1,338 @@
+"""The `mediamill` command line: analyse, process, ingest, worker, jobs, db.
+
+Heavy imports (SQLAlchemy, dramatiq, boto3) happen inside the commands that need
+them, so `mediamill analyse` stays light in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mediamill import __version__
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, getattr(args, "log_level", None) or "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_USAGE
+    from pydantic import ValidationError
+
+    from mediamill.schemas.errors import ConfigError, MediaMillError
+
+    try:
+        return int(args.func(args) or 0)
+    except MediaMillError as exc:
+        _print_error(exc.name, exc.message)
+    except ConfigError as exc:
+        _print_error("ConfigError", str(exc))
+    except ValidationError as exc:
+        _print_error("ConfigError", str(exc).replace("\n", " "))
+    except KeyboardInterrupt:
+        _print_error("Interrupted", "stopped by the user")
+    return EXIT_ERROR
+
+
+def _print_error(name: str, message: str) -> None:
+    print(f"error: {name}: {message}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mediamill", description="MediaMill media pipeline")
+    p.add_argument("--version", action="version", version=f"mediamill {__version__}")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    c = sub.add_parser("analyse", help="probe and measure a file (no queue, no database)")
+    c.add_argument("file", type=Path)
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_analyse)
+
+    c = sub.add_parser("process", help="ingest and analyse a file through the queue, in-process")
+    c.add_argument("file", type=Path)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_process)
+
+    c = sub.add_parser("ingest", help="enqueue ingest of a file on the configured broker")
+    c.add_argument("file", type=Path)
+    c.add_argument("--json", action="store_true", help="print the Job")
+    c.set_defaults(func=cmd_ingest)
+
+    c = sub.add_parser("worker", help="consume the configured broker")
+    c.add_argument("--threads", type=int, default=None)
+    c.set_defaults(func=cmd_worker)
+
+    jobs = sub.add_parser("jobs", help="inspect jobs").add_subparsers(metavar="ACTION")
+    c = jobs.add_parser("show", help="one job with its children")
+    c.add_argument("id")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_jobs_show)
+    c = jobs.add_parser("list", help="jobs, newest first")
+    c.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_jobs_list)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(metavar="ACTION")
+    c = db.add_parser("upgrade", help="apply Alembic migrations")
+    c.set_defaults(func=cmd_db_upgrade)
+    return p
+
+
+# ---- output ---------------------------------------------------------------------------------
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    return not getattr(args, "json", False) and sys.stdout.isatty()
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[float, str | None], None]]:
+    """A rich progress bar on a terminal; a no-op otherwise (and always with --json)."""
+    if not enabled:
+        yield lambda fraction, stage=None: None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=1.0)
+
+        def update(fraction: float, stage: str | None = None) -> None:
+            bar.update(task, completed=fraction, description=stage or label)
+
+        yield update
+
+
+def _print_asset_table(asset: dict[str, Any], title: str = "Asset") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in asset.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value)) or "-"
+        table.add_row(key, "-" if value is None else str(value))
+    Console().print(table)
+
+
+def _print_jobs_table(jobs: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("id", "type", "status", "stage", "progress", "attempts", "assetId", "error"):
+        table.add_column(col)
+    for j in jobs:
+        err = j.get("error") or {}
+        table.add_row(
+            j["id"],
+            j["type"],
+            j["status"],
+            j["stage"],
+            f"{j['progress']:.0%}",
+            str(j["attempts"]),
+            (j.get("assetId") or "-")[:16],
+            f"{err.get('name')}: {err.get('message')}" if err else "",
+        )
+    Console().print(table)
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    """Probe and measure FILE; hashing runs in a thread beside the decode (one wall-clock pass)."""
+    from mediamill.pipeline.analysis import analyse_file
+    from mediamill.pipeline.hashing import sha256_file
+    from mediamill.schemas.media import Asset
+
+    path = _existing_file(args.file)
+    digest: dict[str, Any] = {}
+
+    def hash_file() -> None:
+        digest["sha"], digest["size"] = sha256_file(path)
+
+    hasher = threading.Thread(target=hash_file)
+    hasher.start()
+    try:
+        with _progress(_interactive(args), "analyse") as update:
+            result = analyse_file(path, on_progress=lambda f: update(f, None))
+    finally:
+        hasher.join()
+    asset = Asset.from_analysis(digest["sha"], digest["size"], result)
+    body = asset.model_dump(
+        mode="json",
+        by_alias=True,
+        exclude={"status", "error", "deleted", "created", "modified", "legacy_track_tokens"},
+    )
+    if args.json:
+        _emit_json(body)
+    else:
+        _print_asset_table(body)
+    return 0
+
+
+def _existing_file(path: Path) -> Path:
+    from mediamill.schemas.errors import InvalidRequestError
+
+    if not path.is_file():
+        raise InvalidRequestError(f"no such file: {path}")
+    return path
+
+
+def _runtime():
+    from mediamill.config.settings import get_settings
+    from mediamill.workers.runtime import build_runtime
+
+    return build_runtime(get_settings())
+
+
+def _wait_for_job(rt: Any, job_id: str, update: Callable[[float, str | None], None]) -> Any:
+    from mediamill.storage import repo
+
+    while True:
+        with rt.db.session() as s:
+            job = repo.load_job(s, job_id)
+        update(job.progress, f"{job.stage.value}")
+        if job.status.terminal:
+            return job
+        time.sleep(0.05)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """Ingest + analyse FILE through the queue with a worker in this process."""
+    from mediamill.schemas.errors import error_from_name
+    from mediamill.storage import repo
+    from mediamill.workers.submit import submit_local_file
+    from mediamill.workers.worker import InProcessWorker
+
+    path = _existing_file(args.file)
+    rt = _runtime()
+    with InProcessWorker(rt), _progress(_interactive(args), "process") as update:
+        job_row = submit_local_file(rt, path, stage_in_store=False)
+        job = _wait_for_job(rt, job_row.id, update)
+    asset = None
+    if job.asset_id:
+        with rt.db.session() as s:
+            asset = repo.asset_from_row(s, repo.get_asset_row(s, job.asset_id))
+    out = {
+        "asset": asset.to_json_dict() if asset else None,
+        "job": job.to_json_dict(),
+        "renditions": [],
+        "packages": [],
+    }
+    if args.json:
+        _emit_json(out)
+    else:
+        if out["asset"]:
+            _print_asset_table(out["asset"])
+        _print_jobs_table([out["job"]])
+    if job.error:
+        raise error_from_name(job.error.name, job.error.message)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Stage FILE in the shared store (or read in place on the embedded default) and enqueue."""
+    from mediamill.storage import repo
+    from mediamill.workers.submit import submit_local_file
+
+    path = _existing_file(args.file)
+    rt = _runtime()
+    job_row = submit_local_file(rt, path, stage_in_store=not rt.settings.embedded)
+    if args.json:
+        with rt.db.session() as s:
+            _emit_json(repo.load_job(s, job_row.id).to_json_dict())
+    else:
+        print(job_row.id)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Consume the configured broker until SIGINT/SIGTERM."""
+    from mediamill.workers.worker import InProcessWorker
+
+    if args.log_level is None:
+        logging.getLogger().setLevel(logging.INFO)
+    rt = _runtime()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with InProcessWorker(rt, threads=args.threads):
+        logging.getLogger("mediamill.worker").info(
+            "worker consuming %s", rt.settings.broker_url or "the embedded queue"
+        )
+        stop.wait()
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    from mediamill.storage import repo
+
+    rt = _runtime()
+    with rt.db.session() as s:
+        job = repo.load_job(s, args.id).to_json_dict()
+    if args.json:
+        _emit_json(job)
+    else:
+        _print_jobs_table([job, *job["children"]])
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from mediamill.schemas.jobs import JobStatus
+    from mediamill.storage import repo
+
+    rt = _runtime()
+    with rt.db.session() as s:
+        jobs, cursor = repo.list_jobs(
+            s, status=JobStatus(args.status) if args.status else None, limit=args.limit
+        )
+    data = [j.to_json_dict() for j in jobs]
+    if args.json:
+        _emit_json({"data": data, "nextCursor": cursor})
+    else:
+        _print_jobs_table(data)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from mediamill.config.settings import get_settings
+    from mediamill.storage.db import database_for
+
+    db = database_for(get_settings().resolved_database_url)
+    db.upgrade()
+    print("database is at the latest revision")
+    return 0

@@ -1,0 +1,149 @@
+"""The one `Settings` object (env prefix `MEDIAMILL_`).
+
+With nothing set, MediaMill runs embedded in one process: a local directory
+store, SQLite and dramatiq's `StubBroker`, all under `data_dir`. Setting any of
+`broker_url`, `database_url` or `storage_url` makes it a distributed
+deployment, where secrets must be given explicitly (each process must share
+them), so none is generated.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SIGNING_SECRET_FILE = "signing-secret"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. Raised before any work starts."""
+
+
+class Settings(BaseSettings):
+    """Every knob MediaMill has. Derived values are properties, not fields."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIAMILL_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./mediamill-data"))
+    storage_url: str | None = None
+    database_url: str | None = None
+    broker_url: str | None = None
+    ffmpeg: str | None = None
+    signing_secret: SecretStr | None = None
+
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    s3_multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_multipart_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+    worker_threads: int = Field(default=2, ge=1, le=64)
+    max_retries: int = Field(default=5, ge=0)
+    retry_min_backoff_ms: int = Field(default=2_000, ge=1)
+    retry_max_backoff_ms: int = Field(default=300_000, ge=1)
+    # Message time limits scale with the media: base + factor x media duration.
+    time_limit_base_s: float = Field(default=300.0, gt=0)
+    time_limit_per_media_s: float = Field(default=1.0, gt=0)
+    # A running job whose row has not been touched for this long is presumed
+    # orphaned (its worker died) and may be claimed again.
+    job_lease_s: float = Field(default=120.0, gt=0)
+    # The sweeper re-enqueues jobs left in `queued` for longer than this.
+    requeue_after_s: float = Field(default=300.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("broker_url", "database_url", "storage_url", "ffmpeg", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in {"redis", "rediss", "amqp", "amqps"}:
+            raise ValueError(
+                "MEDIAMILL_BROKER_URL must be redis://, rediss://, amqp:// or amqps://"
+            )
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_store(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in {"file", "s3"}:
+            raise ValueError("MEDIAMILL_STORAGE_URL must be file:///path or s3://bucket[/prefix]")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when nothing points at an external service: one process does everything."""
+        return self.broker_url is None and self.database_url is None and self.storage_url is None
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return (self.resolved_data_dir / "store").as_uri()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'mediamill.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def ffmpeg_path(self) -> str:
+        """The ffmpeg binary: `MEDIAMILL_FFMPEG`, else the one in the imageio-ffmpeg wheel."""
+        if self.ffmpeg:
+            return self.ffmpeg
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+
+    def resolved_signing_secret(self) -> str:
+        """The URL/event signing secret.
+
+        Embedded: generated once and kept in the data dir. Otherwise it must be
+        set, since every API and worker process has to sign with the same one.
+        """
+        if self.signing_secret is not None:
+            value = self.signing_secret.get_secret_value()
+            if len(value) < 16:
+                raise ConfigError("MEDIAMILL_SIGNING_SECRET must be at least 16 characters")
+            return value
+        if not self.embedded:
+            raise ConfigError(
+                "MEDIAMILL_SIGNING_SECRET must be set when a broker, database or storage URL "
+                "is configured (every process must share it)"
+            )
+        path = self.resolved_data_dir / SIGNING_SECRET_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(32))
+            tmp.chmod(0o600)
+            try:
+                tmp.rename(path) if not path.exists() else tmp.unlink()
+            except OSError:
+                tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,222 @@
+"""The analysis stage: probe and measure an original in one streaming decode pass.
+
+Container and stream facts come from the demuxer; loudness comes from decoding
+the audio once and feeding fixed-size blocks to `LoudnessMeter`. Video frames
+are never decoded (their packets give duration). Memory stays bounded: at most
+one block of decoded audio exists at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from mediamill.pipeline.formats import AUDIO_CODECS, VIDEO_CODECS, container_name, mime_type
+from mediamill.pipeline.loudness import LoudnessMeter, channel_weights
+from mediamill.schemas.errors import CorruptMediaError, UnsupportedMediaError
+from mediamill.schemas.media import AnalysisResult, LoudnessStats, MediaInfo, VideoInfo
+
+BLOCK_S = 1.0
+PROGRESS_INTERVAL_S = 0.5
+MAX_DECODE_ERRORS = 8
+# A stream that decodes to less than its declared duration minus this much is truncated.
+TRUNCATION_TOLERANCE_S = 0.5
+TRUNCATION_TOLERANCE_RATIO = 0.02
+
+ProgressCallback = Callable[[float], None]
+
+
+def analyse_file(path: Path | str, on_progress: ProgressCallback | None = None) -> AnalysisResult:
+    """Probe and measure `path`. Raises CorruptMediaError or UnsupportedMediaError."""
+    path = Path(path)
+    size_bytes = path.stat().st_size
+    if size_bytes == 0:
+        raise CorruptMediaError("the file is empty", path=str(path))
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise UnsupportedMediaError(f"not a recognised media file ({exc.strerror})") from exc
+    with container:
+        return _analyse_container(container, size_bytes, on_progress)
+
+
+def _analyse_container(
+    container: av.container.InputContainer, size_bytes: int, on_progress: ProgressCallback | None
+) -> AnalysisResult:
+    audio = next((s for s in container.streams.audio if _codec(s) in AUDIO_CODECS), None)
+    video = next(
+        (
+            s
+            for s in container.streams.video
+            if _codec(s) in VIDEO_CODECS and not s.disposition & av.stream.Disposition.attached_pic
+        ),
+        None,
+    )
+    if audio is None and video is None:
+        found = sorted({_codec(s) for s in container.streams}) or ["none"]
+        raise UnsupportedMediaError(
+            f"no supported audio or video stream (found: {', '.join(found)})"
+        )
+    codecs = {_codec(s) for s in (audio, video) if s is not None}
+    brand = container.metadata.get("major_brand")
+    name = container_name(container.format.name, brand, codecs)
+    if name is None:
+        raise UnsupportedMediaError(f"unsupported container {container.format.name!r}")
+
+    declared_s = _declared_duration_s(container, audio or video)
+    if audio is not None:
+        loudness, decoded_s = _measure_audio(container, audio, declared_s, on_progress)
+    else:
+        loudness, decoded_s = LoudnessStats(), _scan_video_duration_s(container, video)
+    if declared_s and decoded_s < declared_s - max(
+        TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_RATIO * declared_s
+    ):
+        raise CorruptMediaError(
+            f"truncated: decoded {decoded_s:.2f} s of a declared {declared_s:.2f} s"
+        )
+    if decoded_s <= 0:
+        raise CorruptMediaError("no decodable media in the file")
+
+    duration_ms = round(decoded_s * 1000)
+    bitrate_bps = container.bit_rate or round(size_bytes * 8 / decoded_s)
+    media = MediaInfo(
+        asset_type=mime_type(name, video is not None),
+        container=name,
+        codec=_codec(audio) if audio is not None else _codec(video),
+        bitrate_bps=bitrate_bps,
+        channels=audio.codec_context.channels if audio is not None else None,
+        channel_layout=audio.layout.name if audio is not None else None,
+        sample_rate_hz=audio.codec_context.sample_rate if audio is not None else None,
+        duration_ms=duration_ms,
+        video=_video_info(video) if video is not None else None,
+    )
+    return AnalysisResult(media=media, loudness=loudness)
+
+
+def _codec(stream: av.stream.Stream) -> str:
+    return stream.codec_context.name
+
+
+def _declared_duration_s(container: av.container.InputContainer, stream: av.stream.Stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def _video_info(stream: av.video.stream.VideoStream) -> VideoInfo:
+    rate: Fraction | None = stream.average_rate or stream.guessed_rate
+    return VideoInfo(
+        codec=_codec(stream),
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        frame_rate=round(float(rate), 3) if rate else None,
+        bitrate_bps=stream.bit_rate or None,
+    )
+
+
+def _scan_video_duration_s(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> float:
+    """Duration of a video-only file from packet timestamps, without decoding frames."""
+    first: int | None = None
+    end = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            first = packet.pts if first is None else min(first, packet.pts)
+            end = max(end, packet.pts + (packet.duration or 0))
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"unreadable video stream ({exc.strerror})") from exc
+    if first is None or stream.time_base is None:
+        return 0.0
+    return float((end - first) * stream.time_base)
+
+
+class _BlockBuffer:
+    """Collects decoded frames into fixed blocks so the meter sees few large arrays."""
+
+    def __init__(self, meter: LoudnessMeter, channels: int, block_samples: int) -> None:
+        self.meter = meter
+        self.buf = np.empty((channels, block_samples), dtype=np.float32)
+        self.fill = 0
+
+    def push(self, samples: np.ndarray) -> None:
+        n = samples.shape[1]
+        offset = 0
+        while offset < n:
+            take = min(n - offset, self.buf.shape[1] - self.fill)
+            self.buf[:, self.fill : self.fill + take] = samples[:, offset : offset + take]
+            self.fill += take
+            offset += take
+            if self.fill == self.buf.shape[1]:
+                self.meter.add(self.buf)
+                self.fill = 0
+
+    def flush(self) -> None:
+        if self.fill:
+            self.meter.add(self.buf[:, : self.fill])
+            self.fill = 0
+
+
+def _measure_audio(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    declared_s: float,
+    on_progress: ProgressCallback | None,
+) -> tuple[LoudnessStats, float]:
+    """Decode the audio stream once; return its loudness and decoded duration in seconds."""
+    rate_hz = stream.codec_context.sample_rate
+    layout = stream.layout
+    channels = len(layout.channels)
+    if rate_hz <= 0 or channels <= 0:
+        raise CorruptMediaError("audio stream declares no sample rate or no channels")
+    meter = LoudnessMeter(rate_hz, channel_weights([c.name for c in layout.channels]))
+    # Converting to planar float in C (swresample) is cheaper than doing it in numpy.
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate_hz)
+    blocks = _BlockBuffer(meter, channels, int(rate_hz * BLOCK_S))
+    decoded_samples = 0
+    errors = 0
+    last_report = time.monotonic()
+
+    def consume(frames: list[av.AudioFrame]) -> None:
+        nonlocal decoded_samples
+        for frame in frames:
+            for out in resampler.resample(frame):
+                blocks.push(out.to_ndarray())
+                decoded_samples += out.samples
+
+    try:
+        for packet in container.demux(stream):
+            try:
+                consume(packet.decode())
+            except (av.error.InvalidDataError, av.error.ValueError) as exc:
+                errors += 1
+                if errors > MAX_DECODE_ERRORS:
+                    raise CorruptMediaError(
+                        f"undecodable audio: {errors} bad packets ({exc.strerror})"
+                    ) from exc
+            if on_progress is not None and declared_s > 0:
+                now = time.monotonic()
+                if now - last_report >= PROGRESS_INTERVAL_S:
+                    last_report = now
+                    on_progress(min(1.0, decoded_samples / rate_hz / declared_s))
+    except av.error.FFmpegError as exc:
+        if decoded_samples == 0:
+            raise CorruptMediaError(f"unreadable audio stream ({exc.strerror})") from exc
+        # A demuxer error after some audio: the truncation check below decides.
+    for out in resampler.resample(None):
+        blocks.push(out.to_ndarray())
+        decoded_samples += out.samples
+    blocks.flush()
+    if on_progress is not None:
+        on_progress(1.0)
+    return meter.result(), decoded_samples / rate_hz

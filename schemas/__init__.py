@@ -1,0 +1,1 @@
+"""Pydantic models shared by every room. JSON field names are camelCase."""

@@ -1,0 +1,122 @@
+"""The one exception tree of MediaMill.
+
+Every failure that a job, the CLI or the API reports has a class here, named as
+the Content Automation API names it where it has a name. `permanent` tells the
+queue whether retrying can help: bad media never gets better, a storage hiccup
+may. HTTP status mapping lives only in `api/`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mediamill.config.settings import ConfigError
+
+
+class MediaMillError(Exception):
+    """Base of every MediaMill error. `context` carries the facts a reader needs."""
+
+    permanent: bool = True
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "message": self.message}
+
+
+class MediaError(MediaMillError):
+    """The media itself is the problem; retrying cannot help."""
+
+
+class CorruptMediaError(MediaError):
+    """The file claims a known format but cannot be decoded to its end (empty, truncated)."""
+
+
+class UnsupportedMediaError(MediaError):
+    """Not a format we handle: unknown container, no audio or video stream, unknown codec."""
+
+
+class LowQualityError(MediaError):
+    """The original cannot support the requested quality and `exact` was asked for."""
+
+
+class ModelNotFoundError(MediaMillError):
+    """The asset, job or object asked for does not exist."""
+
+
+class ModelNotReadyError(MediaMillError):
+    """The thing exists but is still being made."""
+
+    permanent = False
+
+
+class ModelInvalidError(MediaMillError):
+    """The thing exists but cannot be served (for example a URL cannot be signed)."""
+
+
+class InvalidRequestError(MediaMillError):
+    """A request's parameters are missing, inconsistent or out of range."""
+
+
+class TransientError(MediaMillError):
+    """A failure that may pass: network, storage or database hiccups. Retried with backoff."""
+
+    permanent = False
+
+
+class StorageError(TransientError):
+    """The blob store failed to read or write."""
+
+
+class BlobNotFoundError(ModelNotFoundError):
+    """No object under that key."""
+
+
+class ProcessingTimeoutError(MediaMillError):
+    """A stage ran past its wall-clock limit."""
+
+
+class FFmpegError(MediaMillError):
+    """An ffmpeg run failed; `context['stderr']` holds the tail of its output."""
+
+
+def error_from_name(name: str, message: str) -> MediaMillError:
+    """Rebuild an error recorded by name (for example on a failed job row)."""
+    cls = _BY_NAME.get(name, MediaMillError)
+    return cls(message)
+
+
+def _subclasses(cls: type[MediaMillError]) -> list[type[MediaMillError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+_BY_NAME = {c.__name__: c for c in _subclasses(MediaMillError)}
+
+__all__ = [
+    "BlobNotFoundError",
+    "ConfigError",
+    "CorruptMediaError",
+    "FFmpegError",
+    "InvalidRequestError",
+    "LowQualityError",
+    "MediaError",
+    "MediaMillError",
+    "ModelInvalidError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "ProcessingTimeoutError",
+    "StorageError",
+    "TransientError",
+    "UnsupportedMediaError",
+    "error_from_name",
+]

@@ -1,0 +1,1 @@
+"""Blob stores (local directory, S3/MinIO) and the metadata database."""

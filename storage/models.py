@@ -1,0 +1,128 @@
+"""SQLAlchemy 2 ORM models: assets, legacy track tokens, jobs and the event outbox.
+
+The database is the source of truth for state. Column names carry units
+(`duration_ms`, `size_bytes`); the JSON shapes of DESIGN.md are built in
+`storage/records.py`, not here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mediamill.schemas.base import utcnow
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite forgets the zone; we put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, datetime: UTCDateTime()}
+
+
+class AssetRow(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    original_filename: Mapped[str | None] = mapped_column(String(512))
+    asset_type: Mapped[str | None] = mapped_column(String(128))
+    container: Mapped[str | None] = mapped_column(String(64))
+    codec: Mapped[str | None] = mapped_column(String(64))
+    bitrate_bps: Mapped[int | None] = mapped_column(BigInteger)
+    channels: Mapped[int | None] = mapped_column(Integer)
+    channel_layout: Mapped[str | None] = mapped_column(String(64))
+    sample_rate_hz: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    integrated_lufs: Mapped[float | None] = mapped_column(Float)
+    true_peak_dbtp: Mapped[float | None] = mapped_column(Float)
+    loudness_range_lu: Mapped[float | None] = mapped_column(Float)
+    sample_peak_dbfs: Mapped[float | None] = mapped_column(Float)
+    max_momentary_lufs: Mapped[float | None] = mapped_column(Float)
+    max_short_term_lufs: Mapped[float | None] = mapped_column(Float)
+    video: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error_name: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LegacyTrackTokenRow(Base):
+    __tablename__ = "legacy_track_tokens"
+
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_enqueued", "status", "enqueued_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32), index=True)
+    asset_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    parent_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error_name: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # The message currently allowed to work on this job (see workers/claims.py).
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxEventRow(Base):
+    """Events written in the same transaction as the state change they describe."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published_at: Mapped[datetime | None] = mapped_column(index=True)

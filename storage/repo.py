@@ -1,0 +1,357 @@
+"""Reads and state transitions on the metadata DB, shared by workers, CLI and API.
+
+Every function takes an open `Session` (one unit of work, see `Database.session`);
+callers decide transaction boundaries so that a state change and its outbox event
+commit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from mediamill.schemas.base import utcnow
+from mediamill.schemas.errors import MediaMillError, ModelNotFoundError
+from mediamill.schemas.jobs import Job, JobError, JobStage, JobStatus, JobType
+from mediamill.schemas.media import AnalysisResult, Asset, AssetStatus, VideoInfo
+from mediamill.storage.models import AssetRow, JobRow, LegacyTrackTokenRow, OutboxEventRow
+
+ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+# ---- assets -------------------------------------------------------------------------------
+
+
+def insert_asset_if_absent(
+    session: Session, asset_id: str, storage_key: str, size_bytes: int, filename: str | None
+) -> bool:
+    """Insert a `stored` asset unless it exists. True when this call created it.
+
+    Uses INSERT ... ON CONFLICT DO NOTHING so concurrent ingests of the same
+    bytes from many workers make exactly one row.
+    """
+    now = utcnow()
+    values = {
+        "id": asset_id,
+        "storage_key": storage_key,
+        "size_bytes": size_bytes,
+        "original_filename": filename,
+        "status": AssetStatus.STORED.value,
+        "deleted": False,
+        "created_at": now,
+        "modified_at": now,
+    }
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(AssetRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
+    return session.execute(stmt).rowcount == 1
+
+
+def get_asset_row(session: Session, asset_id: str, *, for_update: bool = False) -> AssetRow:
+    stmt = select(AssetRow).where(AssetRow.id == asset_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = session.scalars(stmt).one_or_none()
+    if row is None:
+        raise ModelNotFoundError(f"Original asset not found ({asset_id})", asset_id=asset_id)
+    return row
+
+
+def record_analysis(row: AssetRow, result: AnalysisResult) -> None:
+    """Copy an analysis result onto the asset row and mark it analysed."""
+    media, loud = result.media, result.loudness
+    row.asset_type = media.asset_type
+    row.container = media.container
+    row.codec = media.codec
+    row.bitrate_bps = media.bitrate_bps
+    row.channels = media.channels
+    row.channel_layout = media.channel_layout
+    row.sample_rate_hz = media.sample_rate_hz
+    row.duration_ms = media.duration_ms
+    row.video = media.video.model_dump() if media.video else None
+    row.integrated_lufs = loud.integrated_lufs
+    row.true_peak_dbtp = loud.true_peak_dbtp
+    row.loudness_range_lu = loud.loudness_range_lu
+    row.sample_peak_dbfs = loud.sample_peak_dbfs
+    row.max_momentary_lufs = loud.max_momentary_lufs
+    row.max_short_term_lufs = loud.max_short_term_lufs
+    row.status = AssetStatus.ANALYSED.value
+    row.error_name = row.error_message = None
+    row.modified_at = utcnow()
+
+
+def asset_from_row(session: Session, row: AssetRow) -> Asset:
+    tokens = session.scalars(
+        select(LegacyTrackTokenRow.token).where(LegacyTrackTokenRow.asset_id == row.id)
+    ).all()
+    return Asset(
+        original_asset_id=row.id,
+        asset_type=row.asset_type,
+        size_bytes=row.size_bytes,
+        container=row.container,
+        codec=row.codec,
+        bitrate_bps=row.bitrate_bps,
+        channels=row.channels,
+        channel_layout=row.channel_layout,
+        sample_rate_hz=row.sample_rate_hz,
+        duration_ms=row.duration_ms,
+        integrated_lufs=row.integrated_lufs,
+        true_peak_dbtp=row.true_peak_dbtp,
+        loudness_range_lu=row.loudness_range_lu,
+        sample_peak_dbfs=row.sample_peak_dbfs,
+        max_momentary_lufs=row.max_momentary_lufs,
+        max_short_term_lufs=row.max_short_term_lufs,
+        video=VideoInfo.model_validate(row.video) if row.video else None,
+        status=AssetStatus(row.status),
+        error={"name": row.error_name, "message": row.error_message or ""}
+        if row.error_name
+        else None,
+        legacy_track_tokens=sorted(tokens),
+        deleted=row.deleted,
+        created=row.created_at,
+        modified=row.modified_at,
+    )
+
+
+# ---- jobs ---------------------------------------------------------------------------------
+
+
+def create_job(
+    session: Session,
+    job_type: JobType,
+    stage: JobStage,
+    params: dict[str, Any],
+    *,
+    asset_id: str | None = None,
+    parent_id: str | None = None,
+) -> JobRow:
+    """A new `queued` job row; the caller enqueues its message after commit."""
+    now = utcnow()
+    row = JobRow(
+        id=str(uuid.uuid4()),
+        type=job_type.value,
+        stage=stage.value,
+        status=JobStatus.QUEUED.value,
+        progress=0.0,
+        attempts=0,
+        params=params,
+        asset_id=asset_id,
+        parent_id=parent_id,
+        created_at=now,
+        enqueued_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_job_row(session: Session, job_id: str, *, for_update: bool = False) -> JobRow:
+    stmt = select(JobRow).where(JobRow.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = session.scalars(stmt).one_or_none()
+    if row is None:
+        raise ModelNotFoundError(f"Job not found ({job_id})", job_id=job_id)
+    return row
+
+
+def claim_job(session: Session, job_id: str, stage: str, message_id: str, lease_s: float) -> bool:
+    """Atomically mark a job `running` for one message, or refuse.
+
+    A job is claimable in its current stage when it is queued, or running but
+    orphaned (no heartbeat within the lease: its worker died). This makes a
+    duplicate delivery of the same work a no-op instead of a second run.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=lease_s)
+    result = session.execute(
+        update(JobRow)
+        .where(
+            JobRow.id == job_id,
+            JobRow.stage == stage,
+            or_(
+                JobRow.status == JobStatus.QUEUED.value,
+                and_(JobRow.status == JobStatus.RUNNING.value, JobRow.updated_at < stale),
+            ),
+        )
+        .values(
+            status=JobStatus.RUNNING.value,
+            attempts=JobRow.attempts + 1,
+            message_id=message_id,
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    row = get_job_row(session, job_id)
+    if row.started_at is None:
+        row.started_at = now
+    return True
+
+
+def touch_jobs(session: Session, job_ids: list[str]) -> None:
+    """Heartbeat: a running job's row was touched recently, so nobody else claims it."""
+    if job_ids:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.id.in_(job_ids), JobRow.status == JobStatus.RUNNING.value)
+            .values(updated_at=utcnow())
+        )
+
+
+def set_progress(session: Session, job_id: str, progress: float) -> None:
+    session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id)
+        .values(progress=max(0.0, min(1.0, progress)), updated_at=utcnow())
+    )
+
+
+def advance_job(row: JobRow, stage: JobStage) -> None:
+    """Move a job to its next stage, queued; the caller enqueues after commit."""
+    now = utcnow()
+    row.stage = stage.value
+    row.status = JobStatus.QUEUED.value
+    row.progress = 0.0
+    row.enqueued_at = now
+    row.updated_at = now
+    row.message_id = None
+
+
+def finish_job(row: JobRow, result: dict[str, Any] | None = None) -> None:
+    now = utcnow()
+    row.stage = JobStage.DONE.value
+    row.status = JobStatus.SUCCEEDED.value
+    row.progress = 1.0
+    row.result = result
+    row.error_name = row.error_message = None
+    row.finished_at = now
+    row.updated_at = now
+
+
+def fail_job(session: Session, row: JobRow, error: MediaMillError) -> None:
+    """Mark a job failed and write its `job.failed` event in the same transaction."""
+    now = utcnow()
+    row.status = JobStatus.FAILED.value
+    row.error_name = error.name
+    row.error_message = error.message
+    row.finished_at = now
+    row.updated_at = now
+    add_event(session, "job.failed", {"job": job_from_row(row).to_json_dict()})
+
+
+def requeue_job(row: JobRow, error: MediaMillError | None = None) -> None:
+    """Back to `queued` for a retry, keeping the last error for operators to see."""
+    now = utcnow()
+    row.status = JobStatus.QUEUED.value
+    row.enqueued_at = now
+    row.updated_at = now
+    row.message_id = None
+    if error is not None:
+        row.error_name, row.error_message = error.name, error.message
+
+
+def job_from_row(row: JobRow, children: list[Job] | None = None) -> Job:
+    return Job(
+        id=row.id,
+        type=JobType(row.type),
+        asset_id=row.asset_id,
+        parent_id=row.parent_id,
+        status=JobStatus(row.status),
+        stage=JobStage(row.stage),
+        progress=row.progress,
+        attempts=row.attempts,
+        error=JobError(name=row.error_name, message=row.error_message or "")
+        if row.error_name
+        else None,
+        result=row.result,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        children=children or [],
+    )
+
+
+def load_job(session: Session, job_id: str) -> Job:
+    """The Job resource with its children."""
+    row = get_job_row(session, job_id)
+    kids = session.scalars(
+        select(JobRow).where(JobRow.parent_id == job_id).order_by(JobRow.created_at)
+    ).all()
+    return job_from_row(row, [job_from_row(k) for k in kids])
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: JobStatus | None = None,
+    job_type: JobType | None = None,
+    asset_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on (created_at, id). Returns (jobs, next cursor)."""
+    stmt = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+    if status is not None:
+        stmt = stmt.where(JobRow.status == status.value)
+    if job_type is not None:
+        stmt = stmt.where(JobRow.type == job_type.value)
+    if asset_id is not None:
+        stmt = stmt.where(JobRow.asset_id == asset_id)
+    if cursor:
+        anchor = session.get(JobRow, cursor)
+        if anchor is not None:
+            stmt = stmt.where(
+                or_(
+                    JobRow.created_at < anchor.created_at,
+                    and_(JobRow.created_at == anchor.created_at, JobRow.id < anchor.id),
+                )
+            )
+    rows = session.scalars(stmt.limit(limit + 1)).all()
+    page = rows[:limit]
+    next_cursor = page[-1].id if len(rows) > limit else None
+    return [job_from_row(r) for r in page], next_cursor
+
+
+def jobs_to_resweep(
+    session: Session, *, queued_before: datetime, running_before: datetime, limit: int = 500
+) -> list[JobRow]:
+    """Jobs whose message may be lost: queued too long, or running with no heartbeat."""
+    stmt = (
+        select(JobRow)
+        .where(
+            or_(
+                and_(
+                    JobRow.status == JobStatus.QUEUED.value,
+                    or_(JobRow.enqueued_at.is_(None), JobRow.enqueued_at < queued_before),
+                ),
+                and_(JobRow.status == JobStatus.RUNNING.value, JobRow.updated_at < running_before),
+            )
+        )
+        .order_by(JobRow.created_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt).all())
+
+
+# ---- outbox -------------------------------------------------------------------------------
+
+
+def add_event(session: Session, event_type: str, data: dict[str, Any]) -> OutboxEventRow:
+    """Record an event in the outbox, inside the caller's transaction."""
+    row = OutboxEventRow(id=str(uuid.uuid4()), type=event_type, created_at=utcnow(), data=data)
+    session.add(row)
+    return row
+
+
+def list_events(session: Session, event_type: str | None = None) -> list[OutboxEventRow]:
+    stmt = select(OutboxEventRow).order_by(OutboxEventRow.created_at, OutboxEventRow.id)
+    if event_type:
+        stmt = stmt.where(OutboxEventRow.type == event_type)
+    return list(session.scalars(stmt).all())

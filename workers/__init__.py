@@ -1,0 +1,1 @@
+"""dramatiq broker set-up, middleware and actors: the glue between stages and state."""

@@ -1,0 +1,57 @@
+"""get_broker(): the dramatiq broker with our middleware, in an order that matters."""
+
+from __future__ import annotations
+
+import functools
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLimit
+
+from mediamill.config.settings import Settings
+from mediamill.storage.db import Database
+from mediamill.workers.middleware import JobLifecycle, should_retry
+
+
+def build_broker(settings: Settings, db: Database) -> dramatiq.Broker:
+    """Redis or RabbitMQ when `MEDIAMILL_BROKER_URL` says so, else a `StubBroker`
+    that an in-process worker drains (the embedded default).
+
+    Middleware order: dramatiq runs `before_*` hooks in list order and `after_*`
+    hooks in reverse. JobLifecycle sits before Retries so that, after a failure,
+    Retries has already decided (retry or `message.fail()`) when JobLifecycle
+    records the outcome on the job row; and before_process_message claims the
+    job before the actor starts. TimeLimit enforces the per-message limit that
+    `workers/queue.py` scales with the media's duration.
+    """
+    middleware = [
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        JobLifecycle(db, lease_s=settings.job_lease_s),
+        Retries(
+            max_retries=settings.max_retries,
+            min_backoff=settings.retry_min_backoff_ms,
+            max_backoff=settings.retry_max_backoff_ms,
+            retry_when=functools.partial(_retry_when, max_retries=settings.max_retries),
+        ),
+    ]
+    url = settings.broker_url
+    if url is None:
+        broker: dramatiq.Broker = StubBroker(middleware=middleware)
+    elif url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(url=url, middleware=middleware)
+    else:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        broker = RabbitmqBroker(url=url, middleware=middleware)
+    from mediamill.workers.actors import declare_actors
+
+    declare_actors(broker)
+    return broker
+
+
+def _retry_when(retries: int, exc: BaseException, *, max_retries: int) -> bool:
+    return should_retry(retries, exc, max_retries)

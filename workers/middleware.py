@@ -1,0 +1,117 @@
+"""JobLifecycle: keeps job rows in step with the messages that work on them.
+
+Before a message runs it claims its job (skipping duplicates and stale
+messages); while it runs a heartbeat keeps the claim fresh; after it runs,
+failures land on the job row: `queued` again when dramatiq's Retries scheduled
+a retry, `failed` (with a `job.failed` outbox event) when it gave up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import dramatiq
+from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+from mediamill.schemas.errors import MediaMillError, ProcessingTimeoutError, TransientError
+from mediamill.storage import repo
+from mediamill.storage.db import Database
+from mediamill.workers.queue import ACTOR_STAGES
+
+log = logging.getLogger(__name__)
+
+
+def as_mediamill_error(exc: BaseException) -> MediaMillError:
+    """Our error for any exception an actor raised."""
+    if isinstance(exc, MediaMillError):
+        return exc
+    if isinstance(exc, TimeLimitExceeded):
+        return ProcessingTimeoutError("the stage ran past its time limit")
+    return TransientError(f"{type(exc).__name__}: {exc}")
+
+
+def should_retry(retries_so_far: int, exc: BaseException, max_retries: int) -> bool:
+    """Transient errors are retried (with backoff) up to `max_retries`; permanent never."""
+    return not as_mediamill_error(exc).permanent and retries_so_far < max_retries
+
+
+class JobLifecycle(Middleware):
+    """Claims, heartbeats and settles the job row behind each message."""
+
+    def __init__(self, db: Database, lease_s: float) -> None:
+        self.db = db
+        self.lease_s = lease_s
+        self._active: dict[str, str] = {}  # message id -> job id
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.clear()
+        self._heart = threading.Thread(target=self._beat, name="mediamill-heartbeat", daemon=True)
+        self._heart.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            with self._lock:
+                job_ids = list(self._active.values())
+            try:
+                with self.db.session() as s:
+                    repo.touch_jobs(s, job_ids)
+            except Exception:  # a DB outage must not kill the heartbeat thread
+                log.warning("heartbeat failed", exc_info=True)
+
+    @staticmethod
+    def _job_id(message: dramatiq.Message) -> str | None:
+        if message.actor_name not in ACTOR_STAGES or not message.args:
+            return None
+        return str(message.args[0])
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        job_id = self._job_id(message)
+        if job_id is None:
+            return
+        stage = ACTOR_STAGES[message.actor_name]
+        with self.db.session() as s:
+            claimed = repo.claim_job(s, job_id, stage, message.message_id, self.lease_s)
+        if not claimed:
+            log.info(
+                "skipping %s for job %s: not claimable in stage %s",
+                message.actor_name,
+                job_id,
+                stage,
+            )
+            raise SkipMessage()
+        with self._lock:
+            self._active[message.message_id] = job_id
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.Message,
+        *,
+        result: object = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        with self._lock:
+            job_id = self._active.pop(message.message_id, None)
+        if job_id is None or exception is None:
+            return
+        error = as_mediamill_error(exception)
+        with self.db.session() as s:
+            row = repo.get_job_row(s, job_id, for_update=True)
+            if row.message_id != message.message_id:
+                return  # another message took the job over; it owns the outcome
+            if message.failed:
+                repo.fail_job(s, row, error)
+            else:
+                repo.requeue_job(row, error)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        with self._lock:
+            self._active.pop(message.message_id, None)

@@ -1,0 +1,46 @@
+"""Sending stage messages: one queue, one actor per job stage, limits from the job row."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq import Message
+
+from mediamill.config.settings import Settings
+from mediamill.schemas.jobs import JobStage
+from mediamill.storage.models import JobRow
+
+QUEUE_NAME = "mediamill"
+
+# The actor that performs each stage of a job.
+STAGE_ACTORS: dict[str, str] = {
+    JobStage.STORE.value: "ingest",
+    JobStage.ANALYSE.value: "analyse",
+}
+ACTOR_STAGES = {actor: stage for stage, actor in STAGE_ACTORS.items()}
+
+
+def time_limit_ms(settings: Settings, media_duration_s: float | None) -> int:
+    """Wall-clock limit of one message: a base plus a factor of the media's duration.
+
+    dramatiq's 10-minute default would kill the analysis of a long recording.
+    """
+    seconds = settings.time_limit_base_s + settings.time_limit_per_media_s * (
+        media_duration_s or 0.0
+    )
+    return int(seconds * 1000)
+
+
+def send_stage(broker: dramatiq.Broker, job: JobRow, *, delay_ms: int | None = None) -> Message:
+    """Enqueue the message for the job's current stage (the row is committed first)."""
+    actor_name = STAGE_ACTORS[job.stage]
+    options: dict[str, object] = {}
+    if limit := job.params.get("timeLimitMs"):
+        options["time_limit"] = int(limit)
+    message = Message(
+        queue_name=QUEUE_NAME,
+        actor_name=actor_name,
+        args=(job.id,),
+        kwargs={},
+        options=options,
+    )
+    return broker.enqueue(message, delay=delay_ms)

@@ -1,0 +1,47 @@
+"""What a worker or CLI process holds: settings, the DB, the blob store and the broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+
+from mediamill.config.settings import Settings
+from mediamill.storage.blobs import BlobStore, open_store
+from mediamill.storage.db import Database, database_for
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    store: BlobStore
+    broker: dramatiq.Broker
+
+
+_current: Runtime | None = None
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Wire one process. On the embedded SQLite default, migrations apply themselves."""
+    from mediamill.workers.broker import build_broker
+
+    db = database_for(settings.resolved_database_url)
+    if settings.database_url is None:
+        db.ensure_schema()
+    store = open_store(settings)
+    broker = build_broker(settings, db)
+    return Runtime(settings=settings, db=db, store=store, broker=broker)
+
+
+def set_current(runtime: Runtime) -> None:
+    """Make `runtime` the one actors in this process use."""
+    global _current
+    _current = runtime
+    dramatiq.set_broker(runtime.broker)
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("no MediaMill runtime in this process; call set_current() first")
+    return _current

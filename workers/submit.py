@@ -1,0 +1,61 @@
+"""Submitting work: the job row is committed first, then its message is sent."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from mediamill.schemas.jobs import JobStage, JobType
+from mediamill.storage import repo
+from mediamill.storage.models import JobRow
+from mediamill.workers.actors import INCOMING_PREFIX
+from mediamill.workers.queue import send_stage, time_limit_ms
+from mediamill.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Storing an original is I/O bound; allow this much time per MiB on top of the base.
+STORE_SECONDS_PER_MIB = 0.5
+
+
+def submit_ingest(rt: Runtime, source: dict, filename: str | None, size_bytes: int) -> JobRow:
+    """Write an `ingest` job for `source` and enqueue its first stage.
+
+    If the enqueue fails the job stays `queued` and the sweeper sends it later:
+    nothing is lost once the row is committed.
+    """
+    store_s = size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
+    params = {
+        "source": source,
+        "filename": filename,
+        "sizeBytes": size_bytes,
+        "timeLimitMs": time_limit_ms(rt.settings, store_s),
+    }
+    with rt.db.session() as s:
+        job = repo.create_job(s, JobType.INGEST, JobStage.STORE, params)
+    try:
+        send_stage(rt.broker, job)
+    except Exception:
+        log.warning("enqueue of job %s failed; the sweeper will retry", job.id, exc_info=True)
+    return job
+
+
+def submit_local_file(rt: Runtime, path: Path, *, stage_in_store: bool) -> JobRow:
+    """Ingest a file on this machine.
+
+    `stage_in_store=False` (embedded: the worker shares this filesystem) lets
+    the worker read the file where it is. Otherwise the bytes are first copied
+    to `incoming/` in the shared store so that any worker on any machine can
+    read them; ingest removes the staged copy once the original is stored.
+    """
+    path = path.resolve()
+    size_bytes = path.stat().st_size
+    if stage_in_store:
+        key = f"{INCOMING_PREFIX}{uuid.uuid4()}"
+        with path.open("rb") as stream:
+            rt.store.put(key, stream)
+        source = {"kind": "store", "key": key}
+    else:
+        source = {"kind": "path", "path": str(path)}
+    return submit_ingest(rt, source, path.name, size_bytes)

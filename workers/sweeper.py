@@ -1,0 +1,61 @@
+"""The sweeper: the database is the source of truth, so lost messages are re-sent.
+
+A job row is written before its message; if the enqueue failed, the broker lost
+the message, or a worker died mid-run without the broker redelivering, the row
+is still there and the sweeper sends its stage's message again. Duplicates are
+harmless: JobLifecycle lets only one message claim a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from mediamill.schemas.base import utcnow
+from mediamill.storage import repo
+from mediamill.workers.queue import send_stage
+from mediamill.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
+    """Re-send messages for jobs stuck in `queued` or orphaned in `running`. Returns the count."""
+    now = utcnow()
+    queued_age = rt.settings.requeue_after_s if queued_older_than_s is None else queued_older_than_s
+    with rt.db.session() as s:
+        rows = repo.jobs_to_resweep(
+            s,
+            queued_before=now - timedelta(seconds=queued_age),
+            running_before=now - timedelta(seconds=rt.settings.job_lease_s),
+        )
+        for row in rows:
+            repo.requeue_job(row)
+    for row in rows:
+        try:
+            send_stage(rt.broker, row)
+        except Exception:
+            log.warning("re-enqueue of job %s failed; will try again", row.id, exc_info=True)
+    if rows:
+        log.info("sweeper re-enqueued %d job(s)", len(rows))
+    return len(rows)
+
+
+class Sweeper(threading.Thread):
+    """Runs `sweep` every `sweep_interval_s` until stopped."""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(name="mediamill-sweeper", daemon=True)
+        self.rt = rt
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rt.settings.sweep_interval_s):
+            try:
+                sweep(self.rt)
+            except Exception:
+                log.warning("sweep failed", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
