@@ -99,8 +99,13 @@ def _analyse_container(
     return AnalysisResult(media=media, loudness=loudness)
 
 
+# Decoder names that differ from the codec's own name.
+_CODEC_ALIASES = {"mp3float": "mp3", "libopus": "opus", "libvorbis": "vorbis", "libdav1d": "av1"}
+
+
 def _codec(stream: av.stream.Stream) -> str:
-    return stream.codec_context.name
+    name = stream.codec_context.name
+    return _CODEC_ALIASES.get(name, name)
 
 
 def _declared_duration_s(container: av.container.InputContainer, stream: av.stream.Stream) -> float:
@@ -198,7 +203,7 @@ def _measure_audio(
         for packet in container.demux(stream):
             try:
                 consume(packet.decode())
-            except (av.error.InvalidDataError, av.error.ValueError) as exc:
+            except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
                 errors += 1
                 if errors > MAX_DECODE_ERRORS:
                     raise CorruptMediaError(

@@ -48,8 +48,13 @@ def insert_asset_if_absent(
         "modified_at": now,
     }
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(AssetRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
-    return session.execute(stmt).rowcount == 1
+    stmt = (
+        insert(AssetRow)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(AssetRow.id)
+    )
+    return session.execute(stmt).scalar_one_or_none() is not None
 
 
 def get_asset_row(session: Session, asset_id: str, *, for_update: bool = False) -> AssetRow:
@@ -214,11 +219,13 @@ def set_progress(session: Session, job_id: str, progress: float) -> None:
 
 
 def advance_job(row: JobRow, stage: JobStage) -> None:
-    """Move a job to its next stage, queued; the caller enqueues after commit."""
+    """Move a job to its next stage, queued; the caller enqueues after commit.
+    `attempts` counts tries of the current stage, so it starts again at zero."""
     now = utcnow()
     row.stage = stage.value
     row.status = JobStatus.QUEUED.value
     row.progress = 0.0
+    row.attempts = 0
     row.enqueued_at = now
     row.updated_at = now
     row.message_id = None

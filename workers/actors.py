@@ -13,8 +13,6 @@ from pathlib import Path
 
 import dramatiq
 
-from mediamill.pipeline.analysis import analyse_file
-from mediamill.pipeline.probe import probe_duration_s
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import InvalidRequestError, MediaMillError, error_from_name
 from mediamill.schemas.jobs import JobStage
@@ -91,6 +89,8 @@ def _store_original(rt: runtime.Runtime, source: dict) -> tuple[StoredBlob, bool
 def _declared_duration(rt: runtime.Runtime, source: dict, key: str) -> float | None:
     """The media's declared duration, read from its header only (a local file, or the
     first bytes of a streamed read), to size the analysis time limit."""
+    from mediamill.pipeline.probe import probe_duration_s
+
     try:
         if source.get("kind") == "path":
             return probe_duration_s(source["path"])
@@ -127,7 +127,7 @@ def analyse(job_id: str) -> None:
     progress = _ProgressWriter(rt, job_id)
     try:
         with rt.store.local_path(key) as path:
-            result = analyse_file(path, on_progress=progress)
+            result = _analyse_file()(path, on_progress=progress)
     except MediaMillError as exc:
         if exc.permanent:
             with rt.db.session() as s:
@@ -145,6 +145,14 @@ def analyse(job_id: str) -> None:
         repo.record_analysis(row, result)
         repo.add_event(s, "asset.analysed", {"asset": repo.asset_from_row(s, row).to_json_dict()})
         repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"deduplicated": False})
+
+
+def _analyse_file():  # noqa: ANN202
+    """The analysis stage, imported on first use: processes that only enqueue
+    (API, CLI) never load the decoding and DSP libraries."""
+    from mediamill.pipeline.analysis import analyse_file
+
+    return analyse_file
 
 
 def _wait_for_other_analysis(rt: runtime.Runtime, job_id: str) -> None:

@@ -43,7 +43,6 @@ class InProcessWorker:
             self.sweeper.stop()
         if self.worker is not None:
             self.worker.stop(timeout=timeout_ms)
-        self.rt.broker.emit_before("process_stop")
         self.rt.broker.close()
 
     def __enter__(self) -> InProcessWorker:

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Generate test and demo media with ffmpeg's lavfi sources (no files shipped).
+
+Usage: make_sample.py OUT [--kind music|speech|sine|surround|video] [--duration-s S]
+       [--rate HZ] [--channels N]
+The codec follows OUT's extension (.flac .wav .mp3 .ogg .opus .m4a .mp4).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import ffmpeg
+
+from mediamill.pipeline.ffmpeg import ffmpeg_binary, run_ffmpeg
+
+AUDIO_CODEC_ARGS = {
+    ".flac": {"acodec": "flac"},
+    ".wav": {"acodec": "pcm_s16le"},
+    ".mp3": {"acodec": "libmp3lame", "audio_bitrate": "192k"},
+    ".ogg": {"acodec": "libvorbis", "audio_bitrate": "160k"},
+    ".opus": {"acodec": "libopus", "audio_bitrate": "128k"},
+    ".m4a": {"acodec": "aac", "audio_bitrate": "192k"},
+}
+
+
+def _music(duration_s: float, rate: int) -> ffmpeg.nodes.FilterableStream:
+    """Chords plus pink noise with a slow tremolo: broadband, with a loudness range."""
+    tones = [
+        ffmpeg.input(f"sine=frequency={f}:sample_rate={rate}:duration={duration_s}", f="lavfi")
+        for f in (110, 220, 277.18, 329.63, 440, 880)
+    ]
+    noise = ffmpeg.input(
+        f"anoisesrc=color=pink:sample_rate={rate}:duration={duration_s}:amplitude=0.3:seed=7",
+        f="lavfi",
+    )
+    mix = ffmpeg.filter([*tones, noise], "amix", inputs=len(tones) + 1, normalize=0)
+    return mix.filter("tremolo", f=0.2, d=0.6).filter("volume", 0.25)
+
+
+def _speech(duration_s: float, rate: int) -> ffmpeg.nodes.FilterableStream:
+    """Band-limited noise bursts separated by silence, like speech with pauses."""
+    noise = ffmpeg.input(
+        f"anoisesrc=color=brown:sample_rate={rate}:duration={duration_s}:amplitude=0.5:seed=3",
+        f="lavfi",
+    )
+    gated = noise.filter("volume", volume="if(lt(mod(t,1.7),1.1),1,0)", eval="frame")
+    return gated.filter("bandpass", f=700, width_type="h", w=1200)
+
+
+def _sine(duration_s: float, rate: int) -> ffmpeg.nodes.FilterableStream:
+    return ffmpeg.input(f"sine=frequency=997:sample_rate={rate}:duration={duration_s}", f="lavfi")
+
+
+def make_sample(
+    out: Path,
+    *,
+    kind: str = "music",
+    duration_s: float = 10.0,
+    rate: int = 48000,
+    channels: int = 2,
+    timeout_s: float = 600.0,
+) -> Path:
+    """Write a generated sample to `out` and return it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ext = out.suffix.lower()
+    if kind == "video":
+        video = ffmpeg.input(f"testsrc2=size=1280x720:rate=30:duration={duration_s}", f="lavfi")
+        audio = _music(duration_s, rate)
+        stream = ffmpeg.output(
+            video, audio, str(out), vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p",
+            acodec="aac", audio_bitrate="128k", ac=channels, g=60,
+        )
+    else:
+        source = {"music": _music, "speech": _speech, "sine": _sine, "surround": _music}[kind]
+        audio = source(duration_s, rate)
+        layout = "5.1" if kind == "surround" else None
+        if layout:
+            audio = audio.filter("aformat", channel_layouts=layout)
+            channels = 6
+        stream = ffmpeg.output(audio, str(out), ac=channels, ar=rate, **AUDIO_CODEC_ARGS[ext])
+    args = stream.overwrite_output().compile(cmd=ffmpeg_binary())[1:]
+    run_ffmpeg(args, timeout_s=timeout_s)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--kind", default="music", choices=["music", "speech", "sine", "surround", "video"])
+    p.add_argument("--duration-s", type=float, default=10.0)
+    p.add_argument("--rate", type=int, default=48000)
+    p.add_argument("--channels", type=int, default=2)
+    a = p.parse_args()
+    print(make_sample(a.out, kind=a.kind, duration_s=a.duration_s, rate=a.rate, channels=a.channels))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The blob store interface shared by the local-directory and S3/MinIO stores.
+
+Every store streams (bounded memory whatever the object size), hashes while it
+writes (one read of the source gives the SHA-256 that content addressing needs)
+and publishes atomically: a failed or interrupted write never leaves a partial
+object under its key. Keys are validated before they touch a path or a URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from mediamill.schemas.errors import InvalidRequestError
+
+MIB = 1024 * 1024
+# Reads from a source stream are at most this big unless a store is configured
+# otherwise: large enough for throughput, small enough for bounded memory.
+DEFAULT_CHUNK_BYTES = 8 * MIB
+# S3's own limit on key length; the local store keeps it for identical contracts.
+MAX_KEY_BYTES = 1024
+# Presigned SigV4 URLs cannot live longer than 7 days.
+MAX_URL_EXPIRES_S = 7 * 24 * 3600
+
+_KEY_CHARS = re.compile(r"[A-Za-z0-9._\-=/]+")
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """What a write produced: the key, the exact size and the SHA-256 (hex) of the bytes."""
+
+    key: str
+    size_bytes: int
+    sha256: str
+
+
+def validate_key(key: str) -> str:
+    """Return `key` unchanged if it is a safe object key, else raise InvalidRequestError.
+
+    A key is `/`-separated segments of `[A-Za-z0-9._\\-=]`. Refused: empty keys,
+    a leading `/`, empty segments (`a//b`, a trailing `/`), segments starting
+    with `.` (so `.` and `..`, and the stores' reserved `.tmp`/`.incoming`
+    names), backslashes, NUL, any other character, and keys over 1024 bytes.
+    Stores map keys to paths and URLs only after this check.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidRequestError("blob key must be a non-empty string", key=key)
+    if len(key) > MAX_KEY_BYTES:
+        raise InvalidRequestError(f"blob key longer than {MAX_KEY_BYTES} bytes", key=key)
+    if _KEY_CHARS.fullmatch(key) is None:
+        raise InvalidRequestError("blob key may only contain A-Z a-z 0-9 . _ - = and /", key=key)
+    if key.startswith("/"):
+        raise InvalidRequestError("blob key must not start with '/'", key=key)
+    for segment in key.split("/"):
+        if not segment:
+            raise InvalidRequestError("blob key must not contain empty segments", key=key)
+        if segment.startswith("."):
+            raise InvalidRequestError(
+                "blob key segments must not start with '.' ('.', '..' and dot-names are refused)",
+                key=key,
+            )
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return `prefix` if it can start a valid key ("" and a trailing `/` allowed).
+
+    Used by `list()`: a prefix is matched as a plain string prefix of keys, as on
+    S3, so `a/b` matches `a/b/c` and `a/bc`.
+    """
+    if prefix == "":
+        return prefix
+    body = prefix[:-1] if prefix.endswith("/") else prefix
+    if not body:
+        raise InvalidRequestError("list prefix must not be '/'", prefix=prefix)
+    try:
+        validate_key(body)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"invalid list prefix: {exc.message}", prefix=prefix) from exc
+    return prefix
+
+
+def validate_expiry(expires_in_s: int) -> int:
+    """Refuse URL lifetimes that are not positive or exceed what SigV4 allows."""
+    if not isinstance(expires_in_s, int) or not 0 < expires_in_s <= MAX_URL_EXPIRES_S:
+        raise InvalidRequestError(
+            f"expires_in_s must be an integer in 1..{MAX_URL_EXPIRES_S}",
+            expires_in_s=expires_in_s,
+        )
+    return expires_in_s
+
+
+def read_full_chunk(stream: BinaryIO, chunk_bytes: int) -> bytes:
+    """Read up to `chunk_bytes` from `stream`, looping over short reads.
+
+    Returns fewer bytes only at end of stream (so b"" means EOF). Never asks the
+    stream for more than `chunk_bytes` in one call.
+    """
+    first = stream.read(chunk_bytes)
+    if not first or len(first) == chunk_bytes:
+        return bytes(first or b"")
+    buffer = bytearray(first)
+    while len(buffer) < chunk_bytes:
+        more = stream.read(chunk_bytes - len(buffer))
+        if not more:
+            break
+        buffer += more
+    return bytes(buffer)
+
+
+def iter_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
+    """Yield non-empty chunks of exactly `chunk_bytes` (the last may be shorter)."""
+    while True:
+        chunk = read_full_chunk(stream, chunk_bytes)
+        if not chunk:
+            return
+        yield chunk
+        if len(chunk) < chunk_bytes:
+            return
+
+
+def copy_hashing(
+    stream: BinaryIO, write: Callable[[bytes], object], chunk_bytes: int
+) -> tuple[int, str]:
+    """Stream `stream` into `write` chunk by chunk; return (size_bytes, sha256 hex)."""
+    hasher = hashlib.sha256()
+    size_bytes = 0
+    for chunk in iter_chunks(stream, chunk_bytes):
+        hasher.update(chunk)
+        size_bytes += len(chunk)
+        write(chunk)
+    return size_bytes, hasher.hexdigest()
+
+
+class BlobStore(ABC):
+    """Where originals, renditions and packages live, addressed by validated keys.
+
+    Errors: `InvalidRequestError` for a bad key, `BlobNotFoundError` for a missing
+    object, `StorageError` (transient, retried) for I/O and network failures.
+    Exceptions raised by a caller's source stream propagate unchanged, after the
+    store has cleaned up its temporary state.
+    """
+
+    @abstractmethod
+    def put(self, key: str, stream: BinaryIO, *, content_type: str | None = None) -> StoredBlob:
+        """Store `stream` under `key` (replacing any object there), streaming and hashing.
+
+        Atomic: on any failure the previous state of `key` is untouched.
+        """
+
+    @abstractmethod
+    def put_content_addressed(
+        self, prefix: str, stream: BinaryIO, *, content_type: str | None = None
+    ) -> tuple[StoredBlob, bool]:
+        """Store `stream` under `f"{prefix}/{sha256}"`; return (blob, created).
+
+        The bytes go to a temporary location first (their hash is unknown until
+        the end); `created` is False when the key already existed, in which case
+        the temporary copy is discarded. Atomic like `put`.
+        """
+
+    @abstractmethod
+    def open(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A streamed, read-only binary file object; BlobNotFoundError if missing."""
+
+    @abstractmethod
+    def local_path(self, key: str) -> AbstractContextManager[Path]:
+        """A local file path holding the object, for decoders that need to seek.
+
+        The local store yields its stored file (read it, never write it); remote
+        stores download to a temporary file that is removed on exit.
+        """
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """True when an object is stored under `key`."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes; BlobNotFoundError if missing."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with `prefix`, sorted, fetched page by page."""
+
+    @abstractmethod
+    def move(self, src: str, dst: str) -> None:
+        """Rename `src` to `dst` (replacing `dst`); BlobNotFoundError if `src` is missing."""
+
+    @abstractmethod
+    def url(self, key: str, expires_in_s: int = 3600) -> str:
+        """A direct-download URL (file:// locally, presigned GET on S3).
+
+        Does not check that the object exists (that costs a round trip on S3).
+        """

@@ -1,0 +1,67 @@
+"""Settings: embedded defaults, derived values, secrets refused outside embedded mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mediamill.config.settings import ConfigError, Settings
+
+
+def clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for var in list(os.environ):
+        if var.startswith("MEDIAMILL_"):
+            monkeypatch.delenv(var)
+
+
+def test_embedded_defaults_live_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean(monkeypatch)
+    monkeypatch.setenv("MEDIAMILL_DATA_DIR", str(tmp_path))
+    s = Settings()
+    assert s.embedded
+    assert s.resolved_storage_url == (tmp_path / "store").as_uri()
+    assert s.resolved_database_url == f"sqlite:///{tmp_path / 'mediamill.db'}"
+    assert s.broker_url is None
+    assert Path(s.ffmpeg_path).is_file()
+
+
+def test_signing_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    first = s.resolved_signing_secret()
+    assert len(first) >= 32
+    assert Settings(data_dir=tmp_path).resolved_signing_secret() == first
+    assert (tmp_path / "signing-secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_signing_secret_is_required_when_distributed(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match="MEDIAMILL_SIGNING_SECRET"):
+        s.resolved_signing_secret()
+    assert not (tmp_path / "signing-secret").exists()
+    given = Settings(broker_url="redis://x", signing_secret="a-long-enough-secret")
+    assert given.resolved_signing_secret() == "a-long-enough-secret"
+
+
+def test_unknown_urls_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(broker_url="kafka://x")
+    with pytest.raises(ValidationError):
+        Settings(storage_url="ftp://x")
+    assert Settings(broker_url="  ").broker_url is None
+
+
+def test_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean(monkeypatch)
+    monkeypatch.setenv("MEDIAMILL_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    monkeypatch.setenv("MEDIAMILL_STORAGE_URL", "s3://bucket/prefix")
+    monkeypatch.setenv("MEDIAMILL_FFMPEG", "/usr/bin/ffmpeg")
+    s = Settings()
+    assert not s.embedded
+    assert s.resolved_storage_url == "s3://bucket/prefix"
+    assert s.ffmpeg_path == "/usr/bin/ffmpeg"
