@@ -70,8 +70,16 @@ def make_sample(
         video = ffmpeg.input(f"testsrc2=size=1280x720:rate=30:duration={duration_s}", f="lavfi")
         audio = _music(duration_s, rate)
         stream = ffmpeg.output(
-            video, audio, str(out), vcodec="libx264", preset="ultrafast", pix_fmt="yuv420p",
-            acodec="aac", audio_bitrate="128k", ac=channels, g=60,
+            video,
+            audio,
+            str(out),
+            vcodec="libx264",
+            preset="ultrafast",
+            pix_fmt="yuv420p",
+            acodec="aac",
+            audio_bitrate="128k",
+            ac=channels,
+            g=60,
         )
     else:
         source = {"music": _music, "speech": _speech, "sine": _sine, "surround": _music}[kind]
@@ -89,12 +97,16 @@ def make_sample(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--kind", default="music", choices=["music", "speech", "sine", "surround", "video"])
+    p.add_argument(
+        "--kind", default="music", choices=["music", "speech", "sine", "surround", "video"]
+    )
     p.add_argument("--duration-s", type=float, default=10.0)
     p.add_argument("--rate", type=int, default=48000)
     p.add_argument("--channels", type=int, default=2)
     a = p.parse_args()
-    print(make_sample(a.out, kind=a.kind, duration_s=a.duration_s, rate=a.rate, channels=a.channels))
+    print(
+        make_sample(a.out, kind=a.kind, duration_s=a.duration_s, rate=a.rate, channels=a.channels)
+    )
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def analyse(job_id: str) -> None:
         repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"deduplicated": False})
 
 
-def _analyse_file():  # noqa: ANN202
+def _analyse_file():
     """The analysis stage, imported on first use: processes that only enqueue
     (API, CLI) never load the decoding and DSP libraries."""
     from mediamill.pipeline.analysis import analyse_file
