@@ -143,6 +143,8 @@ def _print_asset_table(asset: dict[str, Any], title: str = "Asset") -> None:
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(map(str, value)) or "-"
+        elif isinstance(value, float):
+            value = f"{value:.2f}"
         table.add_row(key, "-" if value is None else str(value))
     Console().print(table)
 

@@ -25,21 +25,30 @@ AUDIO_CODEC_ARGS = {
 }
 
 
-def _music(duration_s: float, rate: int) -> ffmpeg.nodes.FilterableStream:
+def _music_channel(duration_s: float, rate: int, seed: int) -> ffmpeg.nodes.FilterableStream:
     """Chords plus pink noise with a slow tremolo: broadband, with a loudness range."""
     tones = [
         ffmpeg.input(f"sine=frequency={f}:sample_rate={rate}:duration={duration_s}", f="lavfi")
-        for f in (110, 220, 277.18, 329.63, 440, 880)
+        for f in (110 * seed, 220, 277.18, 329.63, 440, 880 + seed)
     ]
     noise = ffmpeg.input(
-        f"anoisesrc=color=pink:sample_rate={rate}:duration={duration_s}:amplitude=0.3:seed=7",
+        f"anoisesrc=color=pink:sample_rate={rate}:duration={duration_s}:amplitude=0.3:seed={seed}",
         f="lavfi",
     )
     mix = ffmpeg.filter([*tones, noise], "amix", inputs=len(tones) + 1, normalize=0)
-    return mix.filter("tremolo", f=0.2, d=0.6).filter("volume", 0.25)
+    return mix.filter("tremolo", f=0.2 * seed, d=0.6).filter("volume", 0.25)
 
 
-def _speech(duration_s: float, rate: int) -> ffmpeg.nodes.FilterableStream:
+def _music(duration_s: float, rate: int, channels: int = 2) -> ffmpeg.nodes.FilterableStream:
+    """Mono, or one different mix per channel (real stereo or 5.1, not copies)."""
+    if channels == 1:
+        return _music_channel(duration_s, rate, 1)
+    layout = {2: "stereo", 6: "5.1"}[channels]
+    mixes = [_music_channel(duration_s, rate, seed) for seed in range(1, channels + 1)]
+    return ffmpeg.filter(mixes, "join", inputs=channels, channel_layout=layout)
+
+
+def _speech(duration_s: float, rate: int, channels: int = 2) -> ffmpeg.nodes.FilterableStream:
     """Band-limited noise bursts separated by silence, like speech with pauses."""
     noise = ffmpeg.input(
         f"anoisesrc=color=brown:sample_rate={rate}:duration={duration_s}:amplitude=0.5:seed=3",
@@ -49,7 +58,7 @@ def _speech(duration_s: float, rate: int) -> ffmpeg.nodes.FilterableStream:
     return gated.filter("bandpass", f=700, width_type="h", w=1200)
 
 
-def _sine(duration_s: float, rate: int) -> ffmpeg.nodes.FilterableStream:
+def _sine(duration_s: float, rate: int, channels: int = 2) -> ffmpeg.nodes.FilterableStream:
     return ffmpeg.input(f"sine=frequency=997:sample_rate={rate}:duration={duration_s}", f="lavfi")
 
 
@@ -68,7 +77,7 @@ def make_sample(
     ext = out.suffix.lower()
     if kind == "video":
         video = ffmpeg.input(f"testsrc2=size=1280x720:rate=30:duration={duration_s}", f="lavfi")
-        audio = _music(duration_s, rate)
+        audio = _music(duration_s, rate, channels)
         stream = ffmpeg.output(
             video,
             audio,
@@ -83,11 +92,9 @@ def make_sample(
         )
     else:
         source = {"music": _music, "speech": _speech, "sine": _sine, "surround": _music}[kind]
-        audio = source(duration_s, rate)
-        layout = "5.1" if kind == "surround" else None
-        if layout:
-            audio = audio.filter("aformat", channel_layouts=layout)
+        if kind == "surround":
             channels = 6
+        audio = source(duration_s, rate, channels)
         stream = ffmpeg.output(audio, str(out), ac=channels, ar=rate, **AUDIO_CODEC_ARGS[ext])
     args = stream.overwrite_output().compile(cmd=ffmpeg_binary())[1:]
     run_ffmpeg(args, timeout_s=timeout_s)

@@ -50,8 +50,15 @@ def test_stream_facts(samples: dict[str, Path], name: str) -> None:
 
 
 def test_surround_layout_and_weights(samples: dict[str, Path]) -> None:
-    m = analyse_file(samples["surround.flac"]).media
-    assert m.channel_layout == "5.1" and m.channels == 6
+    """5.1 has six channels; surrounds weigh 1.41 and the LFE is left out (BS.1770-4)."""
+    result = analyse_file(samples["surround.flac"])
+    assert result.media.channel_layout == "5.1" and result.media.channels == 6
+    data, rate = soundfile.read(samples["surround.flac"], always_2d=True)
+    assert np.abs(data[:, 3]).max() > 0.05, "the sample's LFE must carry signal"
+    # pyloudnorm weights five channels L, R, C, Ls, Rs: give it everything but the LFE.
+    five = data[:, [0, 1, 2, 4, 5]]
+    reference = pyloudnorm.Meter(rate, filter_class="DeMan").integrated_loudness(five)
+    assert result.loudness.integrated_lufs == pytest.approx(reference, abs=0.05)
 
 
 def test_video_facts_without_decoding_frames(samples: dict[str, Path]) -> None:
