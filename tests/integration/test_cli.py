@@ -1,0 +1,146 @@
+"""The `mediamill` command line as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from media_corpus import make_bad_inputs
+from support import make_sample
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "mediamill"]
+ASSET_FIELDS = {
+    "originalAssetId",
+    "assetType",
+    "sizeBytes",
+    "container",
+    "codec",
+    "bitrate",
+    "channels",
+    "sampleRate",
+    "duration",
+    "lufs",
+    "truePeak",
+    "loudnessRange",
+    "video",
+}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+    clean["MEDIAMILL_DATA_DIR"] = str(tmp_path / "data")
+    return clean
+
+
+def mm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_analyse_json_is_one_asset_object(env: dict[str, str], samples: dict[str, Path]) -> None:
+    proc = mm(env, "analyse", str(samples["music.flac"]), "--json")
+    assert proc.returncode == 0, proc.stderr
+    asset = json.loads(proc.stdout)
+    assert set(asset) >= ASSET_FIELDS
+    assert (
+        asset["originalAssetId"] == hashlib.sha256(samples["music.flac"].read_bytes()).hexdigest()
+    )
+    assert asset["sizeBytes"] == samples["music.flac"].stat().st_size
+    assert (asset["container"], asset["channels"], asset["sampleRate"]) == ("flac", 2, 48000)
+    assert asset["duration"] == 6000 and asset["video"] is None
+    assert proc.stderr == ""
+
+
+def test_analyse_table_for_video(env: dict[str, str], samples: dict[str, Path]) -> None:
+    proc = mm(env, "analyse", str(samples["video.mp4"]))
+    assert proc.returncode == 0, proc.stderr
+    for field in ("originalAssetId", "lufs", "truePeak", "loudnessRange", "video"):
+        assert field in proc.stdout
+    assert "width=1280" in proc.stdout and "height=720" in proc.stdout
+
+
+def test_process_json_shape_and_dedupe(env: dict[str, str], samples: dict[str, Path]) -> None:
+    first = mm(env, "process", str(samples["speech.wav"]), "--json")
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert set(out) == {"asset", "job", "renditions", "packages"}
+    assert out["renditions"] == [] and out["packages"] == []
+    assert out["job"]["status"] == "succeeded" and out["job"]["type"] == "ingest"
+    assert out["asset"]["status"] == "analysed" and out["asset"]["lufs"] is not None
+    again = json.loads(mm(env, "process", str(samples["speech.wav"]), "--json").stdout)
+    assert again["asset"]["originalAssetId"] == out["asset"]["originalAssetId"]
+    assert again["job"]["result"] == {"deduplicated": True}
+
+
+def test_bad_input_exits_non_zero_with_the_error_name(
+    env: dict[str, str], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    bad = make_bad_inputs(tmp_path / "bad", samples["music.flac"], samples["music.mp3"])
+    for name, (path, error_name) in bad.items():
+        for command in ("analyse", "process"):
+            proc = mm(env, command, str(path), "--json")
+            assert proc.returncode == 1, (name, command)
+            last = proc.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"error: {error_name}: "), (name, command, proc.stderr)
+    missing = mm(env, "analyse", str(tmp_path / "nope.flac"))
+    assert missing.returncode == 1 and "error: InvalidRequestError: no such file" in missing.stderr
+
+
+def test_embedded_ingest_is_picked_up_by_a_worker(
+    env: dict[str, str], samples: dict[str, Path]
+) -> None:
+    submitted = json.loads(mm(env, "ingest", str(samples["music.ogg"]), "--json").stdout)
+    assert submitted["status"] == "queued" and submitted["stage"] == "store"
+    listed = json.loads(mm(env, "jobs", "list", "--status", "queued", "--json").stdout)
+    assert [j["id"] for j in listed["data"]] == [submitted["id"]]
+    worker = subprocess.Popen([*CLI, "worker"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = json.loads(mm(env, "jobs", "show", submitted["id"], "--json").stdout)
+            if job["status"] == "succeeded":
+                break
+            time.sleep(0.5)
+        assert job["status"] == "succeeded", job
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, worker.stderr.read()
+
+
+def test_progress_bar_on_a_terminal_only(env: dict[str, str], tmp_path: Path) -> None:
+    path = make_sample(tmp_path / "long.flac", kind="sine", duration_s=900)
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [*CLI, "analyse", str(path)], env={**env, "COLUMNS": "100"}, stdout=child, stderr=child
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([main], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "━" in screen, "a progress bar is drawn on a terminal"
+    assert "lufs" in screen
+    quiet = mm(env, "analyse", str(path), "--json")
+    assert "━" not in quiet.stdout + quiet.stderr
+    json.loads(quiet.stdout)
