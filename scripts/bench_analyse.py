@@ -19,6 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,22 @@ def run(cmd: list[str]) -> Run:
     """Run `cmd` to completion; wall time and the child's own peak RSS."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    # Drain both pipes while waiting, so a chatty child never blocks on a full pipe;
+    # wait4 (not Popen.wait) to get this child's own rusage.
+    captured: dict[str, bytes] = {}
+    readers = [
+        threading.Thread(target=lambda n=name, f=pipe: captured.__setitem__(n, f.read()))
+        for name, pipe in (("out", proc.stdout), ("err", proc.stderr))
+    ]
+    for reader in readers:
+        reader.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join()
+    out, err = captured["out"], captured["err"]
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed: {err.decode()[-2000:]}")
     return Run(wall, usage.ru_maxrss / 1024, out.decode())
 
@@ -84,7 +96,7 @@ def bench(path: Path, repeat: int) -> dict:
             "-i",
             str(path),
             "-af",
-            "ebur128=peak=true",
+            "ebur128=peak=true:framelog=verbose",
             "-f",
             "null",
             "-",

@@ -128,17 +128,17 @@ def analyse(job_id: str) -> None:
     try:
         with rt.store.local_path(key) as path:
             result = _analyse_file()(path, on_progress=progress)
-    except MediaMillError as exc:
-        if exc.permanent:
-            with rt.db.session() as s:
-                row = repo.get_asset_row(s, job.asset_id or "", for_update=True)
+    except BaseException as exc:  # time limits interrupt with a BaseException
+        # Bad media condemns the asset (the same bytes will fail the same way);
+        # anything else (storage, time limit) leaves it to be analysed again.
+        condemned = isinstance(exc, MediaMillError) and exc.permanent
+        with rt.db.session() as s:
+            row = repo.get_asset_row(s, job.asset_id or "", for_update=True)
+            if condemned:
                 row.status = AssetStatus.FAILED.value
                 row.error_name, row.error_message = exc.name, exc.message
-        else:
-            with rt.db.session() as s:
-                repo.get_asset_row(
-                    s, job.asset_id or "", for_update=True
-                ).status = AssetStatus.STORED.value
+            else:
+                row.status = AssetStatus.STORED.value
         raise
     with rt.db.session() as s:
         row = repo.get_asset_row(s, job.asset_id or "", for_update=True)

@@ -13,7 +13,7 @@ from mediamill.storage.db import Database
 from mediamill.workers.middleware import JobLifecycle, should_retry
 
 
-def build_broker(settings: Settings, db: Database) -> dramatiq.Broker:
+def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
     """Redis or RabbitMQ when `MEDIAMILL_BROKER_URL` says so, else a `StubBroker`
     that an in-process worker drains (the embedded default).
 

@@ -24,13 +24,13 @@ _current: Runtime | None = None
 
 def build_runtime(settings: Settings) -> Runtime:
     """Wire one process. On the embedded SQLite default, migrations apply themselves."""
-    from mediamill.workers.broker import build_broker
+    from mediamill.workers.broker import get_broker
 
     db = database_for(settings.resolved_database_url)
     if settings.database_url is None:
         db.ensure_schema()
     store = open_store(settings)
-    broker = build_broker(settings, db)
+    broker = get_broker(settings, db)
     return Runtime(settings=settings, db=db, store=store, broker=broker)
 
 

@@ -29,6 +29,14 @@ ensure_redis() {
   wait_port 6379 redis
 }
 
+ensure_rabbitmq() {
+  port_open 5672 && return 0
+  command -v rabbitmq-server >/dev/null || { echo "==> installing rabbitmq-server"; apt_install rabbitmq-server; }
+  echo "==> starting rabbitmq"
+  rabbitmq-server -detached
+  wait_port 5672 rabbitmq
+}
+
 ensure_postgres() {
   if ! port_open 5432; then
     if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then

@@ -175,3 +175,25 @@ def test_analyse_message_time_limit_scales_with_duration(
         params = repo.get_job_row(s, job.id).params
     expected_s = rt.settings.time_limit_base_s + rt.settings.time_limit_per_media_s * 6.0
     assert abs(params["timeLimitMs"] - expected_s * 1000) < 50
+
+
+def test_time_limit_stops_an_overlong_analysis_without_retrying(
+    embedded_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A stage past its (duration-scaled) limit fails with ProcessingTimeoutError at once."""
+    from support import make_sample
+
+    path = make_sample(tmp_path / "long.flac", kind="music", duration_s=600)
+    monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_BASE_S", "0.3")
+    monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_PER_MEDIA_S", "0.0005")
+    get_settings.cache_clear()
+    runtime = build_runtime(get_settings())
+    with InProcessWorker(runtime, threads=1):
+        job = wait_job(runtime, submit_local_file(runtime, path, stage_in_store=False).id)
+    assert job.status == "failed" and job.error.name == "ProcessingTimeoutError"
+    assert job.stage == "analyse" and job.attempts == 1
+    with runtime.db.session() as s:
+        params = repo.get_job_row(s, job.id).params
+        asset = repo.get_asset_row(s, job.asset_id)
+    assert params["timeLimitMs"] == 600  # 0.3 s + 0.0005 s per second of 600 s media
+    assert asset.status == "stored", "a timeout does not condemn the media"
