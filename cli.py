@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         _print_error("ConfigError", str(exc))
     except ValidationError as exc:
         _print_error("ConfigError", str(exc).replace("\n", " "))
+    except Exception as exc:
+        from sqlalchemy.exc import OperationalError
+
+        if not isinstance(exc, OperationalError):
+            raise
+        _print_error("StorageError", f"the database is unreachable: {exc.orig}")
     except KeyboardInterrupt:
         _print_error("Interrupted", "stopped by the user")
     return EXIT_ERROR
@@ -87,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_jobs_show)
     c = jobs.add_parser("list", help="jobs, newest first")
     c.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--limit", type=_page_size, default=50, help="1 to 1000")
+    c.add_argument("--cursor", default=None, help="nextCursor of the previous page")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_jobs_list)
 
@@ -95,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     c = db.add_parser("upgrade", help="apply Alembic migrations")
     c.set_defaults(func=cmd_db_upgrade)
     return p
+
+
+def _page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000")
+    return value
 
 
 # ---- output ---------------------------------------------------------------------------------
@@ -146,6 +160,48 @@ def _print_asset_table(asset: dict[str, Any], title: str = "Asset") -> None:
         elif isinstance(value, float):
             value = f"{value:.2f}"
         table.add_row(key, "-" if value is None else str(value))
+    Console().print(table)
+
+
+def _print_renditions_table(renditions: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Renditions")
+    for col in (
+        "spec",
+        "status",
+        "codec",
+        "bitrate",
+        "ch",
+        "rate",
+        "duration ms",
+        "lufs",
+        "truePeak",
+        "bytes",
+        "key",
+    ):
+        table.add_column(col)
+    for r in renditions:
+        spec = r["spec"]
+        name = "-".join(
+            str(v)
+            for v in (spec["format"], spec.get("height"), spec.get("bitrate"), spec.get("channels"))
+            if v
+        )
+        table.add_row(
+            name,
+            r["status"],
+            r.get("codec") or "-",
+            str(r.get("bitrate") or "-"),
+            str(r.get("channels") or "-"),
+            str(r.get("sampleRate") or "-"),
+            str(r.get("duration") or "-"),
+            f"{r['lufs']:.2f}" if r.get("lufs") is not None else "-",
+            f"{r['truePeak']:.2f}" if r.get("truePeak") is not None else "-",
+            str(r.get("sizeBytes") or "-"),
+            r.get("storageKey") or "-",
+        )
     Console().print(table)
 
 
@@ -214,11 +270,17 @@ def _existing_file(path: Path) -> Path:
     return path
 
 
-def _runtime():
+def _runtime(*, in_process_queue: bool = False) -> Any:
+    """The configured runtime. `in_process_queue` swaps the broker for an in-process
+    one (DB and store stay as configured) so that `process` never takes, or
+    leaves, work on a shared queue."""
     from mediamill.config.settings import get_settings
     from mediamill.workers.runtime import build_runtime
 
-    return build_runtime(get_settings())
+    settings = get_settings()
+    if in_process_queue and settings.broker_url is not None:
+        settings = settings.model_copy(update={"broker_url": None})
+    return build_runtime(settings)
 
 
 def _wait_for_job(rt: Any, job_id: str, update: Callable[[float, str | None], None]) -> Any:
@@ -241,18 +303,20 @@ def cmd_process(args: argparse.Namespace) -> int:
     from mediamill.workers.worker import InProcessWorker
 
     path = _existing_file(args.file)
-    rt = _runtime()
-    with InProcessWorker(rt), _progress(_interactive(args), "process") as update:
+    rt = _runtime(in_process_queue=True)
+    # No sweeper: this run does its own file only, never other queued jobs.
+    with InProcessWorker(rt, sweep=False), _progress(_interactive(args), "process") as update:
         job_row = submit_local_file(rt, path, stage_in_store=False)
         job = _wait_for_job(rt, job_row.id, update)
-    asset = None
+    asset, renditions = None, []
     if job.asset_id:
         with rt.db.session() as s:
             asset = repo.asset_from_row(s, repo.get_asset_row(s, job.asset_id))
+            renditions = repo.list_renditions(s, job.asset_id)
     out = {
         "asset": asset.to_json_dict() if asset else None,
         "job": job.to_json_dict(),
-        "renditions": [],
+        "renditions": [r.to_json_dict() for r in renditions],
         "packages": [],
     }
     if args.json:
@@ -260,7 +324,9 @@ def cmd_process(args: argparse.Namespace) -> int:
     else:
         if out["asset"]:
             _print_asset_table(out["asset"])
-        _print_jobs_table([out["job"]])
+        if out["renditions"]:
+            _print_renditions_table(out["renditions"])
+        _print_jobs_table([out["job"], *out["job"]["children"]])
     if job.error:
         raise error_from_name(job.error.name, job.error.message)
     return 0
@@ -320,7 +386,10 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     rt = _runtime()
     with rt.db.session() as s:
         jobs, cursor = repo.list_jobs(
-            s, status=JobStatus(args.status) if args.status else None, limit=args.limit
+            s,
+            status=JobStatus(args.status) if args.status else None,
+            limit=args.limit,
+            cursor=args.cursor,
         )
     data = [j.to_json_dict() for j in jobs]
     if args.json:

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     requeue_after_s: float = Field(default=300.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
 
+    # Renditions made automatically after analysis, as `format:bitrate:channels` items
+    # (bitrate 0 for lossless formats). Audio assets get the audio profile; video
+    # assets get the video ladder (`height:video bitrate`, never above the original).
+    default_audio_renditions: str = "mp3:128000:2,aac:128000:2,opus:96000:2"
+    default_video_ladder: str = "1080:5000000,720:3000000,480:1500000,360:800000,240:400000"
+    # Where stages write temporary files (outputs before they are stored).
+    work_dir: Path | None = None
+
     log_level: str = "INFO"
 
     @field_validator("broker_url", "database_url", "storage_url", "ffmpeg", mode="before")
@@ -104,6 +112,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return (self.work_dir or self.resolved_data_dir / "work").expanduser().resolve()
 
     @property
     def ffmpeg_path(self) -> str:

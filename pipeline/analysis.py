@@ -34,7 +34,8 @@ ProgressCallback = Callable[[float], None]
 
 def analyse_file(path: Path | str, on_progress: ProgressCallback | None = None) -> AnalysisResult:
     """Probe and measure `path`. Raises CorruptMediaError or UnsupportedMediaError."""
-    path = Path(path)
+    # Absolute, so a file named like an ffmpeg protocol ("pipe:0") is still a file.
+    path = Path(path).resolve()
     size_bytes = path.stat().st_size
     if size_bytes == 0:
         raise CorruptMediaError("the file is empty", path=str(path))

@@ -14,7 +14,7 @@ from mediamill.schemas.errors import UnsupportedMediaError
 def probe_duration_s(source: Path | str | BinaryIO) -> float | None:
     """The duration the container declares, in seconds, or None if it declares none.
     `source` is a path or a readable stream (only its first bytes are read)."""
-    target = str(source) if isinstance(source, Path | str) else source
+    target = str(Path(source).resolve()) if isinstance(source, Path | str) else source
     try:
         with av.open(target, metadata_errors="ignore") as container:
             if container.duration is not None:

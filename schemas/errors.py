@@ -65,6 +65,11 @@ class InvalidRequestError(MediaMillError):
     """A request's parameters are missing, inconsistent or out of range."""
 
 
+class UnsupportedRenditionError(InvalidRequestError):
+    """A rendition that no encoder can deliver as asked (format, bitrate, channels,
+    sample rate together). Refused before any work starts."""
+
+
 class TransientError(MediaMillError):
     """A failure that may pass: network, storage or database hiccups. Retried with backoff."""
 
@@ -118,5 +123,6 @@ __all__ = [
     "StorageError",
     "TransientError",
     "UnsupportedMediaError",
+    "UnsupportedRenditionError",
     "error_from_name",
 ]

@@ -26,11 +26,14 @@ class JobStatus(StrEnum):
 class JobType(StrEnum):
     INGEST = "ingest"
     ANALYSE = "analyse"
+    TRANSCODE = "transcode"
+    RENDITION = "rendition"  # a child: one output of its parent's transcode
 
 
 class JobStage(StrEnum):
     STORE = "store"
     ANALYSE = "analyse"
+    TRANSCODE = "transcode"
     DONE = "done"
 
 
@@ -62,6 +65,8 @@ class EventType(StrEnum):
     ASSET_CREATED = "asset.created"
     ASSET_ANALYSED = "asset.analysed"
     JOB_FAILED = "job.failed"
+    RENDITION_READY = "rendition.ready"
+    RENDITION_FAILED = "rendition.failed"
 
 
 class Event(CamelModel):

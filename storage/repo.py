@@ -20,7 +20,14 @@ from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, ModelNotFoundError
 from mediamill.schemas.jobs import Job, JobError, JobStage, JobStatus, JobType
 from mediamill.schemas.media import AnalysisResult, Asset, AssetStatus, VideoInfo
-from mediamill.storage.models import AssetRow, JobRow, LegacyTrackTokenRow, OutboxEventRow
+from mediamill.schemas.renditions import Rendition, RenditionSpec, RenditionStatus
+from mediamill.storage.models import (
+    AssetRow,
+    JobRow,
+    LegacyTrackTokenRow,
+    OutboxEventRow,
+    RenditionRow,
+)
 
 ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -65,6 +72,29 @@ def get_asset_row(session: Session, asset_id: str, *, for_update: bool = False) 
     if row is None:
         raise ModelNotFoundError(f"Original asset not found ({asset_id})", asset_id=asset_id)
     return row
+
+
+def claim_asset_analysis(session: Session, asset_id: str, lease_s: float) -> bool:
+    """Atomically mark an asset `analysing` for one job, or refuse.
+
+    One conditional UPDATE (not read-then-write: SQLite ignores FOR UPDATE), so of
+    any number of jobs holding the same bytes exactly one decodes them. An
+    `analysing` asset whose heartbeat stopped (its worker died) may be taken over.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=lease_s)
+    result = session.execute(
+        update(AssetRow)
+        .where(
+            AssetRow.id == asset_id,
+            or_(
+                AssetRow.status == AssetStatus.STORED.value,
+                and_(AssetRow.status == AssetStatus.ANALYSING.value, AssetRow.modified_at < stale),
+            ),
+        )
+        .values(status=AssetStatus.ANALYSING.value, modified_at=now)
+    )
+    return result.rowcount == 1
 
 
 def record_analysis(row: AssetRow, result: AnalysisResult) -> None:
@@ -201,13 +231,24 @@ def claim_job(session: Session, job_id: str, stage: str, message_id: str, lease_
 
 
 def touch_jobs(session: Session, job_ids: list[str]) -> None:
-    """Heartbeat: a running job's row was touched recently, so nobody else claims it."""
-    if job_ids:
-        session.execute(
-            update(JobRow)
-            .where(JobRow.id.in_(job_ids), JobRow.status == JobStatus.RUNNING.value)
-            .values(updated_at=utcnow())
-        )
+    """Heartbeat: running jobs (and the assets they are analysing) were touched
+    recently, so nobody else claims them."""
+    if not job_ids:
+        return
+    now = utcnow()
+    session.execute(
+        update(JobRow)
+        .where(JobRow.id.in_(job_ids), JobRow.status == JobStatus.RUNNING.value)
+        .values(updated_at=now)
+    )
+    analysing = select(JobRow.asset_id).where(
+        JobRow.id.in_(job_ids), JobRow.stage == JobStage.ANALYSE.value
+    )
+    session.execute(
+        update(AssetRow)
+        .where(AssetRow.id.in_(analysing), AssetRow.status == AssetStatus.ANALYSING.value)
+        .values(modified_at=now)
+    )
 
 
 def set_progress(session: Session, job_id: str, progress: float) -> None:
@@ -238,6 +279,7 @@ def finish_job(row: JobRow, result: dict[str, Any] | None = None) -> None:
     row.progress = 1.0
     row.result = result
     row.error_name = row.error_message = None
+    row.message_id = None
     row.finished_at = now
     row.updated_at = now
 
@@ -248,6 +290,7 @@ def fail_job(session: Session, row: JobRow, error: MediaMillError) -> None:
     row.status = JobStatus.FAILED.value
     row.error_name = error.name
     row.error_message = error.message
+    row.message_id = None
     row.finished_at = now
     row.updated_at = now
     add_event(session, "job.failed", {"job": job_from_row(row).to_json_dict()})
@@ -302,9 +345,13 @@ def list_jobs(
     asset_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    include_children: bool = False,
 ) -> tuple[list[Job], str | None]:
-    """Newest first, keyset-paginated on (created_at, id). Returns (jobs, next cursor)."""
+    """Newest first, keyset-paginated on (created_at, id). Returns (jobs, next cursor).
+    Children (one per rendition) are listed under their parent unless asked for."""
     stmt = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+    if not include_children:
+        stmt = stmt.where(JobRow.parent_id.is_(None))
     if status is not None:
         stmt = stmt.where(JobRow.status == status.value)
     if job_type is not None:
@@ -326,6 +373,23 @@ def list_jobs(
     return [job_from_row(r) for r in page], next_cursor
 
 
+def requeue_if_unchanged(session: Session, row: JobRow) -> bool:
+    """Back to `queued` only if nobody touched the row since it was read (compare and
+    set on status and updated_at): a worker's fresh claim is never overwritten."""
+    now = utcnow()
+    result = session.execute(
+        update(JobRow)
+        .where(
+            JobRow.id == row.id,
+            JobRow.status == row.status,
+            JobRow.updated_at == row.updated_at,
+        )
+        .values(status=JobStatus.QUEUED.value, enqueued_at=now, updated_at=now, message_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def jobs_to_resweep(
     session: Session, *, queued_before: datetime, running_before: datetime, limit: int = 500
 ) -> list[JobRow]:
@@ -345,6 +409,120 @@ def jobs_to_resweep(
         .limit(limit)
     )
     return list(session.scalars(stmt).all())
+
+
+# ---- renditions ---------------------------------------------------------------------------
+
+
+def _insert(session: Session):
+    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+
+
+def insert_rendition_if_absent(
+    session: Session,
+    asset_id: str,
+    spec: RenditionSpec,
+    requested: RenditionSpec,
+    adjustments: list[str],
+    job_id: str | None,
+) -> tuple[RenditionRow, bool]:
+    """The rendition row for (asset, spec), inserted `queued` and owned by `job_id`
+    unless it exists. Returns (row, created). Concurrent callers in any number of
+    processes see exactly one `created=True` (unique constraint + ON CONFLICT)."""
+    now = utcnow()
+    stmt = (
+        _insert(session)(RenditionRow)
+        .values(
+            id=str(uuid.uuid4()),
+            asset_id=asset_id,
+            spec_id=spec.spec_id,
+            spec=spec.to_json_dict(),
+            requested=requested.to_json_dict(),
+            adjustments={"notes": adjustments},
+            status=RenditionStatus.QUEUED.value,
+            job_id=job_id,
+            created_at=now,
+            modified_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["asset_id", "spec_id"])
+        .returning(RenditionRow.id)
+    )
+    created = session.execute(stmt).scalar_one_or_none() is not None
+    return get_rendition_row(session, asset_id, spec.spec_id), created
+
+
+def get_rendition_row(session: Session, asset_id: str, spec_id: str) -> RenditionRow:
+    row = session.scalars(
+        select(RenditionRow).where(
+            RenditionRow.asset_id == asset_id, RenditionRow.spec_id == spec_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise ModelNotFoundError(f"rendition {spec_id} of asset {asset_id} not found")
+    return row
+
+
+def renditions_of_job(session: Session, job_id: str) -> list[RenditionRow]:
+    return list(
+        session.scalars(
+            select(RenditionRow)
+            .where(RenditionRow.job_id == job_id)
+            .order_by(RenditionRow.created_at)
+        ).all()
+    )
+
+
+def record_rendition(
+    row: RenditionRow, key: str, size_bytes: int, sha256: str, measured: AnalysisResult
+) -> None:
+    """Mark a rendition ready with what was stored and what was measured on it."""
+    media, loud = measured.media, measured.loudness
+    row.status = RenditionStatus.READY.value
+    row.storage_key, row.size_bytes, row.sha256 = key, size_bytes, sha256
+    row.codec, row.bitrate_bps, row.channels = media.codec, media.bitrate_bps, media.channels
+    row.sample_rate_hz, row.duration_ms = media.sample_rate_hz, media.duration_ms
+    row.width = media.video.width if media.video else None
+    row.height = media.video.height if media.video else None
+    row.integrated_lufs, row.true_peak_dbtp = loud.integrated_lufs, loud.true_peak_dbtp
+    row.error_name = row.error_message = None
+    row.modified_at = utcnow()
+
+
+def list_renditions(session: Session, asset_id: str) -> list[Rendition]:
+    rows = session.scalars(
+        select(RenditionRow)
+        .where(RenditionRow.asset_id == asset_id)
+        .order_by(RenditionRow.created_at, RenditionRow.spec_id)
+    ).all()
+    return [rendition_from_row(r) for r in rows]
+
+
+def rendition_from_row(row: RenditionRow) -> Rendition:
+    return Rendition(
+        id=row.id,
+        asset_id=row.asset_id,
+        spec=RenditionSpec.model_validate(row.spec),
+        requested=RenditionSpec.model_validate(row.requested),
+        adjustments=list((row.adjustments or {}).get("notes", [])),
+        status=RenditionStatus(row.status),
+        storage_key=row.storage_key,
+        codec=row.codec,
+        bitrate_bps=row.bitrate_bps,
+        channels=row.channels,
+        sample_rate_hz=row.sample_rate_hz,
+        duration_ms=row.duration_ms,
+        width=row.width,
+        height=row.height,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        integrated_lufs=row.integrated_lufs,
+        true_peak_dbtp=row.true_peak_dbtp,
+        error={"name": row.error_name, "message": row.error_message or ""}
+        if row.error_name
+        else None,
+        created=row.created_at,
+        modified=row.modified_at,
+    )
 
 
 # ---- outbox -------------------------------------------------------------------------------

@@ -7,21 +7,30 @@ and JobLifecycle lets only the message holding a job's claim work on it.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import dramatiq
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mediamill.schemas.base import utcnow
-from mediamill.schemas.errors import InvalidRequestError, MediaMillError, error_from_name
-from mediamill.schemas.jobs import JobStage
-from mediamill.schemas.media import AssetStatus
+from mediamill.schemas.errors import (
+    InvalidRequestError,
+    MediaError,
+    MediaMillError,
+    error_from_name,
+)
+from mediamill.schemas.jobs import JobStage, JobStatus
+from mediamill.schemas.media import Asset, AssetStatus, LoudnessStats, MediaInfo
+from mediamill.schemas.renditions import RenditionSpec, RenditionStatus
 from mediamill.storage import repo
 from mediamill.storage.blobs import StoredBlob
-from mediamill.storage.models import JobRow
+from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
 from mediamill.workers.queue import QUEUE_NAME, send_stage, time_limit_ms
+from mediamill.workers.renditions import add_renditions, default_specs, transcode_time_limit_ms
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,10 @@ def ingest(job_id: str) -> None:
     if send_next:
         send_stage(rt.broker, job)
     if source.get("kind") == "store" and str(source.get("key", "")).startswith(INCOMING_PREFIX):
-        rt.store.delete(source["key"])
+        try:
+            rt.store.delete(source["key"])
+        except MediaMillError:  # the original is safe; a leftover staged copy is not an error
+            log.warning("could not delete staged upload %s", source["key"], exc_info=True)
 
 
 def _store_original(rt: runtime.Runtime, source: dict) -> tuple[StoredBlob, bool]:
@@ -103,24 +115,19 @@ def _declared_duration(rt: runtime.Runtime, source: dict, key: str) -> float | N
 def analyse(job_id: str) -> None:
     """Analyse the job's asset in one streaming pass, unless that already happened."""
     rt = runtime.current()
-    lease = timedelta(seconds=rt.settings.job_lease_s)
     with rt.db.session() as s:
         job = repo.get_job_row(s, job_id)
-        asset = repo.get_asset_row(s, job.asset_id or "", for_update=True)
-        status = asset.status
-        busy = status == AssetStatus.ANALYSING.value and asset.modified_at > utcnow() - lease
-        if status == AssetStatus.ANALYSED.value:
+        asset = repo.get_asset_row(s, job.asset_id or "")
+        if asset.status == AssetStatus.ANALYSED.value:
             repo.finish_job(repo.get_job_row(s, job_id), {"deduplicated": True})
             return
-        if status == AssetStatus.FAILED.value:
+        if asset.status == AssetStatus.FAILED.value:
             error = error_from_name(asset.error_name or "", asset.error_message or "")
             repo.fail_job(s, repo.get_job_row(s, job_id), error)
             return
-        if not busy:
-            asset.status = AssetStatus.ANALYSING.value
-            asset.modified_at = utcnow()
+        claimed = repo.claim_asset_analysis(s, asset.id, rt.settings.job_lease_s)
         key = asset.storage_key
-    if busy:
+    if not claimed:
         _wait_for_other_analysis(rt, job_id)
         return
 
@@ -130,8 +137,9 @@ def analyse(job_id: str) -> None:
             result = _analyse_file()(path, on_progress=progress)
     except BaseException as exc:  # time limits interrupt with a BaseException
         # Bad media condemns the asset (the same bytes will fail the same way);
-        # anything else (storage, time limit) leaves it to be analysed again.
-        condemned = isinstance(exc, MediaMillError) and exc.permanent
+        # anything else (storage, a missing blob, a time limit) leaves it to be
+        # analysed again by a later job.
+        condemned = isinstance(exc, MediaError)
         with rt.db.session() as s:
             row = repo.get_asset_row(s, job.asset_id or "", for_update=True)
             if condemned:
@@ -143,8 +151,137 @@ def analyse(job_id: str) -> None:
     with rt.db.session() as s:
         row = repo.get_asset_row(s, job.asset_id or "", for_update=True)
         repo.record_analysis(row, result)
-        repo.add_event(s, "asset.analysed", {"asset": repo.asset_from_row(s, row).to_json_dict()})
-        repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"deduplicated": False})
+        asset = repo.asset_from_row(s, row)
+        repo.add_event(s, "asset.analysed", {"asset": asset.to_json_dict()})
+        job = repo.get_job_row(s, job_id, for_update=True)
+        send_next = _plan_default_renditions(rt, s, job, asset)
+    if send_next:
+        send_stage(rt.broker, job)
+
+
+def _plan_default_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset: Asset) -> bool:
+    """Hand the job to the transcode stage with the default renditions, or finish it."""
+    specs = default_specs(rt.settings, asset)
+    rows = add_renditions(s, job, asset, [(spec, False) for spec in specs])
+    if not rows:
+        repo.finish_job(job, {"deduplicated": False})
+        return False
+    repo.advance_job(job, JobStage.TRANSCODE)
+    job.params = {**job.params, "timeLimitMs": transcode_time_limit_ms(rt.settings, asset, specs)}
+    return True
+
+
+def transcode(job_id: str) -> None:
+    """Make every rendition this job owns from ONE decode of the original, measure
+    each, store it under its spec's key, and record it."""
+    rt = runtime.current()
+    with rt.db.session() as s:
+        job = repo.get_job_row(s, job_id)
+        asset = repo.asset_from_row(s, repo.get_asset_row(s, job.asset_id or ""))
+        storage_key = repo.get_asset_row(s, asset.original_asset_id).storage_key
+        rows = [r for r in repo.renditions_of_job(s, job_id) if r.status != "ready"]
+        for r in rows:
+            r.status, r.modified_at = RenditionStatus.RUNNING.value, utcnow()
+        _set_children(s, job_id, JobStatus.RUNNING)
+        specs = [RenditionSpec.model_validate(r.spec) for r in rows]
+        row_ids = [r.id for r in rows]
+        time_limit_s = job.params.get("timeLimitMs", 600_000) / 1000
+    if not rows:
+        with rt.db.session() as s:
+            repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"renditions": 0})
+        return
+    from mediamill.pipeline.transcode import plan_output, produce
+
+    media = MediaInfo.model_validate(asset.model_dump())
+    loudness = LoudnessStats.model_validate(asset.model_dump())
+    progress = _ProgressWriter(rt, job_id, children=True)
+    rt.settings.resolved_work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with (
+            rt.store.local_path(storage_key) as source,
+            tempfile.TemporaryDirectory(
+                dir=rt.settings.resolved_work_dir, prefix="transcode-"
+            ) as tmp,
+        ):
+            outputs = [
+                plan_output(spec, Path(tmp) / f"{i}.{spec.format.extension}", loudness)
+                for i, spec in enumerate(specs)
+            ]
+            produced = produce(
+                source, outputs, media, timeout_s=time_limit_s * 0.95, on_progress=progress
+            )
+            for row_id, spec, made in zip(row_ids, specs, produced, strict=True):
+                key = f"renditions/{asset.original_asset_id}/{spec.spec_id}.{spec.format.extension}"
+                with made.output.path.open("rb") as f:
+                    blob = rt.store.put(key, f)
+                with rt.db.session() as s:
+                    row = s.get(RenditionRow, row_id)
+                    repo.record_rendition(
+                        row, blob.key, blob.size_bytes, blob.sha256, made.measured
+                    )
+                    repo.add_event(
+                        s,
+                        "rendition.ready",
+                        {"rendition": repo.rendition_from_row(row).to_json_dict()},
+                    )
+                    _finish_child(s, job_id, row_id, JobStatus.SUCCEEDED)
+    except BaseException as exc:
+        permanent = isinstance(exc, MediaMillError) and exc.permanent
+        with rt.db.session() as s:
+            for row_id in row_ids:
+                row = s.get(RenditionRow, row_id)
+                if row.status == RenditionStatus.READY.value:
+                    continue
+                row.modified_at = utcnow()
+                if permanent:
+                    row.status = RenditionStatus.FAILED.value
+                    row.error_name, row.error_message = exc.name, exc.message
+                    repo.add_event(
+                        s,
+                        "rendition.failed",
+                        {"rendition": repo.rendition_from_row(row).to_json_dict()},
+                    )
+                    _finish_child(s, job_id, row_id, JobStatus.FAILED, exc)
+                else:
+                    row.status = RenditionStatus.QUEUED.value
+            if not permanent:
+                _set_children(s, job_id, JobStatus.QUEUED)
+        raise
+    with rt.db.session() as s:
+        repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"renditions": len(rows)})
+
+
+def _children(s: Session, job_id: str) -> list[JobRow]:
+    return list(s.scalars(select(JobRow).where(JobRow.parent_id == job_id)).all())
+
+
+def _set_children(s: Session, job_id: str, status: JobStatus) -> None:
+    now = utcnow()
+    for child in _children(s, job_id):
+        if not JobStatus(child.status).terminal:
+            child.status, child.updated_at = status.value, now
+            if status is JobStatus.RUNNING and child.started_at is None:
+                child.started_at = now
+
+
+def _finish_child(
+    s: Session,
+    job_id: str,
+    rendition_id: str,
+    status: JobStatus,
+    error: MediaMillError | None = None,
+) -> None:
+    for child in _children(s, job_id):
+        if child.params.get("renditionId") == rendition_id:
+            if status is JobStatus.SUCCEEDED:
+                repo.finish_job(child, {"renditionId": rendition_id})
+            elif error is not None:
+                child.status, child.error_name, child.error_message = (
+                    status.value,
+                    error.name,
+                    error.message,
+                )
+                child.finished_at = child.updated_at = utcnow()
 
 
 def _analyse_file():
@@ -160,14 +297,15 @@ def _wait_for_other_analysis(rt: runtime.Runtime, job_id: str) -> None:
     with rt.db.session() as s:
         job: JobRow = repo.get_job_row(s, job_id, for_update=True)
         repo.requeue_job(job)
+        job.attempts -= 1  # waiting is not an attempt
     send_stage(rt.broker, job, delay_ms=WAIT_FOR_ANALYSIS_MS)
 
 
 class _ProgressWriter:
-    """Writes stage progress to the job row at most once a second."""
+    """Writes stage progress to the job row (and its children) at most once a second."""
 
-    def __init__(self, rt: runtime.Runtime, job_id: str) -> None:
-        self.rt, self.job_id, self.last = rt, job_id, 0.0
+    def __init__(self, rt: runtime.Runtime, job_id: str, children: bool = False) -> None:
+        self.rt, self.job_id, self.last, self.children = rt, job_id, 0.0, children
 
     def __call__(self, fraction: float) -> None:
         now = time.monotonic()
@@ -177,11 +315,15 @@ class _ProgressWriter:
         try:
             with self.rt.db.session() as s:
                 repo.set_progress(s, self.job_id, fraction)
+                if self.children:  # one decode feeds every output: they advance together
+                    for child in _children(s, self.job_id):
+                        if child.status == JobStatus.RUNNING.value:
+                            repo.set_progress(s, child.id, fraction)
         except Exception:  # progress is advisory; never fail a stage over it
             log.warning("progress update failed for job %s", self.job_id, exc_info=True)
 
 
-ACTORS = {"ingest": ingest, "analyse": analyse}
+ACTORS = {"ingest": ingest, "analyse": analyse, "transcode": transcode}
 
 
 def declare_actors(broker: dramatiq.Broker) -> None:

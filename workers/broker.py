@@ -18,23 +18,24 @@ def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
     that an in-process worker drains (the embedded default).
 
     Middleware order: dramatiq runs `before_*` hooks in list order and `after_*`
-    hooks in reverse. JobLifecycle sits before Retries so that, after a failure,
-    Retries has already decided (retry or `message.fail()`) when JobLifecycle
-    records the outcome on the job row; and before_process_message claims the
-    job before the actor starts. TimeLimit enforces the per-message limit that
-    `workers/queue.py` scales with the media's duration.
+    hooks in reverse. JobLifecycle sits after Retries, so after a failure it
+    writes the job row (`queued` for a retry, `failed` otherwise, by the same
+    predicate Retries uses) before Retries enqueues the retry: a fast retry can
+    never find its job still `running` and skip itself. Its before hook claims
+    the job before the actor starts. TimeLimit enforces the per-message limit
+    that `workers/queue.py` scales with the media's duration.
     """
     middleware = [
         AgeLimit(),
         TimeLimit(),
         ShutdownNotifications(),
-        JobLifecycle(db, lease_s=settings.job_lease_s),
         Retries(
             max_retries=settings.max_retries,
             min_backoff=settings.retry_min_backoff_ms,
             max_backoff=settings.retry_max_backoff_ms,
             retry_when=functools.partial(_retry_when, max_retries=settings.max_retries),
         ),
+        JobLifecycle(db, lease_s=settings.job_lease_s, max_retries=settings.max_retries),
     ]
     url = settings.broker_url
     if url is None:

@@ -2,8 +2,9 @@
 
 Before a message runs it claims its job (skipping duplicates and stale
 messages); while it runs a heartbeat keeps the claim fresh; after it runs,
-failures land on the job row: `queued` again when dramatiq's Retries scheduled
-a retry, `failed` (with a `job.failed` outbox event) when it gave up.
+failures land on the job row: `queued` again when a retry is due, `failed`
+(with a `job.failed` outbox event) when not. The row is written before Retries
+enqueues the retry, so the retry always finds its job claimable.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from mediamill.schemas.errors import MediaMillError, ProcessingTimeoutError, TransientError
+from mediamill.schemas.jobs import JobStatus
 from mediamill.storage import repo
 from mediamill.storage.db import Database
 from mediamill.workers.queue import ACTOR_STAGES
@@ -40,9 +42,10 @@ def should_retry(retries_so_far: int, exc: BaseException, max_retries: int) -> b
 class JobLifecycle(Middleware):
     """Claims, heartbeats and settles the job row behind each message."""
 
-    def __init__(self, db: Database, lease_s: float) -> None:
+    def __init__(self, db: Database, lease_s: float, max_retries: int) -> None:
         self.db = db
         self.lease_s = lease_s
+        self.max_retries = max_retries
         self._active: dict[str, str] = {}  # message id -> job id
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -103,14 +106,18 @@ class JobLifecycle(Middleware):
         if job_id is None or exception is None:
             return
         error = as_mediamill_error(exception)
+        # This hook runs before Retries' (see workers/broker.py), so the row says
+        # `queued` before the retry message can arrive and try to claim it. The
+        # decision is the same predicate Retries applies next.
+        retrying = should_retry(message.options.get("retries", 0), exception, self.max_retries)
         with self.db.session() as s:
             row = repo.get_job_row(s, job_id, for_update=True)
-            if row.message_id != message.message_id:
-                return  # another message took the job over; it owns the outcome
-            if message.failed:
-                repo.fail_job(s, row, error)
-            else:
+            if row.status != JobStatus.RUNNING.value or row.message_id != message.message_id:
+                return  # finished already, or taken over by another message
+            if retrying:
                 repo.requeue_job(row, error)
+            else:
+                repo.fail_job(s, row, error)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ QUEUE_NAME = "mediamill"
 STAGE_ACTORS: dict[str, str] = {
     JobStage.STORE.value: "ingest",
     JobStage.ANALYSE.value: "analyse",
+    JobStage.TRANSCODE.value: "transcode",
 }
 ACTOR_STAGES = {actor: stage for stage, actor in STAGE_ACTORS.items()}
 

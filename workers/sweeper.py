@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
-from mediamill.workers.queue import send_stage
+from mediamill.workers.queue import STAGE_ACTORS, send_stage
 from mediamill.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,18 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
     now = utcnow()
     queued_age = rt.settings.requeue_after_s if queued_older_than_s is None else queued_older_than_s
     with rt.db.session() as s:
-        rows = repo.jobs_to_resweep(
+        found = repo.jobs_to_resweep(
             s,
             queued_before=now - timedelta(seconds=queued_age),
             running_before=now - timedelta(seconds=rt.settings.job_lease_s),
         )
-        for row in rows:
-            repo.requeue_job(row)
+        rows = [r for r in found if r.stage in STAGE_ACTORS]
+    resend = []
+    for row in rows:
+        with rt.db.session() as s:
+            if repo.requeue_if_unchanged(s, row):
+                resend.append(repo.get_job_row(s, row.id))
+    rows = resend
     for row in rows:
         try:
             send_stage(rt.broker, row)
@@ -43,17 +48,21 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
 
 
 class Sweeper(threading.Thread):
-    """Runs `sweep` every `sweep_interval_s` until stopped."""
+    """Runs `sweep` every `interval_s` until stopped."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(
+        self, rt: Runtime, interval_s: float, queued_older_than_s: float | None = None
+    ) -> None:
         super().__init__(name="mediamill-sweeper", daemon=True)
         self.rt = rt
+        self.interval_s = interval_s
+        self.queued_older_than_s = queued_older_than_s
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.rt.settings.sweep_interval_s):
+        while not self.stopped.wait(self.interval_s):
             try:
-                sweep(self.rt)
+                sweep(self.rt, queued_older_than_s=self.queued_older_than_s)
             except Exception:
                 log.warning("sweep failed", exc_info=True)
 

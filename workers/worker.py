@@ -15,9 +15,15 @@ log = logging.getLogger(__name__)
 class InProcessWorker:
     """A dramatiq Worker plus the sweeper, consuming the runtime's broker."""
 
-    def __init__(self, rt: Runtime, threads: int | None = None) -> None:
+    # On the embedded StubBroker, a job queued by another process (`mediamill
+    # ingest`) can only reach this worker through the sweeper, so look often.
+    EMBEDDED_SWEEP_INTERVAL_S = 2.0
+    EMBEDDED_QUEUED_AFTER_S = 10.0
+
+    def __init__(self, rt: Runtime, threads: int | None = None, *, sweep: bool = True) -> None:
         self.rt = rt
         self.threads = threads or rt.settings.worker_threads
+        self.sweep = sweep
         self.worker: dramatiq.Worker | None = None
         self.sweeper: Sweeper | None = None
 
@@ -30,11 +36,17 @@ class InProcessWorker:
             self.rt.broker, worker_threads=self.threads, worker_timeout=200
         )
         self.worker.start()
-        # The embedded StubBroker starts empty: whatever is queued in the DB was
-        # enqueued by a process that is gone, so send it again now.
+        if not self.sweep:
+            return self
         if self.rt.settings.broker_url is None:
+            # The embedded StubBroker starts empty: whatever is queued in the DB was
+            # enqueued by a process that is gone, so send it again now.
             sweep(self.rt, queued_older_than_s=0)
-        self.sweeper = Sweeper(self.rt)
+            self.sweeper = Sweeper(
+                self.rt, self.EMBEDDED_SWEEP_INTERVAL_S, self.EMBEDDED_QUEUED_AFTER_S
+            )
+        else:
+            self.sweeper = Sweeper(self.rt, self.rt.settings.sweep_interval_s)
         self.sweeper.start()
         return self
 

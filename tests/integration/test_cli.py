@@ -75,7 +75,10 @@ def test_process_json_shape_and_dedupe(env: dict[str, str], samples: dict[str, P
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
     assert set(out) == {"asset", "job", "renditions", "packages"}
-    assert out["renditions"] == [] and out["packages"] == []
+    assert out["packages"] == []
+    formats = sorted(r["spec"]["format"] for r in out["renditions"])
+    assert formats == ["aac", "mp3", "opus"], "the default audio profile"
+    assert {r["status"] for r in out["renditions"]} == {"ready"}
     assert out["job"]["status"] == "succeeded" and out["job"]["type"] == "ingest"
     assert out["asset"]["status"] == "analysed" and out["asset"]["lufs"] is not None
     again = json.loads(mm(env, "process", str(samples["speech.wav"]), "--json").stdout)

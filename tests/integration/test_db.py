@@ -37,9 +37,9 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0001"
+    assert current_revision(db.engine) == head_revision() == "0002"
     tables = set(inspect(db.engine).get_table_names())
-    assert {"assets", "jobs", "outbox_events", "legacy_track_tokens"} <= tables
+    assert {"assets", "jobs", "outbox_events", "legacy_track_tokens", "renditions"} <= tables
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
@@ -131,3 +131,42 @@ def test_missing_rows_raise_named_errors(db: Database) -> None:
         repo.get_job_row(s, "nope")
     with db.session() as s, pytest.raises(ModelNotFoundError):
         repo.get_asset_row(s, "0" * 64)
+
+
+def test_exactly_one_job_claims_an_assets_analysis(db: Database) -> None:
+    asset_id = uuid.uuid4().hex * 2
+    with db.session() as s:
+        repo.insert_asset_if_absent(s, asset_id, f"originals/{asset_id}", 10, None)
+    wins: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def claim() -> None:
+        barrier.wait()
+        with db.session() as s:
+            wins.append(repo.claim_asset_analysis(s, asset_id, lease_s=60))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False, False, False, True]
+    with db.session() as s:  # its worker died: the stale claim can be taken over
+        repo.get_asset_row(s, asset_id).modified_at = utcnow() - timedelta(seconds=120)
+    with db.session() as s:
+        assert repo.claim_asset_analysis(s, asset_id, lease_s=60)
+
+
+def test_sweeper_requeue_never_overwrites_a_fresh_claim(db: Database) -> None:
+    with db.session() as s:
+        job = repo.create_job(s, JobType.INGEST, JobStage.STORE, {})
+    with db.session() as s:
+        seen = repo.get_job_row(s, job.id)  # what the sweeper read
+        s.expunge(seen)
+    with db.session() as s:  # meanwhile a worker claims it
+        assert repo.claim_job(s, job.id, "store", "m1", lease_s=60)
+    with db.session() as s:
+        assert not repo.requeue_if_unchanged(s, seen)
+    with db.session() as s:
+        row = repo.get_job_row(s, job.id)
+        assert (row.status, row.message_id) == ("running", "m1")

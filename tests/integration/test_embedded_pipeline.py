@@ -125,6 +125,7 @@ def test_transient_failures_are_retried_with_backoff(
         return real(path, on_progress=on_progress)
 
     monkeypatch.setattr(actors, "_analyse_file", lambda: flaky)
+    monkeypatch.setattr(rt.settings, "default_audio_renditions", "")  # end at analysis
     job = wait_job(rt, submit_local_file(rt, samples["music44.flac"], stage_in_store=False).id)
     assert job.status == "succeeded"
     assert len(calls) == 3
@@ -168,8 +169,9 @@ def test_sweeper_resends_jobs_whose_message_was_lost(rt: Runtime, samples: dict[
 
 
 def test_analyse_message_time_limit_scales_with_duration(
-    rt: Runtime, samples: dict[str, Path]
+    rt: Runtime, samples: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(rt.settings, "default_audio_renditions", "")  # stop after analysis
     job = wait_job(rt, submit_local_file(rt, samples["music.flac"], stage_in_store=False).id)
     with rt.db.session() as s:
         params = repo.get_job_row(s, job.id).params
@@ -183,8 +185,9 @@ def test_time_limit_stops_an_overlong_analysis_without_retrying(
     """A stage past its (duration-scaled) limit fails with ProcessingTimeoutError at once."""
     from support import make_sample
 
-    path = make_sample(tmp_path / "long.flac", kind="music", duration_s=600)
-    monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_BASE_S", "0.3")
+    # A sine compresses to a small file (quick to store) but takes as long to decode.
+    path = make_sample(tmp_path / "long.flac", kind="sine", duration_s=900)
+    monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_BASE_S", "1.0")
     monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_PER_MEDIA_S", "0.0005")
     get_settings.cache_clear()
     runtime = build_runtime(get_settings())
@@ -195,5 +198,5 @@ def test_time_limit_stops_an_overlong_analysis_without_retrying(
     with runtime.db.session() as s:
         params = repo.get_job_row(s, job.id).params
         asset = repo.get_asset_row(s, job.asset_id)
-    assert params["timeLimitMs"] == 600  # 0.3 s + 0.0005 s per second of 600 s media
+    assert params["timeLimitMs"] == 1450  # 1.0 s + 0.0005 s per second of 900 s media
     assert asset.status == "stored", "a timeout does not condemn the media"

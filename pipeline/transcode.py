@@ -1,0 +1,247 @@
+"""The transcode stage: every rendition of one request from ONE decode of the original.
+
+One ffmpeg process reads the original once; `asplit`/`split` feed one branch per
+output (downmix, resample, gain or true-peak limiter; scale and frame-rate cap for
+video). Outputs are written to a work directory, never to their final place, so a
+killed transcode leaves nothing half-written anywhere that matters. Every output
+is then measured with the analysis stage; a loudness target that was missed (a
+downmix or a limiter changes loudness in ways a linear estimate cannot see) is
+corrected by re-encoding that one output with the measured error taken out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import ffmpeg
+
+from mediamill.pipeline.analysis import analyse_file
+from mediamill.pipeline.ffmpeg import ffmpeg_binary, run_ffmpeg
+from mediamill.schemas.errors import UnsupportedRenditionError
+from mediamill.schemas.media import AnalysisResult, LoudnessStats, MediaInfo
+from mediamill.schemas.renditions import RenditionFormat, RenditionSpec
+
+# Keyframes every KEYFRAME_INTERVAL_S in every video rendition, at the same
+# timestamps, so packaging can switch renditions at any segment boundary.
+KEYFRAME_INTERVAL_S = 2.0
+MAX_FRAME_RATE = 60.0
+VIDEO_AUDIO_BITRATE_BPS = 128000
+X264_PRESET = "veryfast"
+# Lossy encoders overshoot the input's true peak a little; aim under the ceiling.
+LOSSY_TRUE_PEAK_MARGIN_DB = 0.5
+LOSSLESS_TRUE_PEAK_MARGIN_DB = 0.05
+LOUDNESS_TOLERANCE_LU = 0.5  # re-encode when further off than this (acceptance: 1 LU)
+TRUE_PEAK_TOLERANCE_DB = 0.1  # re-encode when over the ceiling by more (acceptance: 0.2)
+MAX_CORRECTIONS = 2
+
+_AUDIO_CODECS = {
+    RenditionFormat.MP3: {"c:a": "libmp3lame"},
+    RenditionFormat.OGG: {"c:a": "libvorbis"},
+    RenditionFormat.OPUS: {"c:a": "libopus"},
+    RenditionFormat.AAC: {"c:a": "aac", "movflags": "+faststart"},
+    RenditionFormat.FLAC: {"c:a": "flac"},
+    RenditionFormat.WAV: {"c:a": "pcm_s16le"},
+}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One file to write: its effective spec, where, and the loudness processing."""
+
+    spec: RenditionSpec
+    path: Path
+    gain_db: float = 0.0
+    limit_dbtp: float | None = None  # a true-peak limiter's ceiling, when one is needed
+
+
+@dataclass(frozen=True)
+class Produced:
+    output: Output
+    measured: AnalysisResult
+    encodes: int  # 1 = the shared pass only
+
+
+def plan_output(spec: RenditionSpec, path: Path, source: LoudnessStats) -> Output:
+    """Linear gain to the loudness target when the peaks fit under the ceiling after it;
+    otherwise the gain plus a true-peak limiter at the ceiling (minus a codec margin)."""
+    if spec.loudness is None:
+        return Output(spec, path)
+    if source.integrated_lufs is None:
+        raise UnsupportedRenditionError("a silent original cannot be normalised to a loudness")
+    gain_db = spec.loudness.integrated_lufs - source.integrated_lufs
+    margin = LOSSY_TRUE_PEAK_MARGIN_DB if spec.format.lossy else LOSSLESS_TRUE_PEAK_MARGIN_DB
+    ceiling = spec.loudness.true_peak_dbtp - margin
+    peak = source.true_peak_dbtp if source.true_peak_dbtp is not None else -math.inf
+    if peak + gain_db <= ceiling:
+        return Output(spec, path, gain_db=gain_db)
+    return Output(spec, path, gain_db=gain_db, limit_dbtp=ceiling)
+
+
+def build_args(source: Path, outputs: list[Output], media: MediaInfo) -> list[str]:
+    """The ffmpeg arguments for all `outputs` from one read of `source`."""
+    src = ffmpeg.input(str(source))
+    audio_users = [o for o in outputs]  # every output carries audio (mp4 with AAC)
+    video_users = [o for o in outputs if o.spec.format is RenditionFormat.MP4]
+    if media.channels is None:
+        raise UnsupportedRenditionError("the original has no audio stream")
+    audio = src["a:0"]
+    audio_branches = (
+        audio.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
+    )
+    video_branches = None
+    if video_users:
+        if media.video is None:
+            raise UnsupportedRenditionError("the original has no video stream")
+        video = src["v:0"]
+        video_branches = (
+            video.filter_multi_output("split", len(video_users)) if len(video_users) > 1 else None
+        )
+    streams = []
+    v_index = 0
+    for a_index, out in enumerate(outputs):
+        a = audio_branches[a_index] if audio_branches is not None else audio
+        a = _audio_chain(a, out, media)
+        if out.spec.format is RenditionFormat.MP4:
+            v = video_branches[v_index] if video_branches is not None else src["v:0"]
+            v_index += 1
+            streams.append(
+                ffmpeg.output(
+                    _video_chain(v, out.spec, media),
+                    a,
+                    str(out.path),
+                    **_video_args(out.spec, media),
+                )
+            )
+        else:
+            streams.append(ffmpeg.output(a, str(out.path), **_audio_args(out.spec)))
+    merged = ffmpeg.merge_outputs(*streams).overwrite_output()
+    return merged.compile(cmd=ffmpeg_binary())[1:]
+
+
+def _audio_chain(a, out: Output, media: MediaInfo):
+    spec = out.spec
+    channels = spec.channels or 2
+    rate = spec.sample_rate_hz or media.sample_rate_hz or 48000
+    # One explicit rematrix for every format: swresample's standard downmix (centre and
+    # surrounds at -3 dB, LFE left out), normalised so no output can clip. Left to
+    # auto-negotiation, swresample normalises for integer formats but not for float
+    # ones, and the same request would come out 8 dB apart between mp3 and opus.
+    a = a.filter(
+        "aresample", osr=rate, ochl="mono" if channels == 1 else "stereo", rematrix_maxval=1.0
+    ).filter("aformat", channel_layouts="mono" if channels == 1 else "stereo")
+    if out.gain_db:
+        a = a.filter("volume", volume=f"{out.gain_db:.4f}dB")
+    if out.limit_dbtp is not None:
+        # alimiter sees sample peaks; at 4x the rate those are the true peaks.
+        limit = 10 ** (out.limit_dbtp / 20)
+        a = (
+            a.filter("aresample", rate * 4)
+            .filter(
+                "alimiter",
+                limit=f"{limit:.6f}",
+                level=0,
+                attack=1,
+                release=50,
+                asc=0,
+                level_in=1,
+                level_out=1,
+            )
+            .filter("aresample", rate)
+        )
+    return a
+
+
+def _audio_args(spec: RenditionSpec) -> dict[str, str]:
+    args = dict(_AUDIO_CODECS[spec.format])
+    if spec.bitrate_bps is not None:
+        args["b:a"] = str(spec.bitrate_bps)
+    return args
+
+
+def _frame_rate(media: MediaInfo) -> float:
+    rate = media.video.frame_rate if media.video and media.video.frame_rate else 30.0
+    return min(rate, MAX_FRAME_RATE)
+
+
+def _video_chain(v, spec: RenditionSpec, media: MediaInfo):
+    # Width follows the aspect ratio, rounded to an even number (-2).
+    v = v.filter("scale", -2, spec.height)
+    if media.video and media.video.frame_rate and media.video.frame_rate > MAX_FRAME_RATE:
+        v = v.filter("fps", MAX_FRAME_RATE)
+    return v
+
+
+def _video_args(spec: RenditionSpec, media: MediaInfo) -> dict[str, str]:
+    gop = max(1, round(_frame_rate(media) * KEYFRAME_INTERVAL_S))
+    bitrate = spec.bitrate_bps or 1_000_000
+    return {
+        "c:v": "libx264",
+        "preset": X264_PRESET,
+        "profile:v": "high",
+        "pix_fmt": "yuv420p",
+        "b:v": str(bitrate),
+        "maxrate": str(int(bitrate * 1.1)),
+        "bufsize": str(bitrate * 2),
+        "g": str(gop),
+        "keyint_min": str(gop),
+        "sc_threshold": "0",
+        "force_key_frames": f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S:g})",
+        "c:a": "aac",
+        "b:a": str(VIDEO_AUDIO_BITRATE_BPS),
+        "movflags": "+faststart",
+    }
+
+
+def time_limit_s(media: MediaInfo, outputs: int, base_s: float, per_media_s: float) -> float:
+    """Wall-clock limit for one ffmpeg run: scales with duration and the number of outputs."""
+    duration_s = (media.duration_ms or 0) / 1000
+    return base_s + per_media_s * duration_s * max(1, outputs)
+
+
+def produce(
+    source: Path,
+    outputs: list[Output],
+    media: MediaInfo,
+    *,
+    timeout_s: float,
+    on_progress: Callable[[float], None] | None = None,
+) -> list[Produced]:
+    """Encode all outputs in one pass, measure each, and correct missed loudness targets."""
+    duration_s = (media.duration_ms or 0) / 1000
+    run_ffmpeg(
+        build_args(source, outputs, media),
+        timeout_s=timeout_s,
+        on_progress=on_progress,
+        duration_s=duration_s,
+    )
+    results = []
+    for out in outputs:
+        measured = analyse_file(out.path)
+        encodes = 1
+        while encodes <= MAX_CORRECTIONS and (fixed := _correction(out, measured)) is not None:
+            out = fixed
+            run_ffmpeg(build_args(source, [out], media), timeout_s=timeout_s)
+            measured = analyse_file(out.path)
+            encodes += 1
+        results.append(Produced(out, measured, encodes))
+    return results
+
+
+def _correction(out: Output, measured: AnalysisResult) -> Output | None:
+    """A re-planned output when the measured loudness or true peak missed the target."""
+    target = out.spec.loudness
+    loud = measured.loudness
+    if target is None or loud.integrated_lufs is None:
+        return None
+    error_lu = loud.integrated_lufs - target.integrated_lufs
+    over_db = (loud.true_peak_dbtp or -math.inf) - target.true_peak_dbtp
+    if abs(error_lu) <= LOUDNESS_TOLERANCE_LU and over_db <= TRUE_PEAK_TOLERANCE_DB:
+        return None
+    limit = out.limit_dbtp
+    if over_db > TRUE_PEAK_TOLERANCE_DB:
+        base = limit if limit is not None else target.true_peak_dbtp - LOSSY_TRUE_PEAK_MARGIN_DB
+        limit = base - over_db - 0.1
+    return replace(out, gain_db=out.gain_db - error_lu, limit_dbtp=limit)
