@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mediamill import __version__
+from mediamill.schemas.renditions import AUDIO_FORMATS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -76,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", type=Path)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_process)
+
+    c = sub.add_parser("transcode", help="one rendition of a file, no queue or database")
+    c.add_argument("file", type=Path)
+    c.add_argument("--format", required=True, choices=[f.value for f in AUDIO_FORMATS])
+    c.add_argument("--bitrate", type=int, default=None, help="bps; lossy formats")
+    c.add_argument("--channels", type=int, required=True, choices=[1, 2])
+    c.add_argument("--sample-rate", type=int, default=None, help="Hz")
+    c.add_argument("--exact", action="store_true", help="fail rather than deliver less")
+    c.add_argument("--loudness", type=float, default=None, help="integrated target, LUFS")
+    c.add_argument("--true-peak", type=float, default=-1.0, help="ceiling, dBTP")
+    c.add_argument("-o", "--output", type=Path, required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_transcode)
 
     c = sub.add_parser("ingest", help="enqueue ingest of a file on the configured broker")
     c.add_argument("file", type=Path)
@@ -259,6 +273,68 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         _emit_json(body)
     else:
         _print_asset_table(body)
+    return 0
+
+
+def cmd_transcode(args: argparse.Namespace) -> int:
+    """Analyse FILE, apply the quality rules, encode one rendition to OUT, measure it."""
+    import shutil
+    import tempfile
+
+    from mediamill.pipeline.analysis import analyse_file
+    from mediamill.pipeline.hashing import sha256_file
+    from mediamill.pipeline.quality import resolve
+    from mediamill.pipeline.transcode import plan_output, produce
+    from mediamill.schemas.media import Asset
+    from mediamill.schemas.renditions import LoudnessTarget, RenditionFormat, RenditionSpec
+
+    path = _existing_file(args.file)
+    requested = RenditionSpec(
+        format=RenditionFormat(args.format),
+        bitrate_bps=args.bitrate,
+        channels=args.channels,
+        sample_rate_hz=args.sample_rate,
+        loudness=LoudnessTarget(integrated_lufs=args.loudness, true_peak_dbtp=args.true_peak)
+        if args.loudness is not None
+        else None,
+    )
+    with _progress(_interactive(args), "analyse") as update:
+        source = analyse_file(path, on_progress=lambda f: update(f, "analyse"))
+        asset = Asset.from_analysis(*sha256_file(path), source)
+        spec, notes = resolve(requested, asset, args.exact)
+        settings_limit = 600 + 2 * (asset.duration_ms or 0) / 1000
+        with tempfile.TemporaryDirectory(prefix="mediamill-transcode-") as tmp:
+            out = plan_output(spec, Path(tmp) / f"out.{spec.format.extension}", source.loudness)
+            (made,) = produce(
+                path,
+                [out],
+                source.media,
+                timeout_s=settings_limit,
+                on_progress=lambda f: update(f, "transcode"),
+            )
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(made.output.path, args.output)
+    sha, size = sha256_file(args.output)
+    m, loud = made.measured.media, made.measured.loudness
+    body = {
+        "output": str(args.output),
+        "spec": spec.to_json_dict(),
+        "adjustments": notes,
+        "codec": m.codec,
+        "bitrate": m.bitrate_bps,
+        "channels": m.channels,
+        "sampleRate": m.sample_rate_hz,
+        "duration": m.duration_ms,
+        "sizeBytes": size,
+        "sha256": sha,
+        "lufs": loud.integrated_lufs,
+        "truePeak": loud.true_peak_dbtp,
+        "encodes": made.encodes,
+    }
+    if args.json:
+        _emit_json(body)
+    else:
+        _print_asset_table(body, title="Rendition")
     return 0
 
 
