@@ -7,6 +7,7 @@ and JobLifecycle lets only the message holding a job's claim work on it.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 ORIGINALS_PREFIX = "originals"
 INCOMING_PREFIX = "incoming/"
 PROGRESS_WRITE_INTERVAL_S = 1.0
+# Work directories are named after the worker's pid, so leftovers of a killed
+# worker can be told from a live one's (see workers/worker.py).
+WORK_DIR_PREFIX = "transcode-"
 # A job waiting for another job's analysis of the same bytes checks back this often.
 WAIT_FOR_ANALYSIS_MS = 1000
 
@@ -200,7 +204,7 @@ def transcode(job_id: str) -> None:
         with (
             rt.store.local_path(storage_key) as source,
             tempfile.TemporaryDirectory(
-                dir=rt.settings.resolved_work_dir, prefix="transcode-"
+                dir=rt.settings.resolved_work_dir, prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"
             ) as tmp,
         ):
             outputs = [

@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+from pathlib import Path
 
 import dramatiq
 
+from mediamill.workers.actors import WORK_DIR_PREFIX
 from mediamill.workers.runtime import Runtime, set_current
 from mediamill.workers.sweeper import Sweeper, sweep
 
 log = logging.getLogger(__name__)
+
+
+def remove_orphaned_work_dirs(work_dir: Path) -> int:
+    """Delete work directories whose worker process is gone (killed mid-stage).
+    A live worker's directories, on this machine or sharing this disk, are kept."""
+    removed = 0
+    for path in work_dir.glob(f"{WORK_DIR_PREFIX}*"):
+        pid_text = path.name[len(WORK_DIR_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d work dir(s) left by dead workers", removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class InProcessWorker:
@@ -29,6 +57,7 @@ class InProcessWorker:
 
     def start(self) -> InProcessWorker:
         set_current(self.rt)
+        remove_orphaned_work_dirs(self.rt.settings.resolved_work_dir)
         # dramatiq's CLI emits process_boot; we run workers ourselves, so we do
         # (TimeLimit starts its watchdog thread on it).
         self.rt.broker.emit_after("process_boot")
