@@ -147,3 +147,70 @@ def test_progress_bar_on_a_terminal_only(env: dict[str, str], tmp_path: Path) ->
     quiet = mm(env, "analyse", str(path), "--json")
     assert "━" not in quiet.stdout + quiet.stderr
     json.loads(quiet.stdout)
+
+
+def test_transcode_one_rendition_and_refuse_what_exact_cannot_meet(
+    env: dict[str, str], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out" / "speech.opus"
+    proc = mm(
+        env,
+        "transcode",
+        str(samples["speech.wav"]),
+        "--format",
+        "opus",
+        "--bitrate",
+        "64000",
+        "--channels",
+        "1",
+        "--loudness",
+        "-16",
+        "-o",
+        str(out),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)
+    from mediamill.pipeline.analysis import analyse_file
+
+    measured = analyse_file(out)
+    assert (measured.media.codec, measured.media.channels) == ("opus", 1)
+    assert abs(measured.loudness.integrated_lufs + 16) <= 1.0
+    assert body["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert body["duration"] == measured.media.duration_ms
+
+    # An mp3 at 192 kb/s cannot honestly become 320 kb/s.
+    refused = mm(
+        env,
+        "transcode",
+        str(samples["music.mp3"]),
+        "--format",
+        "mp3",
+        "--bitrate",
+        "320000",
+        "--channels",
+        "2",
+        "--exact",
+        "-o",
+        str(tmp_path / "x.mp3"),
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: LowQualityError: ")
+    assert not (tmp_path / "x.mp3").exists()
+    closest = json.loads(
+        mm(
+            env,
+            "transcode",
+            str(samples["music.mp3"]),
+            "--format",
+            "mp3",
+            "--bitrate",
+            "320000",
+            "--channels",
+            "2",
+            "-o",
+            str(tmp_path / "y.mp3"),
+            "--json",
+        ).stdout
+    )
+    assert closest["spec"]["bitrate"] == 160000 and closest["adjustments"]

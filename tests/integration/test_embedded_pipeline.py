@@ -200,3 +200,19 @@ def test_time_limit_stops_an_overlong_analysis_without_retrying(
         asset = repo.get_asset_row(s, job.asset_id)
     assert params["timeLimitMs"] == 1450  # 1.0 s + 0.0005 s per second of 900 s media
     assert asset.status == "stored", "a timeout does not condemn the media"
+
+
+def test_video_asset_gets_its_ladder_without_upscaling(
+    rt: Runtime, samples: dict[str, Path]
+) -> None:
+    job = wait_job(rt, submit_local_file(rt, samples["video.mp4"], stage_in_store=False).id)
+    assert job.status == "succeeded", job
+    assert len(job.children) == 4 and {c.status for c in job.children} == {"succeeded"}
+    with rt.db.session() as s:
+        renditions = repo.list_renditions(s, job.asset_id)
+    assert sorted(r.height for r in renditions) == [240, 360, 480, 720], "no 1080 from 720"
+    for r in renditions:
+        assert r.status == "ready" and r.codec == "aac" and r.width % 2 == 0
+        with rt.store.open(r.storage_key) as f:
+            assert hashlib.sha256(f.read()).hexdigest() == r.sha256
+    assert len(events(rt, "rendition.ready")) == 4
