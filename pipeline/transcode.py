@@ -12,7 +12,9 @@ corrected by re-encoding that one output with the measured error taken out.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -217,8 +219,8 @@ def produce(
         on_progress=on_progress,
         duration_s=duration_s,
     )
-    results = []
-    for out in outputs:
+
+    def finish(out: Output) -> Produced:
         measured = analyse_file(out.path)
         encodes = 1
         while encodes <= MAX_CORRECTIONS and (fixed := _correction(out, measured)) is not None:
@@ -226,8 +228,12 @@ def produce(
             run_ffmpeg(build_args(source, [out], media), timeout_s=timeout_s)
             measured = analyse_file(out.path)
             encodes += 1
-        results.append(Produced(out, measured, encodes))
-    return results
+        return Produced(out, measured, encodes)
+
+    # Decoding (PyAV) and the meter (numpy, ffmpeg's biquads) release the GIL, so
+    # outputs are measured side by side, one per core.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(outputs), os.cpu_count() or 1))) as pool:
+        return list(pool.map(finish, outputs))
 
 
 def _correction(out: Output, measured: AnalysisResult) -> Output | None:
