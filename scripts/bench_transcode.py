@@ -59,8 +59,9 @@ FFMPEG_PREFIX = ["-hide_banner", "-nostdin"]
 
 # The MediaMill side, in its own interpreter: what the transcode actor does between
 # loading the job and storing the outputs ("full"), or only its one ffmpeg run
-# ("encode"). Prints JSON with its times; the time spent in `analyse_file` (the
-# measurement pass) is summed by a wrapper around the function `produce` calls.
+# ("encode"). Prints JSON with its times: wrappers around the `run_ffmpeg` and
+# `analyse_file` that `produce` calls record when each call starts and ends (the
+# outputs may be measured side by side, so the pass is first start to last end).
 CHILD = """
 import json, sys, time
 started = time.perf_counter()
@@ -76,17 +77,22 @@ source, out_dir = Path(job["source"]), Path(job["outDir"])
 media = MediaInfo.model_validate(job["media"])
 loudness = LoudnessStats.model_validate(job["loudness"])
 specs = [RenditionSpec.model_validate(s) for s in job["specs"]]
-measuring = [0.0]
-analyse = transcode.analyse_file
+calls = {"run_ffmpeg": [], "analyse_file": []}
 
-def timed_analyse(*args, **kwargs):
-    start = time.perf_counter()
-    try:
-        return analyse(*args, **kwargs)
-    finally:
-        measuring[0] += time.perf_counter() - start
+def timed(name):
+    original = getattr(transcode, name)
 
-transcode.analyse_file = timed_analyse
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            calls[name].append((start, time.perf_counter()))
+
+    setattr(transcode, name, wrapper)
+
+timed("run_ffmpeg")
+timed("analyse_file")
 ready = time.perf_counter()
 outputs = [
     plan_output(s, out_dir / f"{i}.{s.format.extension}", loudness) for i, s in enumerate(specs)
@@ -109,7 +115,12 @@ done = time.perf_counter()
 print(json.dumps({
     "importS": ready - started,
     "stageS": done - ready,
-    "measureS": measuring[0],
+    "encodeS": sum(end - start for start, end in calls["run_ffmpeg"]),
+    "measureS": (
+        max(end for _, end in calls["analyse_file"]) - min(s for s, _ in calls["analyse_file"])
+        if calls["analyse_file"] else 0.0
+    ),
+    "measureSumS": sum(end - start for start, end in calls["analyse_file"]),
     "measured": measured,
     "encodes": encodes,
 }))
@@ -586,18 +597,28 @@ def notes(results: list[dict], repeats: dict[str, int]) -> str:
         full, sep = t["full"], t["separate"]
         c = r["checks"]
         med = statistics.median
-        measure_s = med(x["measureS"] for x in full.info["runs"])
-        import_s = med(x["importS"] for x in full.info["runs"])
+        runs = full.info["runs"]
+        encode_s, measure_s = med(x["encodeS"] for x in runs), med(x["measureS"] for x in runs)
+        import_s, calls_s = med(x["importS"] for x in runs), med(x["measureSumS"] for x in runs)
         per_command = " + ".join(
             f"{_spec_label(s)} {med(times[i] for times in sep.info['runs']):.2f} s"
             for i, s in enumerate(w.specs)
         )
+        spread = ""
+        if len(full.walls) > 1:
+            per_run = [
+                f"{f / a:.2f}x / {f / b:.2f}x"
+                for f, a, b in zip(full.walls, sep.walls, t["handwritten"].walls, strict=True)
+            ]
+            spread = f"Full / (a) and full / (b) run by run: {', '.join(per_run)}. "
         lines.append(
-            f"- {w.name} (median of {repeats[w.name]}): the measurement pass (`analyse_file` "
-            f"on the {c['outputs']} outputs, timed inside `produce`) takes {measure_s:.2f} s "
-            f"of the full stage's {full.wall_s:.2f} s, {measure_s / full.wall_s:.0%}; the "
-            f"child's interpreter start-up and imports {import_s:.2f} s (a worker pays that "
-            f"once). (a) per command: {per_command}. Outputs of all approaches decode with "
+            f"- {w.name} (median of {repeats[w.name]}): inside the full stage's "
+            f"{full.wall_s:.2f} s, the encode takes {encode_s:.2f} s and the measurement pass "
+            f"(`analyse_file` on the {c['outputs']} outputs, first start to last end) "
+            f"{measure_s:.2f} s, {measure_s / full.wall_s:.0%} (the calls add up to "
+            f"{calls_s:.2f} s); the child's interpreter start-up and imports {import_s:.2f} s "
+            f"(a worker pays that once). (a) per command: {per_command}. {spread}"
+            f"Outputs of all approaches decode with "
             f"the specified codec, channels, rate, height and duration; loudness agrees "
             f"within {c['lufsSpread']:.2f} LU, sizes within {c['sizeSpread'] * 100:.1f}%."
         )
