@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -26,11 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import write_readme_block  # noqa: E402
 from make_sample import make_sample  # noqa: E402
 
 from mediamill.pipeline.ffmpeg import ffmpeg_binary  # noqa: E402
-
-START, END = "<!-- bench_analyse:start -->", "<!-- bench_analyse:end -->"
 
 PYLOUDNORM = """
 import sys, soundfile, pyloudnorm
@@ -144,17 +142,6 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    block = f"{START}\n{text}\n{END}"
-    if START in body:
-        body = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, body, flags=re.S)
-    else:
-        body += f"\n{block}\n"
-    readme.write_text(body)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=int, nargs="+", default=[10, 60])
@@ -180,7 +167,7 @@ def main() -> None:
     )
     print(text)
     if a.write_readme:
-        write_readme(text)
+        write_readme_block("bench_analyse", text)
 
 
 if __name__ == "__main__":

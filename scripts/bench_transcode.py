@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import write_readme_block  # noqa: E402
 from make_sample import make_sample  # noqa: E402
 
 from mediamill.config.settings import Settings  # noqa: E402
@@ -51,7 +52,6 @@ from mediamill.schemas.media import AnalysisResult, Asset  # noqa: E402
 from mediamill.schemas.renditions import RenditionFormat, RenditionSpec  # noqa: E402
 from mediamill.workers.renditions import default_specs  # noqa: E402
 
-START, END = "<!-- bench_transcode:start -->", "<!-- bench_transcode:end -->"
 TIMEOUT_S = 3600.0
 SAMPLE_S = 0.05
 # What run_ffmpeg puts before the arguments when no progress is read.
@@ -625,23 +625,6 @@ def notes(results: list[dict], repeats: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    block = f"{START}\n{text}\n{END}"
-    if START in body:
-        body = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, body, flags=re.S)
-    else:
-        # A "### Transcode" subsection at the end of the "## Performance" section.
-        section = re.search(r"^## Performance\b.*?(?=^## |\Z)", body, flags=re.S | re.M)
-        if section is None:
-            raise SystemExit("README.md has no '## Performance' section")
-        end = section.end()
-        head, tail = body[:end].rstrip("\n"), body[end:]
-        body = f"{head}\n\n### Transcode\n\n{block}\n" + (f"\n{tail}" if tail else "")
-    readme.write_text(body)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workloads", nargs="+", choices=["audio", "video"], default=["audio", "video"])
@@ -676,7 +659,7 @@ def main() -> None:
     print(text)
     print(f"(bench took {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     if a.write_readme:
-        write_readme(text)
+        write_readme_block("bench_transcode", text, heading="Transcode")
 
 
 if __name__ == "__main__":

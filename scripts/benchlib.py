@@ -1,0 +1,30 @@
+"""What the benchmark scripts share: writing their table into README.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def write_readme_block(name: str, text: str, heading: str | None = None) -> None:
+    """Replace the text between `<!-- {name}:start -->` and `<!-- {name}:end -->`.
+
+    Without the markers, the block is added at the end of the "## Performance"
+    section (under `### {heading}` when given), or at the end of the file.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    body = README.read_text()
+    block = f"{start}\n{text}\n{end}"
+    if start in body:
+        body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.S)
+    else:
+        section = re.search(r"^## Performance\b.*?(?=^## |\Z)", body, flags=re.S | re.M)
+        if section is None:
+            body += f"\n{block}\n"
+        else:
+            head, tail = body[: section.end()].rstrip("\n"), body[section.end() :]
+            title = f"### {heading}\n\n" if heading else ""
+            body = f"{head}\n\n{title}{block}\n" + (f"\n{tail}" if tail else "")
+    README.write_text(body)
