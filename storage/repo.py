@@ -35,6 +35,10 @@ ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 # ---- assets -------------------------------------------------------------------------------
 
 
+def _insert(session: Session):
+    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+
+
 def insert_asset_if_absent(
     session: Session, asset_id: str, storage_key: str, size_bytes: int, filename: str | None
 ) -> bool:
@@ -54,9 +58,8 @@ def insert_asset_if_absent(
         "created_at": now,
         "modified_at": now,
     }
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        insert(AssetRow)
+        _insert(session)(AssetRow)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(AssetRow.id)
@@ -412,10 +415,6 @@ def jobs_to_resweep(
 
 
 # ---- renditions ---------------------------------------------------------------------------
-
-
-def _insert(session: Session):
-    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
 
 
 def insert_rendition_if_absent(
