@@ -34,6 +34,7 @@ class JobStage(StrEnum):
     STORE = "store"
     ANALYSE = "analyse"
     TRANSCODE = "transcode"
+    PACKAGE = "package"
     DONE = "done"
 
 
@@ -67,6 +68,7 @@ class EventType(StrEnum):
     JOB_FAILED = "job.failed"
     RENDITION_READY = "rendition.ready"
     RENDITION_FAILED = "rendition.failed"
+    PACKAGE_READY = "package.ready"
 
 
 class Event(CamelModel):

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 ORM models: assets, legacy track tokens, jobs and the event outbox.
+"""SQLAlchemy 2 ORM models: assets, legacy track tokens, jobs, the event outbox,
+renditions and packages.
 
 The database is the source of truth for state. Column names carry units
 (`duration_ms`, `size_bytes`); the JSON shapes of DESIGN.md are built in
@@ -158,6 +159,33 @@ class RenditionRow(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     integrated_lufs: Mapped[float | None] = mapped_column(Float)
     true_peak_dbtp: Mapped[float | None] = mapped_column(Float)
+    error_name: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PackageRow(Base):
+    """One (asset, package id) package. The package id derives from its ladder, so
+    packaging the same ladder twice updates this row and overwrites the same keys."""
+
+    __tablename__ = "packages"
+    __table_args__ = (UniqueConstraint("asset_id", "package_id", name="uq_packages_asset_package"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("assets.id", ondelete="CASCADE"), index=True
+    )
+    package_id: Mapped[str] = mapped_column(String(64))
+    renditions: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"specIds": [...]}
+    segment_s: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    segment_count: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    master_key: Mapped[str | None] = mapped_column(String(512))
+    manifest_key: Mapped[str | None] = mapped_column(String(512))
     error_name: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -20,12 +20,14 @@ from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, ModelNotFoundError
 from mediamill.schemas.jobs import Job, JobError, JobStage, JobStatus, JobType
 from mediamill.schemas.media import AnalysisResult, Asset, AssetStatus, VideoInfo
+from mediamill.schemas.packages import Package, PackageStatus
 from mediamill.schemas.renditions import Rendition, RenditionSpec, RenditionStatus
 from mediamill.storage.models import (
     AssetRow,
     JobRow,
     LegacyTrackTokenRow,
     OutboxEventRow,
+    PackageRow,
     RenditionRow,
 )
 
@@ -516,6 +518,81 @@ def rendition_from_row(row: RenditionRow) -> Rendition:
         sha256=row.sha256,
         integrated_lufs=row.integrated_lufs,
         true_peak_dbtp=row.true_peak_dbtp,
+        error={"name": row.error_name, "message": row.error_message or ""}
+        if row.error_name
+        else None,
+        created=row.created_at,
+        modified=row.modified_at,
+    )
+
+
+# ---- packages -----------------------------------------------------------------------------
+
+
+def upsert_package(
+    session: Session,
+    asset_id: str,
+    package_id: str,
+    spec_ids: list[str],
+    segment_s: int,
+    job_id: str | None,
+) -> PackageRow:
+    """The package row for (asset, package id), inserted `queued` unless it exists;
+    an existing row is handed to `job_id` to be packaged again (in place)."""
+    now = utcnow()
+    stmt = (
+        _insert(session)(PackageRow)
+        .values(
+            id=str(uuid.uuid4()),
+            asset_id=asset_id,
+            package_id=package_id,
+            renditions={"specIds": list(spec_ids)},
+            segment_s=segment_s,
+            status=PackageStatus.QUEUED.value,
+            job_id=job_id,
+            created_at=now,
+            modified_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["asset_id", "package_id"])
+    )
+    session.execute(stmt)
+    row = get_package_row(session, asset_id, package_id, for_update=True)
+    row.job_id, row.modified_at = job_id, now
+    return row
+
+
+def get_package_row(
+    session: Session, asset_id: str, package_id: str, *, for_update: bool = False
+) -> PackageRow:
+    stmt = select(PackageRow).where(
+        PackageRow.asset_id == asset_id, PackageRow.package_id == package_id
+    )
+    row = session.scalars(stmt.with_for_update() if for_update else stmt).one_or_none()
+    if row is None:
+        raise ModelNotFoundError(f"package {package_id} of asset {asset_id} not found")
+    return row
+
+
+def list_packages(session: Session, asset_id: str) -> list[Package]:
+    rows = session.scalars(
+        select(PackageRow).where(PackageRow.asset_id == asset_id).order_by(PackageRow.created_at)
+    ).all()
+    return [package_from_row(r) for r in rows]
+
+
+def package_from_row(row: PackageRow) -> Package:
+    return Package(
+        id=row.id,
+        asset_id=row.asset_id,
+        package_id=row.package_id,
+        status=PackageStatus(row.status),
+        renditions=list((row.renditions or {}).get("specIds", [])),
+        segment_s=row.segment_s,
+        duration_ms=row.duration_ms,
+        segment_count=row.segment_count,
+        size_bytes=row.size_bytes,
+        master_key=row.master_key,
+        manifest_key=row.manifest_key,
         error={"name": row.error_name, "message": row.error_message or ""}
         if row.error_name
         else None,

@@ -7,8 +7,6 @@ and JobLifecycle lets only the message holding a job's claim work on it.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from mediamill.storage import repo
 from mediamill.storage.blobs import StoredBlob
 from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
+from mediamill.workers.packages import package, package_ladder, plan_package
 from mediamill.workers.queue import QUEUE_NAME, send_stage, time_limit_ms
 from mediamill.workers.renditions import add_renditions, default_specs, transcode_time_limit_ms
 
@@ -38,9 +37,6 @@ log = logging.getLogger(__name__)
 ORIGINALS_PREFIX = "originals"
 INCOMING_PREFIX = "incoming/"
 PROGRESS_WRITE_INTERVAL_S = 1.0
-# Work directories are named after the worker's pid, so leftovers of a killed
-# worker can be told from a live one's (see workers/worker.py).
-WORK_DIR_PREFIX = "transcode-"
 # A job waiting for another job's analysis of the same bytes checks back this often.
 WAIT_FOR_ANALYSIS_MS = 1000
 
@@ -164,12 +160,16 @@ def analyse(job_id: str) -> None:
 
 
 def _plan_default_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset: Asset) -> bool:
-    """Hand the job to the transcode stage with the default renditions, or finish it."""
+    """Hand the job to the transcode stage with the default renditions and the
+    package ladder (then to packaging), or to packaging when they all exist."""
     specs = default_specs(rt.settings, asset)
+    ids = {spec.spec_id for spec in specs}
+    specs += [spec for spec in package_ladder(rt.settings, asset) if spec.spec_id not in ids]
     rows = add_renditions(s, job, asset, [(spec, False) for spec in specs])
+    job.params = {**job.params, "package": True}
     if not rows:
-        repo.finish_job(job, {"deduplicated": False})
-        return False
+        plan_package(rt.settings, job, asset)
+        return True
     repo.advance_job(job, JobStage.TRANSCODE)
     job.params = {**job.params, "timeLimitMs": transcode_time_limit_ms(rt.settings, asset, specs)}
     return True
@@ -191,22 +191,15 @@ def transcode(job_id: str) -> None:
         row_ids = [r.id for r in rows]
         time_limit_s = job.params.get("timeLimitMs", 600_000) / 1000
     if not rows:
-        with rt.db.session() as s:
-            repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"renditions": 0})
+        _after_transcode(rt, job_id, asset, 0)
         return
     from mediamill.pipeline.transcode import plan_output, produce
 
     media = MediaInfo.model_validate(asset.model_dump())
     loudness = LoudnessStats.model_validate(asset.model_dump())
     progress = _ProgressWriter(rt, job_id, children=True)
-    rt.settings.resolved_work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with (
-            rt.store.local_path(storage_key) as source,
-            tempfile.TemporaryDirectory(
-                dir=rt.settings.resolved_work_dir, prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"
-            ) as tmp,
-        ):
+        with rt.store.local_path(storage_key) as source, runtime.work_dir(rt.settings) as tmp:
             outputs = [
                 plan_output(spec, Path(tmp) / f"{i}.{spec.format.extension}", loudness)
                 for i, spec in enumerate(specs)
@@ -251,8 +244,18 @@ def transcode(job_id: str) -> None:
             if not permanent:
                 _set_children(s, job_id, JobStatus.QUEUED)
         raise
+    _after_transcode(rt, job_id, asset, len(rows))
+
+
+def _after_transcode(rt: runtime.Runtime, job_id: str, asset: Asset, made: int) -> None:
+    """Finish the job, or hand it to packaging when it was planned with a package."""
     with rt.db.session() as s:
-        repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"renditions": len(rows)})
+        job = repo.get_job_row(s, job_id, for_update=True)
+        if not job.params.get("package"):
+            repo.finish_job(job, {"renditions": made})
+            return
+        plan_package(rt.settings, job, asset)
+    send_stage(rt.broker, job)
 
 
 def _children(s: Session, job_id: str) -> list[JobRow]:
@@ -327,7 +330,7 @@ class _ProgressWriter:
             log.warning("progress update failed for job %s", self.job_id, exc_info=True)
 
 
-ACTORS = {"ingest": ingest, "analyse": analyse, "transcode": transcode}
+ACTORS = {"ingest": ingest, "analyse": analyse, "transcode": transcode, "package": package}
 
 
 def declare_actors(broker: dramatiq.Broker) -> None:

@@ -16,6 +16,7 @@ STAGE_ACTORS: dict[str, str] = {
     JobStage.STORE.value: "ingest",
     JobStage.ANALYSE.value: "analyse",
     JobStage.TRANSCODE.value: "transcode",
+    JobStage.PACKAGE.value: "package",
 }
 ACTOR_STAGES = {actor: stage for stage, actor in STAGE_ACTORS.items()}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import dramatiq
@@ -20,6 +22,18 @@ class Runtime:
 
 
 _current: Runtime | None = None
+
+# Work directories are named after the worker's pid, so leftovers of a killed
+# worker can be told from a live one's (see workers/worker.py).
+WORK_DIR_PREFIX = "transcode-"
+
+
+def work_dir(settings: Settings) -> tempfile.TemporaryDirectory[str]:
+    """A fresh directory for one stage's temporary files, removed when done."""
+    settings.resolved_work_dir.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(
+        dir=settings.resolved_work_dir, prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"
+    )
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import dramatiq
 
-from mediamill.workers.actors import WORK_DIR_PREFIX
-from mediamill.workers.runtime import Runtime, set_current
+from mediamill.workers.runtime import WORK_DIR_PREFIX, Runtime, set_current
 from mediamill.workers.sweeper import Sweeper, sweep
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,173 @@
+"""The package stage: HLS + DASH over one set of CMAF segments from ready renditions.
+
+A video asset packages its ladder (the audio track taken from the top rung); an
+audio-only asset packages its AAC ladder. The package id derives from the ladder,
+so packaging twice rewrites the same keys under `packages/<assetId>/<packageId>/`.
+Files are written to a work directory first and only then stored, manifests last,
+so a reader never finds a manifest naming a segment that is not stored yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+
+from mediamill.config.settings import Settings
+from mediamill.pipeline.quality import resolve
+from mediamill.schemas.base import utcnow
+from mediamill.schemas.errors import MediaMillError, UnsupportedRenditionError
+from mediamill.schemas.jobs import JobStage
+from mediamill.schemas.media import Asset
+from mediamill.schemas.packages import (
+    DASH_MANIFEST,
+    MASTER_PLAYLIST,
+    PackageStatus,
+    package_id_for,
+    package_prefix,
+)
+from mediamill.schemas.renditions import (
+    Rendition,
+    RenditionFormat,
+    RenditionSpec,
+    RenditionStatus,
+    parse_audio_profile,
+)
+from mediamill.storage import repo
+from mediamill.storage.models import JobRow
+from mediamill.workers import runtime
+from mediamill.workers.queue import time_limit_ms
+from mediamill.workers.renditions import default_specs
+
+log = logging.getLogger(__name__)
+
+_MANIFESTS = (MASTER_PLAYLIST, DASH_MANIFEST)
+
+
+def package_ladder(settings: Settings, asset: Asset) -> list[RenditionSpec]:
+    """The renditions a package of `asset` carries, as effective specs: the video
+    ladder for video, the AAC ladder for audio (rungs the original cannot support,
+    or that resolve to the same rendition, left out)."""
+    if asset.video is not None:
+        wanted = default_specs(settings, asset)
+    else:
+        wanted = parse_audio_profile(settings.package_audio_ladder)
+    ladder: dict[str, RenditionSpec] = {}
+    for spec in wanted:
+        try:
+            effective, _ = resolve(spec, asset, False)
+        except UnsupportedRenditionError:
+            continue
+        ladder.setdefault(effective.spec_id, effective)
+    return list(ladder.values())
+
+
+def plan_package(settings: Settings, job: JobRow, asset: Asset) -> None:
+    """Hand `job` to the package stage (the caller enqueues after commit)."""
+    repo.advance_job(job, JobStage.PACKAGE)
+    job.params = {
+        **job.params,
+        "timeLimitMs": time_limit_ms(settings, (asset.duration_ms or 0) / 1000),
+    }
+
+
+def package(job_id: str) -> None:
+    """Package the asset's ready ladder renditions; record the package and emit
+    `package.ready`."""
+    rt = runtime.current()
+    with rt.db.session() as s:
+        job = repo.get_job_row(s, job_id)
+        asset = repo.asset_from_row(s, repo.get_asset_row(s, job.asset_id or ""))
+        ready = {
+            r.spec.spec_id: r
+            for r in repo.list_renditions(s, asset.original_asset_id)
+            if r.status is RenditionStatus.READY
+        }
+        ladder = [
+            ready[spec.spec_id]
+            for spec in package_ladder(rt.settings, asset)
+            if spec.spec_id in ready
+        ]
+        time_limit_s = job.params.get("timeLimitMs", 600_000) / 1000
+    if not ladder:
+        with rt.db.session() as s:
+            repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"package": None})
+        log.info("nothing to package for asset %s", asset.original_asset_id)
+        return
+    spec_ids = [r.spec.spec_id for r in ladder]
+    package_id = package_id_for(spec_ids, rt.settings.package_segment_s)
+    with rt.db.session() as s:
+        row = repo.upsert_package(
+            s,
+            asset.original_asset_id,
+            package_id,
+            spec_ids,
+            rt.settings.package_segment_s,
+            job_id,
+        )
+        row.status = PackageStatus.RUNNING.value
+    try:
+        result = _package_and_store(rt, asset, ladder, package_id, time_limit_s * 0.95)
+    except BaseException as exc:
+        permanent = isinstance(exc, MediaMillError) and exc.permanent
+        with rt.db.session() as s:
+            row = repo.get_package_row(s, asset.original_asset_id, package_id, for_update=True)
+            row.status = (PackageStatus.FAILED if permanent else PackageStatus.QUEUED).value
+            if permanent:
+                row.error_name, row.error_message = exc.name, exc.message
+            row.modified_at = utcnow()
+        raise
+    prefix = package_prefix(asset.original_asset_id, package_id)
+    with rt.db.session() as s:
+        row = repo.get_package_row(s, asset.original_asset_id, package_id, for_update=True)
+        row.status = PackageStatus.READY.value
+        row.duration_ms, row.segment_count = result.duration_ms, result.segment_count
+        row.size_bytes = result.size_bytes
+        row.master_key = f"{prefix}/{MASTER_PLAYLIST}"
+        row.manifest_key = f"{prefix}/{DASH_MANIFEST}"
+        row.error_name = row.error_message = None
+        row.modified_at = utcnow()
+        repo.add_event(s, "package.ready", {"package": repo.package_from_row(row).to_json_dict()})
+        repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"packageId": package_id})
+
+
+def _package_and_store(
+    rt: runtime.Runtime,
+    asset: Asset,
+    ladder: list[Rendition],
+    package_id: str,
+    timeout_s: float,
+):
+    from mediamill.pipeline.packaging import Track, content_type, package_tracks
+
+    frame_rate = asset.video.frame_rate if asset.video else None
+    with ExitStack() as stack:
+        paths = [stack.enter_context(rt.store.local_path(r.storage_key or "")) for r in ladder]
+        tmp = Path(stack.enter_context(runtime.work_dir(rt.settings)))
+        tracks = [
+            Track(path, r.spec, min(frame_rate, 60.0) if frame_rate else None)
+            for path, r in zip(paths, ladder, strict=True)
+        ]
+        if asset.video is not None:
+            video = [t for t in tracks if t.spec.format is RenditionFormat.MP4]
+            audio = video[:1]  # every rung carries the same AAC track: one copy serves all
+        else:
+            video, audio = [], tracks
+        result = package_tracks(
+            video,
+            audio,
+            tmp / "package",
+            segment_s=rt.settings.package_segment_s,
+            timeout_s=timeout_s,
+        )
+        prefix = package_prefix(asset.original_asset_id, package_id)
+        # Segments before manifests: a manifest never names a file not yet stored.
+        for name in sorted(result.files, key=_store_order):
+            with (tmp / "package" / name).open("rb") as f:
+                rt.store.put(f"{prefix}/{name}", f, content_type=content_type(name))
+        return result
+
+
+def _store_order(name: str) -> tuple[bool, bool, str]:
+    """Segments first, then media playlists, then the master and the MPD."""
+    return (name.endswith((".m3u8", ".mpd")), name in _MANIFESTS, name)
