@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
@@ -62,6 +63,23 @@ class Settings(BaseSettings):
     # assets get the video ladder (`height:video bitrate`, never above the original).
     default_audio_renditions: str = "mp3:128000:2,aac:128000:2,opus:96000:2"
     default_video_ladder: str = "1080:5000000,720:3000000,480:1500000,360:800000,240:400000"
+    # HLS + DASH packages over one set of CMAF segments. Video assets package their
+    # ladder (segments a multiple of the 2 s keyframe interval); audio-only assets
+    # package this AAC ladder (`aac:bitrate:channels` items).
+    package_segment_s: int = Field(default=4, ge=2, le=10)
+    package_audio_ladder: str = "aac:64000:2,aac:128000:2,aac:192000:2"
+
+    # Signed delivery URLs. `nginx`: the secure_link forms of `mediamill edge
+    # nginx-conf` under `cdn_base_url`; `cloudfront`: CloudFront signed URLs and
+    # cookies (key pair id + RSA private key); `s3`: presigned GETs straight from the
+    # store (files only). Packages stay valid for the asset's duration plus a margin.
+    signing_mode: Literal["nginx", "cloudfront", "s3"] = "nginx"
+    cdn_base_url: str = "http://127.0.0.1:8080"
+    file_url_expires_s: int = Field(default=3600, ge=1)
+    package_url_margin_s: int = Field(default=3600, ge=0)
+    cloudfront_key_pair_id: str | None = None
+    cloudfront_private_key_file: Path | None = None
+
     # Where stages write temporary files (outputs before they are stored).
     work_dir: Path | None = None
 
@@ -87,6 +105,13 @@ class Settings(BaseSettings):
         if value is not None and urlparse(value).scheme not in {"file", "s3"}:
             raise ValueError("MEDIAMILL_STORAGE_URL must be file:///path or s3://bucket[/prefix]")
         return value
+
+    @field_validator("cdn_base_url")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        if urlparse(value).scheme not in {"http", "https"} or not urlparse(value).netloc:
+            raise ValueError("MEDIAMILL_CDN_BASE_URL must be an http(s):// URL")
+        return value.rstrip("/")
 
     @property
     def embedded(self) -> bool:
