@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # ladder (segments a multiple of the 2 s keyframe interval); audio-only assets
     # package this AAC ladder (`aac:bitrate:channels` items).
     package_segment_s: int = Field(default=4, ge=2, le=10)
-    package_audio_ladder: str = "aac:64000:2,aac:128000:2,aac:192000:2"
+    package_audio_ladder: str = "aac:64000:2,aac:128000:2,aac:256000:2"
 
     # Signed delivery URLs. `nginx`: the secure_link forms of `mediamill edge
     # nginx-conf` under `cdn_base_url`; `cloudfront`: CloudFront signed URLs and

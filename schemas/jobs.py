@@ -28,6 +28,7 @@ class JobType(StrEnum):
     ANALYSE = "analyse"
     TRANSCODE = "transcode"
     RENDITION = "rendition"  # a child: one output of its parent's transcode
+    PACKAGE = "package"  # (re-)packaging an analysed asset's ready renditions
 
 
 class JobStage(StrEnum):

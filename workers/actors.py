@@ -164,9 +164,16 @@ def _plan_default_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset
     package ladder (then to packaging), or to packaging when they all exist."""
     specs = default_specs(rt.settings, asset)
     ids = {spec.spec_id for spec in specs}
-    specs += [spec for spec in package_ladder(rt.settings, asset) if spec.spec_id not in ids]
+    ladder = package_ladder(rt.settings, asset)
+    specs += [spec for spec in ladder if spec.spec_id not in ids]
+    if not specs:
+        repo.finish_job(job, {"deduplicated": False})
+        return False
     rows = add_renditions(s, job, asset, [(spec, False) for spec in specs])
-    job.params = {**job.params, "package": True}
+    job.params = {**job.params, "package": bool(ladder)}
+    if not rows and not ladder:
+        repo.finish_job(job, {"deduplicated": False})
+        return False
     if not rows:
         plan_package(rt.settings, job, asset)
         return True

@@ -17,7 +17,7 @@ from mediamill.config.settings import Settings
 from mediamill.pipeline.quality import resolve
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, UnsupportedRenditionError
-from mediamill.schemas.jobs import JobStage
+from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.media import Asset
 from mediamill.schemas.packages import (
     DASH_MANIFEST,
@@ -36,7 +36,7 @@ from mediamill.schemas.renditions import (
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
 from mediamill.workers import runtime
-from mediamill.workers.queue import time_limit_ms
+from mediamill.workers.queue import send_stage, time_limit_ms
 from mediamill.workers.renditions import default_specs
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,17 @@ def plan_package(settings: Settings, job: JobRow, asset: Asset) -> None:
         **job.params,
         "timeLimitMs": time_limit_ms(settings, (asset.duration_ms or 0) / 1000),
     }
+
+
+def enqueue_package(rt: runtime.Runtime, asset_id: str) -> str:
+    """(Re-)package an asset's ready renditions in a job of its own; its job id.
+    Packaging the same ladder again rewrites the same keys in place."""
+    with rt.db.session() as s:
+        asset = repo.asset_from_row(s, repo.get_asset_row(s, asset_id))
+        job = repo.create_job(s, JobType.PACKAGE, JobStage.PACKAGE, {}, asset_id=asset_id)
+        plan_package(rt.settings, job, asset)
+    send_stage(rt.broker, job)
+    return job.id
 
 
 def package(job_id: str) -> None:

@@ -126,6 +126,7 @@ def test_transient_failures_are_retried_with_backoff(
 
     monkeypatch.setattr(actors, "_analyse_file", lambda: flaky)
     monkeypatch.setattr(rt.settings, "default_audio_renditions", "")  # end at analysis
+    monkeypatch.setattr(rt.settings, "package_audio_ladder", "")
     job = wait_job(rt, submit_local_file(rt, samples["music44.flac"], stage_in_store=False).id)
     assert job.status == "succeeded"
     assert len(calls) == 3
@@ -172,6 +173,7 @@ def test_analyse_message_time_limit_scales_with_duration(
     rt: Runtime, samples: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rt.settings, "default_audio_renditions", "")  # stop after analysis
+    monkeypatch.setattr(rt.settings, "package_audio_ladder", "")
     job = wait_job(rt, submit_local_file(rt, samples["music.flac"], stage_in_store=False).id)
     with rt.db.session() as s:
         params = repo.get_job_row(s, job.id).params

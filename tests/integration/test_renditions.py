@@ -129,7 +129,10 @@ def test_worker_killed_mid_transcode_leaves_no_partial_rendition(tmp_path: Path)
     source = make_sample(tmp_path / "long.flac", kind="music", duration_s=400)
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
-    env.update(MEDIAMILL_DATA_DIR=str(data), MEDIAMILL_JOB_LEASE_S="3")
+    # The default profile only (no package ladder), so the job ends with its transcode.
+    env.update(
+        MEDIAMILL_DATA_DIR=str(data), MEDIAMILL_JOB_LEASE_S="3", MEDIAMILL_PACKAGE_AUDIO_LADDER=""
+    )
     cli = [sys.executable, "-m", "mediamill"]
     job_id = subprocess.run(
         [*cli, "ingest", str(source)], env=env, capture_output=True, text=True, check=True
