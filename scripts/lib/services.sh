@@ -1,5 +1,6 @@
 # Sourced by scripts/test: make Redis and PostgreSQL reachable on 127.0.0.1.
 # Starts them when installed but stopped; installs them from Debian when absent.
+# nginx is only installed: the edge tests start their own on a free port.
 
 _apt_updated=0
 apt_install() {
@@ -59,4 +60,30 @@ ensure_postgres() {
       export MEDIAMILL_TEST_POSTGRES_URL="postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
     fi
   fi
+}
+
+nginx_bin() {  # the nginx binary, also when /usr/sbin is not on PATH
+  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; }
+}
+
+ensure_nginx() {
+  if [ -z "$(nginx_bin)" ]; then
+    echo "==> installing nginx"
+    # Debian starts the service after installing it unless policy-rc.d says no;
+    # the tests run their own nginx, so say no for this install only.
+    local policy=/usr/sbin/policy-rc.d added=0 rc=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy"
+      chmod 755 "$policy"
+      added=1
+    fi
+    apt_install nginx || rc=$?
+    if [ "$added" = 1 ]; then rm -f "$policy"; fi
+    if [ "$rc" != 0 ]; then echo "error: installing nginx failed" >&2; return "$rc"; fi
+  fi
+  # The edge config checks signed URLs with the secure_link module.
+  case "$("$(nginx_bin)" -V 2>&1)" in
+    *--with-http_secure_link_module*) ;;
+    *) echo "error: $(nginx_bin) was built without the secure_link module" >&2; return 1 ;;
+  esac
 }

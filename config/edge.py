@@ -1,0 +1,230 @@
+"""The nginx edge: a complete `nginx.conf` serving the local blob store behind signed URLs.
+
+`render_nginx_conf` is pure: listen address, store root, state directory and
+secret in, configuration text out (`mediamill edge nginx-conf` prints it). nginx's
+`secure_link` module checks the two URL forms of `pipeline/signing.py`:
+
+  a file     /{key}?md5={token}&expires={epoch}
+             token = base64url(MD5("{expires}/{key} {secret}")), no padding
+  a package  /p/{token}/{expires}/packages/{assetId}/{packageId}/{relative path}
+             token = base64url(MD5("{expires}/packages/{assetId}/{packageId} {secret}"))
+
+A missing or wrong token answers 403, an expired one 410. Dot paths (the store's
+`.tmp/` of in-flight writes) answer 404, symbolic links are never followed, and
+every path nginx serves is normalised before the check, so `..` cannot leave the
+root. Every absolute path the server writes (pid, logs, temp files) lives under
+the state directory, so it runs unprivileged with `nginx -p STATE -c FILE`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from mediamill.config.settings import ConfigError
+
+# Content types by extension (nginx's stock mime.types lacks several of these).
+EDGE_CONTENT_TYPES: dict[str, str] = {
+    "m3u8": "application/vnd.apple.mpegurl",
+    "mpd": "application/dash+xml",
+    "m4s": "video/iso.segment",
+    "mp4": "video/mp4",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",  # Opus in Ogg
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "m4a": "audio/mp4",
+}
+MANIFEST_MAX_AGE_S = 10
+MEDIA_MAX_AGE_S = 86_400
+
+# What cannot sit literally inside a double-quoted nginx string: `$` starts a
+# variable, quotes and `\` end or escape it, `;` `{` `}` and whitespace end
+# directives when the quoting is off by one.
+_UNSAFE = re.compile(r"[\s$\"';{}\\]")
+_LISTEN = re.compile(
+    r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\*)"
+    r":(?P<port>[0-9]{1,5})$"
+)
+# The identifiers NginxSigner accepts in a package prefix, and the key characters.
+_ID = r"[A-Za-z0-9._-]+"
+_KEY_CHARS = r"[A-Za-z0-9._=/-]+"
+
+
+def checked_secret(secret: str) -> str:
+    """`secret` if it can be written literally into the configuration, else ConfigError."""
+    if not secret:
+        raise ConfigError("the signing secret is empty")
+    bad = sorted({repr(c) for c in _UNSAFE.findall(secret)})
+    if bad or not secret.isascii() or not secret.isprintable():
+        shown = ", ".join(bad) if bad else "non-printable or non-ASCII characters"
+        raise ConfigError(
+            "MEDIAMILL_SIGNING_SECRET cannot be used in an nginx configuration: it contains "
+            f"{shown} (use letters, digits and punctuation other than $ ' \" ; {{ }} \\)"
+        )
+    return secret
+
+
+def checked_listen(listen: str) -> str:
+    """`listen` if it is HOST:PORT (an IPv4 address, a host name, `*` or `[IPv6]`)."""
+    match = _LISTEN.match(listen)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ConfigError(
+            f"--listen must be HOST:PORT with a port from 1 to 65535 "
+            f"(e.g. 127.0.0.1:8080 or [::1]:8080), not {listen!r}"
+        )
+    return listen
+
+
+def checked_dir(path: Path | str, what: str) -> str:
+    """An absolute directory path, resolved, that can be written unquoted into the file."""
+    given = Path(path)
+    if not given.is_absolute():
+        raise ConfigError(f"{what} must be an absolute path, not {str(path)!r}")
+    resolved = given.resolve()
+    if _UNSAFE.search(str(resolved)) or not str(resolved).isprintable():
+        raise ConfigError(
+            f"{what} {str(resolved)!r} contains characters an nginx configuration cannot "
+            "hold unquoted (whitespace, quotes, $ ; { } \\)"
+        )
+    return PurePosixPath(resolved).as_posix()
+
+
+def _types_block(indent: str) -> str:
+    by_type: dict[str, list[str]] = {}
+    for ext, content_type in EDGE_CONTENT_TYPES.items():
+        by_type.setdefault(content_type, []).append(ext)
+    lines = [f"{indent}    {t} {' '.join(exts)};" for t, exts in by_type.items()]
+    return f"{indent}types {{\n" + "\n".join(lines) + f"\n{indent}}}"
+
+
+def render_nginx_conf(
+    *,
+    listen: str,
+    root: Path | str,
+    secret: str,
+    state_dir: Path | str,
+    manifest_max_age_s: int = MANIFEST_MAX_AGE_S,
+    media_max_age_s: int = MEDIA_MAX_AGE_S,
+) -> str:
+    """A complete nginx.conf serving the local store at `root` behind signed URLs.
+
+    `state_dir` holds the pid file, the logs and nginx's temp directories; it must
+    exist and be writable by whoever starts nginx. The secret is written into the
+    file, so keep the file as private as the secret.
+    """
+    listen = checked_listen(listen)
+    root_dir = checked_dir(root, "the store root")
+    state = checked_dir(state_dir, "the state directory")
+    secret = checked_secret(secret)
+    if manifest_max_age_s < 0 or media_max_age_s < 0:
+        raise ConfigError("cache lifetimes cannot be negative")
+    media_exts = "|".join(e for e in EDGE_CONTENT_TYPES if e not in {"m3u8", "mpd"})
+    package = (
+        rf"^/p/(?<edge_token>[A-Za-z0-9_-]+)/(?<edge_expires>[0-9]+)"
+        rf"/(?<edge_prefix>packages/{_ID}/{_ID})/(?<edge_file>{_KEY_CHARS})$"
+    )
+    return f"""\
+# MediaMill edge: the local blob store behind nginx secure_link signed URLs.
+# Generated by `mediamill edge nginx-conf`; it holds the signing secret, keep it private.
+# Run:  nginx -p {state} -c /path/to/this/file -g 'daemon off;'
+#       (as root add `user root;` to -g, or let the workers' user read {root_dir})
+#   file     /<key>?md5=<token>&expires=<epoch>
+#   package  /p/<token>/<expires>/packages/<assetId>/<packageId>/<file under the package>
+# A missing or wrong token answers 403, an expired one 410.
+
+worker_processes auto;
+pid {state}/nginx.pid;
+error_log {state}/error.log warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    # Every path nginx would otherwise take from its build lives under the state dir.
+    client_body_temp_path {state}/client_body;
+    proxy_temp_path {state}/proxy;
+    fastcgi_temp_path {state}/fastcgi;
+    uwsgi_temp_path {state}/uwsgi;
+    scgi_temp_path {state}/scgi;
+    access_log {state}/access.log;
+
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    server_tokens off;
+
+{_types_block("    ")}
+    default_type application/octet-stream;
+
+    # Manifests may be re-made, media under a key never changes. Empty: no header.
+    map $uri $mediamill_cache_control {{
+        default "";
+        "~\\.(m3u8|mpd)$" "public, max-age={manifest_max_age_s}";
+        "~\\.({media_exts})$" "public, max-age={media_max_age_s}";
+    }}
+
+    server {{
+        listen {listen};
+        server_name _;
+        root {root_dir};
+        autoindex off;
+        # A link inside the store must not lead out of it.
+        disable_symlinks on from=$document_root;
+
+        # CORS for browser players; `always` so 403/410 reach the page's script too.
+        add_header Access-Control-Allow-Origin "*" always;
+        add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS" always;
+        add_header Access-Control-Allow-Headers "Range" always;
+        add_header Access-Control-Expose-Headers "Content-Length, Content-Range" always;
+        add_header Access-Control-Max-Age "86400" always;
+        add_header Cache-Control $mediamill_cache_control;
+
+        if ($request_method = OPTIONS) {{
+            return 204;
+        }}
+        if ($request_method !~ "^(GET|HEAD)$") {{
+            return 405;
+        }}
+
+        # Dot paths are never keys: `.tmp/` holds in-flight writes.
+        location ~ "(^|/)\\." {{
+            return 404;
+        }}
+
+        # A package: the token covers every file under its prefix, so the relative
+        # URIs inside the HLS and DASH manifests inherit it.
+        location ~ "{package}" {{
+            secure_link $edge_token,$edge_expires;
+            secure_link_md5 "$edge_expires/$edge_prefix {secret}";
+            if ($secure_link = "") {{
+                return 403;
+            }}
+            if ($secure_link = "0") {{
+                return 410;
+            }}
+            try_files /$edge_prefix/$edge_file =404;
+        }}
+
+        # Malformed package URLs.
+        location /p/ {{
+            return 403;
+        }}
+
+        # A file: the token covers exactly one key.
+        location / {{
+            secure_link $arg_md5,$arg_expires;
+            secure_link_md5 "$secure_link_expires$uri {secret}";
+            if ($secure_link = "") {{
+                return 403;
+            }}
+            if ($secure_link = "0") {{
+                return 410;
+            }}
+            try_files $uri =404;
+        }}
+    }}
+}}
+"""

@@ -1,0 +1,830 @@
+"""The nginx edge for real: `mediamill edge nginx-conf` run by nginx over a local store.
+
+nginx checks the URLs `NginxSigner` makes: files and whole packages are served
+byte for byte with browser-friendly headers, and a missing, tampered or expired
+token, a dot path or a path out of the store is refused. The docker-compose
+variant (`config/nginx/edge-minio.conf.template`) runs the same checks in front
+of a real S3 endpoint (moto), as the nginx image's envsubst step would render it.
+
+Security checks compute tokens here, independently of the signer, so a signer
+bug cannot hide an edge bug. With CI=true a missing nginx fails; elsewhere it skips.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import http.client
+import io
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import m3u8
+import pytest
+from mpegdash.parser import MPEGDASHParser
+from support import IN_CI, ROOT, make_sample
+
+from mediamill.pipeline.analysis import analyse_file
+from mediamill.pipeline.ffmpeg import ffmpeg_binary
+from mediamill.pipeline.packaging import Track, package_tracks
+from mediamill.pipeline.signing import NginxSigner
+from mediamill.pipeline.transcode import plan_output, produce
+from mediamill.schemas.renditions import parse_video_ladder
+from mediamill.storage.blobs import BlobStore, LocalBlobStore
+
+pytestmark = pytest.mark.integration
+
+SECRET = "edge-test-secret-0123456789"
+# What each extension must be served as (issue 4), written out independently of
+# config/edge.py.
+EXPECTED_TYPES = {
+    "m3u8": "application/vnd.apple.mpegurl",
+    "mpd": "application/dash+xml",
+    "m4s": "video/iso.segment",
+    "mp4": "video/mp4",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "m4a": "audio/mp4",
+}
+START_TIMEOUT_S = 20.0
+REFUSED = {400, 403, 404}
+
+
+# ---- tokens, computed the way nginx's secure_link documentation does ------------------------
+
+
+def md5_token(text: str) -> str:
+    digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def file_query(key: str, expires: int, secret: str = SECRET) -> str:
+    return f"md5={md5_token(f'{expires}/{key} {secret}')}&expires={expires}"
+
+
+def package_path(asset_id: str, package_id: str, expires: int, secret: str = SECRET) -> str:
+    prefix = f"packages/{asset_id}/{package_id}"
+    token = md5_token(f"{expires}/{prefix} {secret}")
+    return f"/p/{token}/{expires}/{prefix}"
+
+
+def tamper(token: str) -> str:
+    """The same token with its first character changed (still valid base64url)."""
+    return ("B" if token[0] == "A" else "A") + token[1:]
+
+
+# ---- HTTP -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip()
+
+    def header_set(self, name: str) -> set[str]:
+        """A comma-separated header's items, lower-cased."""
+        return {item.strip().lower() for item in (self.headers.get(name) or "").split(",")}
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> Response:
+    """One request with urllib (no proxies); error statuses are returned, not raised."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with _OPENER.open(request, timeout=10) as resp:
+            return Response(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return Response(exc.code, exc.headers, exc.read())
+
+
+def raw_get(base_url: str, path: str) -> Response:
+    """GET a path exactly as written (`..` and `%2e` included): urllib may tidy paths."""
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def assert_cors(resp: Response) -> None:
+    assert resp.headers.get("Access-Control-Allow-Origin") == "*"
+    assert {"content-length", "content-range"} <= resp.header_set("Access-Control-Expose-Headers")
+
+
+def max_age_s(resp: Response) -> int:
+    match = re.search(r"max-age=(\d+)", resp.headers.get("Cache-Control") or "")
+    assert match, f"no max-age in Cache-Control: {resp.headers.get('Cache-Control')!r}"
+    return int(match.group(1))
+
+
+# ---- nginx ----------------------------------------------------------------------------------
+
+
+def nginx_binary() -> str:
+    """The nginx binary; missing: a failure in CI, a skip elsewhere (scripts/test installs it)."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    if found is None:
+        message = "nginx is not installed (scripts/test installs it with ensure_nginx)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_nginx(conf: Path, state_dir: Path, port: int) -> Iterator[str]:
+    """Run nginx in the foreground on `conf` until the block ends; yields its base URL.
+
+    As root, workers would drop to `nobody`, which cannot enter pytest's 0700 temp
+    dirs: `user root;` keeps them able to read the store.
+    """
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    log_path = state_dir / "nginx.out"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [nginx_binary(), "-p", str(state_dir), "-c", str(conf), "-g", directives],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def logs() -> str:
+        error_log = state_dir / "error.log"
+        text = log_path.read_text(errors="replace")
+        return text + (error_log.read_text(errors="replace") if error_log.exists() else "")
+
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"nginx exited with code {proc.returncode}:\n{logs()}")
+            try:
+                raw_get(base_url, "/")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"nginx did not answer on {base_url}:\n{logs()}")
+                time.sleep(0.05)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Edge:
+    base_url: str
+    store: BlobStore
+    signer: NginxSigner
+
+    def put(self, key: str, data: bytes) -> bytes:
+        self.store.put(key, io.BytesIO(data))
+        return data
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """nginx on a free port with the configuration `mediamill edge nginx-conf` prints."""
+    from mediamill.cli import main
+    from mediamill.config.settings import get_settings
+
+    nginx_binary()
+    tmp = tmp_path_factory.mktemp("edge")
+    store = LocalBlobStore(tmp / "store")
+    state_dir = tmp / "state"
+    port = free_port()
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for var in list(os.environ):
+            if var.startswith("MEDIAMILL_"):
+                mp.delenv(var)
+        mp.setenv("MEDIAMILL_DATA_DIR", str(tmp / "data"))
+        mp.setenv("MEDIAMILL_SIGNING_SECRET", SECRET)
+        get_settings.cache_clear()
+        try:
+            with contextlib.redirect_stdout(out):
+                argv = ["edge", "nginx-conf", "--listen", f"127.0.0.1:{port}"]
+                argv += ["--root", str(store.root), "--state-dir", str(state_dir)]
+                assert main(argv) == 0
+        finally:
+            get_settings.cache_clear()
+    assert state_dir.is_dir()  # created by the command: nginx needs it to start
+    conf = tmp / "nginx.conf"
+    conf.write_text(out.getvalue())
+    with running_nginx(conf, state_dir, port) as base_url:
+        yield Edge(base_url, store, NginxSigner(base_url, SECRET))
+
+
+# ---- a package tree -------------------------------------------------------------------------
+
+
+@functools.cache
+def _real_package() -> Path:
+    """A real package (two video rungs + the audio track, 4 s CMAF segments) made once
+    per test session by the packager from renditions of a generated 9-second clip."""
+    work = Path(tempfile.mkdtemp(prefix="edge-package-"))
+    source = make_sample(work / "clip.mp4", kind="video", duration_s=9.0)
+    analysis = analyse_file(source)
+    specs = parse_video_ladder("360:600000,240:300000")
+    outputs = [plan_output(s, work / f"r{i}.mp4", analysis.loudness) for i, s in enumerate(specs)]
+    produce(source, outputs, analysis.media, timeout_s=300)
+    tracks = [Track(o.path, o.spec, 30.0) for o in outputs]
+    package_tracks(tracks, tracks[:1], work / "package", segment_s=4, timeout_s=120)
+    return work / "package"
+
+
+def make_package_tree(store_root: Path) -> tuple[str, str]:
+    """Store a real HLS + DASH package under a fresh asset id; (asset id, package id)."""
+    store = LocalBlobStore(store_root)
+    asset_id = hashlib.sha256(os.urandom(32)).hexdigest()
+    package_id = f"pkg-{uuid.uuid4().hex[:16]}"  # as package_id_for makes them; unique here
+    prefix = f"packages/{asset_id}/{package_id}"
+    for path in sorted(_real_package().iterdir()):
+        with path.open("rb") as f:
+            store.put(f"{prefix}/{path.name}", f)
+    return asset_id, package_id
+
+
+# ---- following the manifests ----------------------------------------------------------------
+
+
+def hls_references(master_url: str) -> dict[str, set[str]]:
+    """Every URI a player reaches from the master playlist, absolute, by kind."""
+    master = m3u8.loads(fetch(master_url).body.decode(), uri=master_url)
+    found: dict[str, set[str]] = {"playlists": set(), "init": set(), "segments": set()}
+    found["playlists"] |= {p.absolute_uri for p in master.playlists}
+    found["playlists"] |= {m.absolute_uri for m in master.media if m.uri}
+    found["playlists"] |= {p.absolute_uri for p in master.iframe_playlists}
+    for url in sorted(found["playlists"]):
+        resp = fetch(url)
+        assert resp.status == 200, url
+        media = m3u8.loads(resp.body.decode(), uri=url)
+        found["init"] |= {s.absolute_uri for s in media.segment_map if s.uri}
+        for segment in media.segments:
+            found["segments"].add(segment.absolute_uri)
+            if segment.init_section is not None and segment.init_section.uri:
+                found["init"].add(segment.init_section.absolute_uri)
+    return found
+
+
+def _iso_duration_s(text: str) -> float:
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?", text or "")
+    assert match, f"unsupported duration {text!r}"
+    h, m, s = match.groups()
+    return int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
+
+
+def _fill(template: str, rep_id: str, bandwidth: int, number: int = 0, time_: int = 0) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name, width = match.group(1), match.group(2)
+        if not name:
+            return "$"
+        value = {"RepresentationID": rep_id, "Bandwidth": bandwidth, "Number": number}.get(
+            name, time_
+        )
+        return f"{int(value):0{int(width)}d}" if width else str(value)
+
+    return re.sub(r"\$(RepresentationID|Number|Bandwidth|Time|)(?:%0(\d+)d)?\$", sub, template)
+
+
+def _template_uris(chain: list, rep: object, base: str, period_s: float) -> set[str]:
+    """The init and media URIs of one representation addressed by a SegmentTemplate.
+
+    `chain` is the nearest template first (Representation, AdaptationSet, Period):
+    an attribute missing on one level is inherited from the next.
+    """
+
+    def pick(attr: str) -> object:
+        return next((getattr(t, attr) for t in chain if getattr(t, attr)), None)
+
+    def fill(template: object, number: int = 0, time_: int = 0) -> str:
+        return urljoin(base, _fill(str(template), rep.id, rep.bandwidth, number, time_))
+
+    timescale, start = int(pick("timescale") or 1), int(pick("start_number") or 1)
+    found = {fill(pick("initialization"))} if pick("initialization") else set()
+    media, timelines = pick("media"), pick("segment_timelines")
+    assert media, f"representation {rep.id}: a SegmentTemplate without @media"
+    if not timelines:
+        count = math.ceil(period_s * timescale / int(pick("duration")))
+        return found | {fill(media, number) for number in range(start, start + count)}
+    t, number = 0, start
+    for s in timelines[0].Ss:
+        t = s.t if s.t is not None else t
+        repeat = s.r or 0
+        if repeat < 0:  # up to the end of the period
+            repeat = math.ceil((period_s * timescale - t) / s.d) - 1
+        for _ in range(repeat + 1):
+            found.add(fill(media, number, t))
+            t, number = t + s.d, number + 1
+    return found
+
+
+def dash_references(mpd_url: str) -> set[str]:
+    """Every init and media segment URI of a static MPD, absolute.
+
+    Covers BaseURL at every level, SegmentTemplate (inherited; `$Number$` with
+    `@duration`, or a SegmentTimeline for `$Time$`/`$Number$`), SegmentList and
+    single-file representations. Anything else fails loudly.
+    """
+    mpd = MPEGDASHParser.parse(fetch(mpd_url).body.decode())
+
+    def based(url: str, node: object) -> str:
+        urls = getattr(node, "base_urls", None)
+        return urljoin(url, urls[0].base_url_value) if urls else url
+
+    total_s = _iso_duration_s(mpd.media_presentation_duration)
+    found: set[str] = set()
+    base_mpd = based(mpd_url, mpd)
+    for period in mpd.periods:
+        base_period = based(base_mpd, period)
+        period_s = _iso_duration_s(period.duration) if period.duration else total_s
+        for aset in period.adaptation_sets:
+            base_aset = based(base_period, aset)
+            for rep in aset.representations:
+                base = based(base_aset, rep)
+                chain = [n.segment_templates[0] for n in (rep, aset, period) if n.segment_templates]
+                lists = rep.segment_lists or aset.segment_lists
+                if chain:
+                    found |= _template_uris(chain, rep, base, period_s)
+                elif lists:
+                    found |= {urljoin(base, i.source_url) for i in lists[0].initializations or []}
+                    found |= {urljoin(base, u.media) for u in lists[0].segment_urls if u.media}
+                else:
+                    assert rep.base_urls, f"representation {rep.id}: no segment addressing"
+                    found.add(base)
+    return found
+
+
+# ---- the file form --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", sorted(EXPECTED_TYPES))
+def test_a_signed_file_is_served_whole_with_its_type_and_cors(edge: Edge, ext: str) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/spec.{ext}"
+    data = edge.put(key, os.urandom(5000))
+    resp = fetch(edge.signer.sign_file(key, 300).url)
+    assert resp.status == 200
+    assert resp.body == data
+    assert resp.content_type == EXPECTED_TYPES[ext]
+    assert resp.headers.get("Content-Length") == str(len(data))
+    assert_cors(resp)
+    if ext in {"m3u8", "mpd"}:
+        assert max_age_s(resp) <= 60
+    else:
+        assert max_age_s(resp) >= 3600
+
+
+def test_ranges_and_head_work_for_players(edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/aac-128000-2.m4a"
+    data = edge.put(key, os.urandom(4096))
+    url = edge.signer.sign_file(key, 300).url
+    part = fetch(url, headers={"Range": "bytes=100-199"})
+    assert part.status == 206
+    assert part.body == data[100:200]
+    assert part.headers.get("Content-Range") == f"bytes 100-199/{len(data)}"
+    assert_cors(part)
+    head = fetch(url, method="HEAD")
+    assert head.status == 200
+    assert head.body == b""
+    assert head.headers.get("Content-Length") == str(len(data))
+
+
+def test_preflight_is_answered_204(edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/mp3-128000-2.mp3"
+    edge.put(key, b"ID3" + os.urandom(100))
+    resp = fetch(
+        edge.signer.sign_file(key, 300).url,
+        method="OPTIONS",
+        headers={
+            "Origin": "https://player.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "range",
+        },
+    )
+    assert resp.status == 204
+    assert resp.body == b""
+    assert resp.headers.get("Access-Control-Allow-Origin") == "*"
+    assert {"get", "head", "options"} <= resp.header_set("Access-Control-Allow-Methods")
+    assert "range" in resp.header_set("Access-Control-Allow-Headers")
+
+
+def test_other_methods_are_refused(edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/x.mp3"
+    edge.put(key, b"data")
+    assert fetch(edge.signer.sign_file(key, 300).url, method="DELETE").status == 405
+
+
+def test_a_tampered_file_token_is_403(edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/mp3-128000-2.mp3"
+    other = f"renditions/{uuid.uuid4().hex}/mp3-128000-2.mp3"
+    data = edge.put(key, os.urandom(1000))
+    edge.put(other, os.urandom(1000))
+    expires = int(time.time()) + 300
+    token = md5_token(f"{expires}/{key} {SECRET}")
+    assert fetch(f"{edge.base_url}/{key}?{file_query(key, expires)}").body == data
+    for query in (
+        f"md5={tamper(token)}&expires={expires}",
+        f"md5={token}&expires={expires + 1}",  # a later expiry under the same token
+        file_query(other, expires),  # another key's token
+        file_query(key, expires, secret="not-the-secret-at-all"),
+        f"md5={token}x&expires={expires}",
+    ):
+        resp = fetch(f"{edge.base_url}/{key}?{query}")
+        assert resp.status == 403, query
+        assert resp.body != data
+        assert_cors(resp)  # `always`: a browser player can read the refusal
+
+
+def test_a_missing_token_is_403(edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/x.flac"
+    data = edge.put(key, os.urandom(1000))
+    expires = int(time.time()) + 300
+    token = md5_token(f"{expires}/{key} {SECRET}")
+    for query in ("", "?", f"?md5={token}", f"?expires={expires}", f"?md5=&expires={expires}"):
+        resp = fetch(f"{edge.base_url}/{key}{query}")
+        assert resp.status == 403, query
+        assert resp.body != data
+
+
+def test_an_expired_file_url_is_410(edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/x.opus"
+    data = edge.put(key, os.urandom(1000))
+    resp = fetch(edge.signer.sign_file(key, 60, now_s=time.time() - 3600).url)
+    assert resp.status == 410
+    assert resp.body != data
+    assert_cors(resp)
+
+
+def test_in_flight_writes_and_dot_paths_are_never_served(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    inflight = edge.store.root / ".tmp" / uuid.uuid4().hex
+    inflight.write_bytes(b"partial write")
+    hidden_key = f"renditions/{uuid.uuid4().hex}/.hidden.mp3"
+    hidden = edge.store.root / hidden_key
+    hidden.parent.mkdir(parents=True)
+    hidden.write_bytes(b"not a key")
+    expires = int(time.time()) + 300
+    for key in (f".tmp/{inflight.name}", hidden_key):
+        resp = fetch(f"{edge.base_url}/{key}?{file_query(key, expires)}")
+        assert resp.status == 404, key
+        assert resp.body not in {b"partial write", b"not a key"}
+
+
+def test_nothing_outside_the_store_is_reachable(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    secret_bytes = b"outside the store " + os.urandom(16)
+    outside = edge.store.root.parent / "outside.txt"
+    outside.write_bytes(secret_bytes)
+    link_key = f"renditions/{uuid.uuid4().hex}/link.mp3"
+    (edge.store.root / link_key).parent.mkdir(parents=True)
+    (edge.store.root / link_key).symlink_to(outside)
+    e = int(time.time()) + 300
+    pkg = package_path("a", "b", e)
+    paths = [
+        f"/../outside.txt?{file_query('../outside.txt', e)}",
+        f"/../outside.txt?{file_query('outside.txt', e)}",
+        f"/%2e%2e/outside.txt?{file_query('outside.txt', e)}",
+        f"/renditions/..%2f..%2foutside.txt?{file_query('outside.txt', e)}",
+        f"/renditions/x/../../../outside.txt?{file_query('outside.txt', e)}",
+        f"{pkg}/../../../../outside.txt",
+        f"{pkg}/%2e%2e/%2e%2e/%2e%2e/%2e%2e/outside.txt",
+        f"/{link_key}?{file_query(link_key, e)}",  # a symbolic link out of the store
+    ]
+    for path in paths:
+        resp = raw_get(edge.base_url, path)
+        assert resp.status in REFUSED, path
+        assert secret_bytes not in resp.body
+
+
+def test_urls_of_neither_form_are_refused(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    directory = f"renditions/{uuid.uuid4().hex}"
+    edge.put(f"{directory}/x.mp3", b"data")
+    e = int(time.time()) + 300
+    for path in (
+        "/",
+        "/renditions/",
+        f"/{directory}/",
+        "/p/",
+        "/p/garbage",
+        f"/p/{md5_token('x')}/{e}/packages/only-an-asset",
+        f"/p/{md5_token('x')}/soon/packages/a/b/master.m3u8",
+    ):
+        assert raw_get(edge.base_url, path).status == 403, path
+    # A signed directory is not a file.
+    assert raw_get(edge.base_url, f"/{directory}?{file_query(directory, e)}").status == 404
+
+
+# ---- the package form -----------------------------------------------------------------------
+
+
+def _package_urls(edge: Edge, asset_id: str, package_id: str) -> tuple[str, str, str]:
+    """(signed master URL, signed MPD URL, the signed prefix ending in `/`)."""
+    now = time.time()
+    hls = edge.signer.sign_package(asset_id, package_id, 600, "master.m3u8", now_s=now).url
+    dash = edge.signer.sign_package(asset_id, package_id, 600, "manifest.mpd", now_s=now).url
+    return hls, dash, hls.rsplit("/", 1)[0] + "/"
+
+
+def test_every_file_of_a_package_is_served_under_its_signed_prefix(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    asset_id, package_id = make_package_tree(edge.store.root)
+    hls, dash, prefix_url = _package_urls(edge, asset_id, package_id)
+    key_prefix = f"packages/{asset_id}/{package_id}/"
+    keys = list(edge.store.list(key_prefix))
+    assert {f"{key_prefix}master.m3u8", f"{key_prefix}manifest.mpd"} <= set(keys)
+    for key in keys:
+        with edge.store.open(key) as handle:
+            data = handle.read()
+        resp = fetch(prefix_url + key.removeprefix(key_prefix))
+        assert resp.status == 200, key
+        assert resp.body == data, key
+        ext = key.rsplit(".", 1)[-1]
+        if ext in EXPECTED_TYPES:
+            assert resp.content_type == EXPECTED_TYPES[ext], key
+        assert_cors(resp)
+    assert fetch(hls).status == 200
+    assert fetch(dash).status == 200
+
+
+def test_everything_the_manifests_reference_resolves(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    asset_id, package_id = make_package_tree(edge.store.root)
+    hls, dash, prefix_url = _package_urls(edge, asset_id, package_id)
+    found = hls_references(hls)
+    assert found["playlists"] and found["init"] and found["segments"], found
+    dash_uris = dash_references(dash)
+    assert dash_uris
+    for url in sorted(set().union(*found.values(), dash_uris)):
+        assert url.startswith(prefix_url), f"{url} leaves the signed prefix"
+        resp = fetch(url)
+        assert resp.status == 200, url
+        key = f"packages/{asset_id}/{package_id}/{url.removeprefix(prefix_url)}"
+        with edge.store.open(key) as handle:
+            assert resp.body == handle.read(), url
+
+
+@pytest.mark.parametrize("manifest", ["master.m3u8", "manifest.mpd"])
+def test_ffmpeg_plays_the_package_through_its_signed_url(edge: Edge, manifest: str) -> None:
+    """ffmpeg's HLS / DASH demuxer, given only the signed manifest URL, fetches every
+    playlist and segment through nginx (relative URIs inherit the token) and decodes
+    the whole 9 s of every stream."""
+    asset_id, package_id = make_package_tree(edge.store.root)
+    hls, dash, _ = _package_urls(edge, asset_id, package_id)
+    url = hls if manifest == "master.m3u8" else dash
+    out = subprocess.run(
+        [ffmpeg_binary(), "-v", "error", "-i", url, "-map", "0", "-f", "framecrc", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    frames: dict[str, int] = {}
+    for line in out.stdout.splitlines():
+        if line and not line.startswith("#"):
+            index = line.split(",", 1)[0].strip()
+            frames[index] = frames.get(index, 0) + 1
+    kinds = re.findall(r"^#media_type (\d+): (\w+)$", out.stdout, flags=re.M)
+    videos = [i for i, kind in kinds if kind == "video"]
+    audios = [i for i, kind in kinds if kind == "audio"]
+    assert len(videos) == 2 and audios
+    assert all(frames[i] == pytest.approx(9 * 30, abs=2) for i in videos), frames
+    assert all(frames[i] * 1024 / 48000 == pytest.approx(9, abs=0.1) for i in audios), frames
+
+
+def test_a_tampered_package_token_is_403(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    asset_id, package_id = make_package_tree(edge.store.root)
+    hls, _, prefix_url = _package_urls(edge, asset_id, package_id)
+    segment = sorted(hls_references(hls)["segments"])[0].removeprefix(prefix_url)
+    token, expires = prefix_url.split("/p/", 1)[1].split("/")[:2]
+    bad_prefix = prefix_url.replace(f"/p/{token}/", f"/p/{tamper(token)}/")
+    later_prefix = prefix_url.replace(f"/{expires}/", f"/{int(expires) + 1}/")
+    for url in (
+        bad_prefix + "master.m3u8",
+        bad_prefix + segment,
+        later_prefix + segment,
+        prefix_url.replace(f"/p/{token}/", "/p//") + segment,
+    ):
+        resp = fetch(url)
+        assert resp.status == 403, url
+        assert_cors(resp)
+
+
+def test_an_expired_package_url_is_410(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    asset_id, package_id = make_package_tree(edge.store.root)
+    old = edge.signer.sign_package(asset_id, package_id, 60, now_s=time.time() - 3600).url
+    segment = "seg-0-00001.m4s"
+    for url in (old, old.rsplit("/", 1)[0] + "/" + segment):
+        resp = fetch(url)
+        assert resp.status == 410, url
+        assert_cors(resp)
+
+
+def test_a_package_token_opens_only_its_own_package(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    asset_a, package_a = make_package_tree(edge.store.root)
+    asset_b, package_b = make_package_tree(edge.store.root)
+    e = int(time.time()) + 300
+    token_a = md5_token(f"{e}/packages/{asset_a}/{package_a} {SECRET}")
+    segment = "seg-0-00001.m4s"
+    assert fetch(f"{edge.base_url}{package_path(asset_a, package_a, e)}/{segment}").status == 200
+    for prefix in (
+        f"packages/{asset_b}/{package_b}",  # another asset's package
+        f"packages/{asset_a}/{package_b}",  # another package id under the same asset
+        f"packages/{asset_b}/{package_a}",
+    ):
+        for name in ("master.m3u8", segment):
+            url = f"{edge.base_url}/p/{token_a}/{e}/{prefix}/{name}"
+            assert fetch(url).status == 403, url
+    # `..` is resolved before the check, so it cannot carry A's token into B.
+    escape = f"/p/{token_a}/{e}/packages/{asset_a}/{package_a}/../../{asset_b}/{package_b}"
+    resp = raw_get(edge.base_url, f"{escape}/master.m3u8")
+    assert resp.status in REFUSED
+
+
+def test_dot_files_inside_a_package_are_not_served(edge: Edge) -> None:
+    assert isinstance(edge.store, LocalBlobStore)
+    asset_id, package_id = make_package_tree(edge.store.root)
+    (edge.store.root / "packages" / asset_id / package_id / ".partial.m4s").write_bytes(b"x")
+    _, _, prefix_url = _package_urls(edge, asset_id, package_id)
+    assert fetch(prefix_url + ".partial.m4s").status == 404
+    (edge.store.root / "packages" / asset_id / package_id / "sub").mkdir()
+    assert fetch(prefix_url + "sub").status in REFUSED  # a folder is not a file
+
+
+# ---- the docker-compose variant: nginx in front of an S3 endpoint ---------------------------
+
+TEMPLATE = ROOT / "config" / "nginx" / "edge-minio.conf.template"
+
+
+def render_template(bucket_path: str, upstream: str, port: int) -> str:
+    """The template as the nginx image's envsubst step renders it, pointed at `upstream`."""
+    text = TEMPLATE.read_text()
+    for name, value in {
+        "MEDIAMILL_SIGNING_SECRET": SECRET,
+        "MEDIAMILL_S3_BUCKET": bucket_path,
+    }.items():
+        assert "${" + name + "}" in text
+        text = text.replace("${" + name + "}", value)
+    assert "${" not in text
+    assert "minio:9000" in text and "listen 8080;" in text
+    return text.replace("minio:9000", upstream).replace("listen 8080;", f"listen 127.0.0.1:{port};")
+
+
+def anonymous_download(bucket: str) -> dict[str, object]:
+    """A bucket policy letting anyone GET renditions and packages (never originals)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": ["*"]},
+                "Action": ["s3:GetObject"],
+                "Resource": [
+                    f"arn:aws:s3:::{bucket}/tenant-a/renditions/*",
+                    f"arn:aws:s3:::{bucket}/tenant-a/packages/*",
+                ],
+            }
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def minio_edge(tmp_path_factory: pytest.TempPathFactory, moto_server) -> Iterator[Edge]:
+    """The compose edge's template served by a real nginx in front of moto's S3 server."""
+    from mediamill.storage.blobs.s3 import S3BlobStore
+
+    nginx_binary()
+    tmp = tmp_path_factory.mktemp("edge-minio")
+    bucket = f"edge-{uuid.uuid4().hex[:12]}"
+    store = S3BlobStore(
+        bucket,
+        "tenant-a",
+        endpoint_url=moto_server.endpoint_url,
+        access_key_id="testing",
+        secret_access_key="testing",
+        region="us-east-1",
+    )
+    store.ensure_bucket()
+    # What `mc anonymous set download` does in the compose `minio-setup` service.
+    store.client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(anonymous_download(bucket)))
+    port = free_port()
+    (tmp / "edge.conf").write_text(
+        render_template(f"{bucket}/tenant-a", urlsplit(moto_server.endpoint_url).netloc, port)
+    )
+    state = tmp / "state"
+    state.mkdir()
+    conf = tmp / "nginx.conf"
+    # The parts of the image's own nginx.conf the template relies on.
+    conf.write_text(
+        f"worker_processes 1;\npid {state}/nginx.pid;\nerror_log {state}/error.log warn;\n"
+        "events {}\nhttp {\n"
+        + "".join(
+            f"    {kind}_temp_path {state}/{kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        + f"    access_log {state}/access.log;\n    default_type application/octet-stream;\n"
+        f"    include {tmp / 'edge.conf'};\n}}\n"
+    )
+    with running_nginx(conf, state, port) as base_url:
+        yield Edge(base_url, store, NginxSigner(base_url, SECRET))
+
+
+@pytest.mark.parametrize("ext", ["mp3", "m3u8", "m4s", "opus"])
+def test_minio_edge_serves_signed_files(minio_edge: Edge, ext: str) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/spec.{ext}"
+    data = minio_edge.put(key, os.urandom(3000))
+    resp = fetch(minio_edge.signer.sign_file(key, 300).url)
+    assert resp.status == 200
+    assert resp.body == data
+    assert resp.content_type == EXPECTED_TYPES[ext]
+    assert_cors(resp)
+    part = fetch(minio_edge.signer.sign_file(key, 300).url, headers={"Range": "bytes=0-9"})
+    assert (part.status, part.body) == (206, data[:10])
+
+
+def test_minio_edge_refuses_like_the_local_edge(minio_edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/spec.mp3"
+    data = minio_edge.put(key, os.urandom(1000))
+    e = int(time.time()) + 300
+    token = md5_token(f"{e}/{key} {SECRET}")
+    base = minio_edge.base_url
+    assert fetch(f"{base}/{key}?md5={tamper(token)}&expires={e}").status == 403
+    assert fetch(f"{base}/{key}").status == 403
+    expired = fetch(minio_edge.signer.sign_file(key, 60, now_s=time.time() - 3600).url)
+    assert expired.status == 410
+    assert_cors(expired)
+    assert fetch(f"{base}/.incoming/x?{file_query('.incoming/x', e)}").status == 404
+    missing = f"renditions/{uuid.uuid4().hex}/none.mp3"
+    assert fetch(f"{base}/{missing}?{file_query(missing, e)}").status == 404
+    assert fetch(f"{base}/{key}", method="OPTIONS").status == 204
+    assert fetch(f"{base}/p/garbage").status == 403
+    assert data  # the refusals above were about a real object
+    # Originals stay private in the bucket: a valid token does not open them.
+    original = f"originals/{hashlib.sha256(data).hexdigest()}"
+    minio_edge.put(original, data)
+    resp = fetch(minio_edge.signer.sign_file(original, 300).url)
+    assert resp.status == 403
+    assert resp.body != data
+
+
+def test_minio_edge_serves_packages_under_the_signed_prefix(minio_edge: Edge) -> None:
+    asset_id = hashlib.sha256(os.urandom(8)).hexdigest()
+    files = {name: os.urandom(500) for name in ("master.m3u8", "v/init-v.m4s", "v/seg-v-1.m4s")}
+    for name, data in files.items():
+        minio_edge.put(f"packages/{asset_id}/pkg/{name}", data)
+    minio_edge.put(f"packages/{asset_id}/other/master.m3u8", b"#EXTM3U\n")
+    hls, _, prefix_url = _package_urls(minio_edge, asset_id, "pkg")
+    for name, data in files.items():
+        resp = fetch(prefix_url + name)
+        assert (resp.status, resp.body) == (200, data), name
+        assert resp.content_type == EXPECTED_TYPES[name.rsplit(".", 1)[-1]]
+    assert fetch(prefix_url.replace("/pkg/", "/other/") + "master.m3u8").status == 403
+    old = minio_edge.signer.sign_package(asset_id, "pkg", 60, now_s=time.time() - 3600).url
+    assert fetch(old).status == 410
+    assert fetch(hls.replace("/p/", "/p/x")).status == 403
