@@ -115,6 +115,22 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database schema").add_subparsers(metavar="ACTION")
     c = db.add_parser("upgrade", help="apply Alembic migrations")
     c.set_defaults(func=cmd_db_upgrade)
+
+    edge = sub.add_parser("edge", help="delivery edge configuration").add_subparsers(
+        metavar="ACTION"
+    )
+    c = edge.add_parser("nginx-conf", help="print an nginx.conf serving the local store signed")
+    c.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="%(default)s")
+    c.add_argument("--root", type=Path, metavar="DIR", help="default: the file:// store")
+    c.add_argument("--state-dir", type=Path, metavar="DIR", help="pid, logs; DATA_DIR/edge")
+    c.set_defaults(func=cmd_edge_nginx_conf)
+
+    c = sub.add_parser("sign", help="a signed delivery URL for a stored file or a package")
+    c.add_argument("key", nargs="?", default=None, help="store key of a file")
+    c.add_argument("--package", metavar="ASSET_ID/PACKAGE_ID", default=None)
+    c.add_argument("--expires-in", type=int, default=None, metavar="S", help="seconds")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_sign)
     return p
 
 
@@ -384,16 +400,17 @@ def cmd_process(args: argparse.Namespace) -> int:
     with InProcessWorker(rt, sweep=False), _progress(_interactive(args), "process") as update:
         job_row = submit_local_file(rt, path, stage_in_store=False)
         job = _wait_for_job(rt, job_row.id, update)
-    asset, renditions = None, []
+    asset, renditions, packages = None, [], []
     if job.asset_id:
         with rt.db.session() as s:
             asset = repo.asset_from_row(s, repo.get_asset_row(s, job.asset_id))
             renditions = repo.list_renditions(s, job.asset_id)
+            packages = repo.list_packages(s, job.asset_id)
     out = {
         "asset": asset.to_json_dict() if asset else None,
         "job": job.to_json_dict(),
         "renditions": [r.to_json_dict() for r in renditions],
-        "packages": [],
+        "packages": [_signed_package(rt.settings, p) for p in packages],
     }
     if args.json:
         _emit_json(out)
@@ -403,9 +420,30 @@ def cmd_process(args: argparse.Namespace) -> int:
         if out["renditions"]:
             _print_renditions_table(out["renditions"])
         _print_jobs_table([out["job"], *out["job"]["children"]])
+        for package in out["packages"]:
+            if package.get("hls"):
+                print(f"HLS   {package['hls']}")
+                print(f"DASH  {package['dash']}")
     if job.error:
         raise error_from_name(job.error.name, job.error.message)
     return 0
+
+
+def _signed_package(settings: Any, package: Any) -> dict[str, Any]:
+    """A package's JSON with signed HLS and DASH URLs when it is ready (and the
+    signing mode can sign packages)."""
+    from mediamill.pipeline.signing import package_expires_in_s, signer_from_settings
+    from mediamill.schemas.packages import DASH_MANIFEST, MASTER_PLAYLIST, PackageStatus
+
+    body = package.to_json_dict()
+    if package.status is not PackageStatus.READY or settings.signing_mode == "s3":
+        return body
+    signer = signer_from_settings(settings)
+    expires_in_s = package_expires_in_s(settings, package.duration_ms)
+    for name, manifest in (("hls", MASTER_PLAYLIST), ("dash", DASH_MANIFEST)):
+        signed = signer.sign_package(package.asset_id, package.package_id, expires_in_s, manifest)
+        body[name], body["expiresAt"] = signed.url, signed.expires_at_epoch_s
+    return body
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -482,4 +520,97 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     db = database_for(get_settings().resolved_database_url)
     db.upgrade()
     print("database is at the latest revision")
+    return 0
+
+
+def cmd_edge_nginx_conf(args: argparse.Namespace) -> int:
+    """Print a complete nginx.conf serving the local store behind signed URLs.
+
+    The state dir (pid, logs, temp files) is created here: nginx refuses to start
+    without it, and it is how the printed file runs unprivileged.
+    """
+    from mediamill.config.edge import render_nginx_conf
+    from mediamill.config.settings import ConfigError, get_settings
+    from mediamill.storage.blobs import LocalBlobStore, open_store
+
+    settings = get_settings()
+    if args.root is not None:
+        root = args.root.expanduser().resolve()
+    else:
+        store = open_store(settings)
+        if not isinstance(store, LocalBlobStore):
+            raise ConfigError(
+                "the configured store is not a local directory: pass --root DIR, or put "
+                "config/nginx/edge-minio.conf.template in front of S3/MinIO"
+            )
+        root = store.root
+    if not root.is_dir():
+        raise ConfigError(f"--root {root} is not a directory")
+    state_dir = (args.state_dir or settings.resolved_data_dir / "edge").expanduser().resolve()
+    conf = render_nginx_conf(
+        listen=args.listen,
+        root=root,
+        secret=settings.resolved_signing_secret(),
+        state_dir=state_dir,
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    sys.stdout.write(conf)
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Print a signed URL for a file key, or the HLS and DASH URLs of a package.
+
+    A package's default expiry covers its duration plus a margin, so the row is
+    read for its duration (and an unknown package is refused).
+    """
+    from mediamill.config.settings import get_settings
+    from mediamill.pipeline.signing import (
+        CloudFrontUrlSigner,
+        package_expires_in_s,
+        signer_from_settings,
+    )
+    from mediamill.schemas.errors import InvalidRequestError
+
+    if (args.key is None) == (args.package is None):
+        raise InvalidRequestError("give either a KEY or --package ASSET_ID/PACKAGE_ID")
+    settings = get_settings()
+    signer = signer_from_settings(settings)
+    if args.key is not None:
+        expires_in_s = args.expires_in
+        if expires_in_s is None:
+            expires_in_s = settings.file_url_expires_s
+        signed = signer.sign_file(args.key, expires_in_s)
+        if args.json:
+            _emit_json({"url": signed.url, "expiresAt": signed.expires_at_epoch_s})
+        else:
+            print(signed.url)
+        return 0
+
+    from mediamill.storage import repo
+
+    asset_id, _, package_id = args.package.partition("/")
+    if not asset_id or not package_id:
+        raise InvalidRequestError(f"--package takes ASSET_ID/PACKAGE_ID, not {args.package!r}")
+    rt = _runtime()
+    with rt.db.session() as s:
+        duration_ms = repo.get_package_row(s, asset_id, package_id).duration_ms
+    expires_in_s = args.expires_in
+    if expires_in_s is None:
+        expires_in_s = package_expires_in_s(settings, duration_ms)
+    now_s = time.time()  # one instant, so both URLs (and cookies) expire together
+    hls = signer.sign_package(asset_id, package_id, expires_in_s, "master.m3u8", now_s=now_s)
+    dash = signer.sign_package(asset_id, package_id, expires_in_s, "manifest.mpd", now_s=now_s)
+    out: dict[str, Any] = {"hls": hls.url, "dash": dash.url, "expiresAt": hls.expires_at_epoch_s}
+    if isinstance(signer, CloudFrontUrlSigner):
+        signed_cookies = signer.signed_cookies(asset_id, package_id, expires_in_s, now_s=now_s)
+        out["cookies"] = signed_cookies.cookies
+        out["cookiePath"] = signed_cookies.path
+    if args.json:
+        _emit_json(out)
+    else:
+        print(f"hls  {hls.url}")
+        print(f"dash {dash.url}")
+        for name, value in out.get("cookies", {}).items():
+            print(f"cookie {name}={value}")
     return 0

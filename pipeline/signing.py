@@ -1,4 +1,9 @@
-"""Signed delivery URLs, compatible with nginx's `secure_link` module.
+"""Signed delivery URLs: nginx `secure_link`, CloudFront, or S3 presigned GETs.
+
+`signer_from_settings` picks one by `MEDIAMILL_SIGNING_MODE`; all three answer the
+`UrlSigner` protocol (`sign_file`, `sign_package`).
+
+nginx (`NginxSigner`, compatible with nginx's `secure_link` module):
 
 A file:    {cdn_base}/{key}?md5={token}&expires={epoch}
            token = base64url(MD5("{expires}/{key} {secret}")), no padding
@@ -9,6 +14,15 @@ The package token sits in the path, not the query string, so every relative URI
 inside the HLS and DASH manifests (media playlists, init and media segments)
 inherits it: a CDN can check each of the hundreds of requests that follow a
 manifest, which query-string tokens usually fail to cover.
+
+CloudFront (`CloudFrontUrlSigner`): a file gets a canned policy
+(`?Expires=&Signature=&Key-Pair-Id=`); a package gets a custom policy over the
+wildcard `{cdn_base}/packages/{assetId}/{packageId}/*` (`?Policy=&Signature=&Key-Pair-Id=`),
+and the same policy as the three `CloudFront-*` cookies, which players send with
+every segment request (they do not copy a manifest's query string).
+
+S3 (`S3UrlSigner`): presigned GETs straight from the bucket of `MEDIAMILL_STORAGE_URL`,
+files only: a presigned URL covers exactly one object.
 """
 
 from __future__ import annotations
@@ -19,11 +33,23 @@ import hmac
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import unquote, urlparse
 
+from mediamill.config.settings import ConfigError, Settings
 from mediamill.schemas.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 _KEY = re.compile(r"^[A-Za-z0-9._\-=]+(/[A-Za-z0-9._\-=]+)*$")
 _ID = re.compile(r"^[A-Za-z0-9._\-]+$")
+MANIFESTS = ("master.m3u8", "manifest.mpd")
+# SigV4 presigned URLs live at most 7 days (S3 refuses a longer X-Amz-Expires).
+S3_MAX_EXPIRES_S = 7 * 24 * 3600
+# CloudFront's URL-safe base64: these three characters cannot appear in a query string.
+_CLOUDFRONT_B64 = str.maketrans({"+": "-", "=": "_", "/": "~"})
 
 
 def _token(text: str) -> str:
@@ -37,10 +63,51 @@ def _checked_key(key: str) -> str:
     return key
 
 
+def _package_prefix(asset_id: str, package_id: str) -> str:
+    """`packages/{assetId}/{packageId}`, once both ids are plain identifiers."""
+    if not (_ID.match(asset_id) and _ID.match(package_id)):
+        raise InvalidRequestError("asset and package ids must be plain identifiers")
+    return f"packages/{asset_id}/{package_id}"
+
+
+def _checked_manifest(manifest: str) -> str:
+    if manifest not in MANIFESTS:
+        raise InvalidRequestError(f"unknown manifest {manifest!r}")
+    return manifest
+
+
+def _expires_at(expires_in_s: int, now_s: float | None) -> int:
+    """The epoch second a URL made at `now_s` (default: now) stops working."""
+    if expires_in_s < 1:
+        raise InvalidRequestError(f"expiry must be at least 1 s, not {expires_in_s}")
+    return int((now_s if now_s is not None else time.time()) + expires_in_s)
+
+
 @dataclass(frozen=True)
 class SignedUrl:
     url: str
     expires_at_epoch_s: int
+
+
+@runtime_checkable
+class UrlSigner(Protocol):
+    """What the API and CLI need from any signing mode."""
+
+    def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
+        """A URL for one stored object (`renditions/...`, `originals/...`)."""
+        ...
+
+    def sign_package(
+        self,
+        asset_id: str,
+        package_id: str,
+        expires_in_s: int,
+        manifest: str = "master.m3u8",
+        now_s: float | None = None,
+    ) -> SignedUrl:
+        """A URL for a package's HLS (`master.m3u8`) or DASH (`manifest.mpd`) manifest
+        that also opens every playlist and segment the manifest refers to."""
+        ...
 
 
 class NginxSigner:
@@ -54,10 +121,10 @@ class NginxSigner:
         return _token(f"{expires}/{_checked_key(key)} {self.secret}")
 
     def package_token(self, asset_id: str, package_id: str, expires: int) -> str:
-        return _token(f"{expires}/{self._package_prefix(asset_id, package_id)} {self.secret}")
+        return _token(f"{expires}/{_package_prefix(asset_id, package_id)} {self.secret}")
 
     def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
-        expires = int((now_s if now_s is not None else time.time()) + expires_in_s)
+        expires = _expires_at(expires_in_s, now_s)
         token = self.file_token(key, expires)
         return SignedUrl(f"{self.cdn_base}/{key}?md5={token}&expires={expires}", expires)
 
@@ -69,11 +136,10 @@ class NginxSigner:
         manifest: str = "master.m3u8",
         now_s: float | None = None,
     ) -> SignedUrl:
-        if manifest not in {"master.m3u8", "manifest.mpd"}:
-            raise InvalidRequestError(f"unknown manifest {manifest!r}")
-        expires = int((now_s if now_s is not None else time.time()) + expires_in_s)
+        _checked_manifest(manifest)
+        expires = _expires_at(expires_in_s, now_s)
         token = self.package_token(asset_id, package_id, expires)
-        prefix = self._package_prefix(asset_id, package_id)
+        prefix = _package_prefix(asset_id, package_id)
         return SignedUrl(f"{self.cdn_base}/p/{token}/{expires}/{prefix}/{manifest}", expires)
 
     def verify_file(self, key: str, token: str, expires: int, now_s: float | None = None) -> bool:
@@ -81,8 +147,243 @@ class NginxSigner:
         now = now_s if now_s is not None else time.time()
         return expires >= now and hmac.compare_digest(token, self.file_token(key, expires))
 
-    @staticmethod
-    def _package_prefix(asset_id: str, package_id: str) -> str:
-        if not (_ID.match(asset_id) and _ID.match(package_id)):
-            raise InvalidRequestError("asset and package ids must be plain identifiers")
-        return f"packages/{asset_id}/{package_id}"
+    _package_prefix = staticmethod(_package_prefix)
+
+
+# ---- CloudFront ---------------------------------------------------------------------------
+
+
+def cloudfront_b64(data: bytes) -> str:
+    """Base64 with CloudFront's substitutions (`+`→`-`, `=`→`_`, `/`→`~`)."""
+    return base64.b64encode(data).decode().translate(_CLOUDFRONT_B64)
+
+
+@dataclass(frozen=True)
+class SignedCookies:
+    """The three cookies CloudFront checks on every request under `path`."""
+
+    cookies: dict[str, str]
+    path: str
+    expires_at_epoch_s: int
+
+
+class CloudFrontUrlSigner:
+    """CloudFront signed URLs and cookies (RSA, SHA-1 PKCS#1 v1.5, as CloudFront requires)."""
+
+    def __init__(self, cdn_base: str, key_pair_id: str, private_key_pem: bytes | str) -> None:
+        from botocore.signers import CloudFrontSigner
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        parsed = urlparse(cdn_base)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            raise ConfigError(f"the CloudFront base must be an http(s):// URL, not {cdn_base!r}")
+        if not _ID.match(key_pair_id):
+            raise ConfigError(f"not a CloudFront key pair id: {key_pair_id!r}")
+        pem = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
+        try:
+            key = load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise ConfigError(
+                f"the CloudFront private key is not an unencrypted PEM key: {exc}"
+            ) from exc
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError("the CloudFront private key must be an RSA key")
+        if key.key_size < 2048:
+            raise ConfigError(f"the CloudFront RSA key has {key.key_size} bits; 2048 needed")
+        self.cdn_base = cdn_base.rstrip("/")
+        self.key_pair_id = key_pair_id
+        self._key: RSAPrivateKey = key
+        self._signer = CloudFrontSigner(key_pair_id, self._rsa_sha1)
+
+    def _rsa_sha1(self, message: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        return self._key.sign(message, padding.PKCS1v15(), hashes.SHA1())
+
+    def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
+        """A canned-policy URL: `{cdn_base}/{key}?Expires=&Signature=&Key-Pair-Id=`."""
+        expires = _expires_at(expires_in_s, now_s)
+        url = f"{self.cdn_base}/{_checked_key(key)}"
+        return SignedUrl(
+            self._signer.generate_presigned_url(url, date_less_than=_utc(expires)), expires
+        )
+
+    def package_policy(self, asset_id: str, package_id: str, expires: int) -> str:
+        """The custom policy JSON over every object of the package, until `expires`."""
+        resource = f"{self.cdn_base}/{_package_prefix(asset_id, package_id)}/*"
+        return self._signer.build_policy(resource, _utc(expires))
+
+    def sign_package(
+        self,
+        asset_id: str,
+        package_id: str,
+        expires_in_s: int,
+        manifest: str = "master.m3u8",
+        now_s: float | None = None,
+    ) -> SignedUrl:
+        """The manifest URL under the package's wildcard policy
+        (`?Policy=&Signature=&Key-Pair-Id=`)."""
+        _checked_manifest(manifest)
+        expires = _expires_at(expires_in_s, now_s)
+        policy = self.package_policy(asset_id, package_id, expires)
+        url = f"{self.cdn_base}/{_package_prefix(asset_id, package_id)}/{manifest}"
+        return SignedUrl(self._signer.generate_presigned_url(url, policy=policy), expires)
+
+    def signed_cookies(
+        self, asset_id: str, package_id: str, expires_in_s: int, now_s: float | None = None
+    ) -> SignedCookies:
+        """`CloudFront-Policy`, `-Signature` and `-Key-Pair-Id` for the package's wildcard
+        policy: DASH (and native HLS) players send cookies with each segment request."""
+        expires = _expires_at(expires_in_s, now_s)
+        policy = self.package_policy(asset_id, package_id, expires).encode()
+        cookies = {
+            "CloudFront-Policy": cloudfront_b64(policy),
+            "CloudFront-Signature": cloudfront_b64(self._rsa_sha1(policy)),
+            "CloudFront-Key-Pair-Id": self.key_pair_id,
+        }
+        base_path = urlparse(self.cdn_base).path
+        path = f"{base_path}/{_package_prefix(asset_id, package_id)}/"
+        return SignedCookies(cookies, path, expires)
+
+
+def _utc(epoch_s: int) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
+# ---- S3 -----------------------------------------------------------------------------------
+
+
+class S3UrlSigner:
+    """Presigned GETs from the bucket the blob store writes to (files only).
+
+    An object key maps exactly as in `S3BlobStore`: `{prefix}/{key}`, or `{key}`
+    without a prefix. botocore signs at the real clock, so `now_s` only moves the
+    expiry: the URL is signed for the seconds left until `now_s + expires_in_s`.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str = "us-east-1",
+        client: Any | None = None,
+    ) -> None:
+        if not bucket:
+            raise ConfigError("the S3 signer needs a bucket")
+        prefix = prefix.strip("/")
+        self.bucket = bucket
+        self.prefix = _checked_key(prefix) if prefix else ""
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            # The blob store's client settings: a URL must name the object the same way.
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                region_name=region,
+                config=Config(
+                    signature_version="s3v4",
+                    s3={"addressing_style": "path" if endpoint_url else "auto"},
+                ),
+            )
+        self.client = client
+
+    def object_key(self, key: str) -> str:
+        """The S3 key under which the blob store keeps `key`."""
+        key = _checked_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
+        object_key = self.object_key(key)
+        signed_at = int(time.time())
+        expires = _expires_at(expires_in_s, now_s)
+        remaining_s = expires - signed_at
+        if not 1 <= remaining_s <= S3_MAX_EXPIRES_S:
+            raise InvalidRequestError(
+                f"an S3 presigned URL must live 1 s to {S3_MAX_EXPIRES_S} s (7 days) from now, "
+                f"not {remaining_s} s"
+            )
+        url = self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": object_key},
+            ExpiresIn=remaining_s,
+        )
+        return SignedUrl(url, expires)
+
+    def sign_package(
+        self,
+        asset_id: str,
+        package_id: str,
+        expires_in_s: int,
+        manifest: str = "master.m3u8",
+        now_s: float | None = None,
+    ) -> SignedUrl:
+        raise InvalidRequestError(
+            "s3 signing covers files only: a presigned URL opens one object, not the "
+            "playlists and segments a manifest refers to (use signing mode nginx or cloudfront)"
+        )
+
+
+# ---- choosing a signer --------------------------------------------------------------------
+
+
+def signer_from_settings(settings: Settings) -> UrlSigner:
+    """The signer `MEDIAMILL_SIGNING_MODE` asks for, or ConfigError naming what is missing."""
+    mode = settings.signing_mode
+    if mode == "nginx":
+        return NginxSigner(settings.cdn_base_url, settings.resolved_signing_secret())
+    if mode == "cloudfront":
+        key_pair_id = settings.cloudfront_key_pair_id
+        key_file = settings.cloudfront_private_key_file
+        if not key_pair_id or key_file is None:
+            missing = [
+                name
+                for name, value in (
+                    ("MEDIAMILL_CLOUDFRONT_KEY_PAIR_ID", key_pair_id),
+                    ("MEDIAMILL_CLOUDFRONT_PRIVATE_KEY_FILE", key_file),
+                )
+                if not value
+            ]
+            raise ConfigError(f"signing mode cloudfront needs {' and '.join(missing)}")
+        path = key_file.expanduser()
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read MEDIAMILL_CLOUDFRONT_PRIVATE_KEY_FILE {str(path)!r}: {exc.strerror}"
+            ) from exc
+        return CloudFrontUrlSigner(settings.cdn_base_url, key_pair_id, pem)
+    if mode == "s3":
+        parsed = urlparse(settings.storage_url or "")
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(
+                "signing mode s3 needs MEDIAMILL_STORAGE_URL=s3://bucket[/prefix] "
+                f"(the store is {settings.resolved_storage_url!r})"
+            )
+        secret = settings.s3_secret_access_key
+        return S3UrlSigner(
+            parsed.netloc,
+            unquote(parsed.path),
+            endpoint_url=settings.s3_endpoint_url,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+            region=settings.s3_region,
+        )
+    raise ConfigError(f"unknown signing mode {mode!r}")
+
+
+def package_expires_in_s(settings: Settings, duration_ms: int | None) -> int:
+    """How long a package URL lives: long enough to play it through, plus a margin,
+    and never shorter than a file URL. An unknown duration counts as zero."""
+    duration_s = -(-(duration_ms or 0) // 1000)  # whole seconds, rounded up
+    return max(settings.file_url_expires_s, duration_s + settings.package_url_margin_s)

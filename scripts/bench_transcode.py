@@ -130,6 +130,7 @@ print(json.dumps({
 @dataclass
 class Run:
     wall_s: float
+    cpu_s: float  # user + system time of the process and the children it waited for
     peak_rss_mb: dict[str, float]  # by process kind: "ffmpeg", "python"
     stdout: str
 
@@ -202,7 +203,7 @@ def run(cmd: list[str]) -> Run:
     ]
     for reader in readers:
         reader.start()
-    _, status, _ = os.wait4(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)
     sampler.done.set()
     sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -212,7 +213,7 @@ def run(cmd: list[str]) -> Run:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed: {err.decode()[-2000:]}")
-    return Run(wall, sampler.by_kind(), out.decode())
+    return Run(wall, usage.ru_utime + usage.ru_stime, sampler.by_kind(), out.decode())
 
 
 @dataclass
@@ -220,17 +221,23 @@ class Timing:
     """One approach: wall time per repeat; peak RSS (MB) per process kind, over repeats."""
 
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
     rss: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
 
-    def add(self, wall_s: float, **rss_mb: float) -> None:
+    def add(self, wall_s: float, cpu_s: float, **rss_mb: float) -> None:
         self.walls.append(wall_s)
+        self.cpus.append(cpu_s)
         for name, mb in rss_mb.items():
             self.rss[name] = max(self.rss.get(name, 0.0), mb)
 
     @property
     def wall_s(self) -> float:
         return statistics.median(self.walls)
+
+    @property
+    def cpu_s(self) -> float:
+        return statistics.median(self.cpus)
 
 
 @dataclass
@@ -476,16 +483,18 @@ def bench(w: Workload, repeat: int) -> dict:
         print(f"  {w.name} run {r + 1}/{repeat} ...", file=sys.stderr)
         for mode in ("full", "encode"):
             child = run([sys.executable, "-c", CHILD, mode, str(job_files[mode])])
-            timings[mode].add(child.wall_s, **child.peak_rss_mb)
+            timings[mode].add(child.wall_s, child.cpu_s, **child.peak_rss_mb)
             timings[mode].info.setdefault("runs", []).append(json.loads(child.stdout))
         start = time.perf_counter()
         commands = [run([*ffmpeg, *args]) for args in separate]
         timings["separate"].add(
-            time.perf_counter() - start, ffmpeg=max(c.peak_rss_mb["ffmpeg"] for c in commands)
+            time.perf_counter() - start,
+            sum(c.cpu_s for c in commands),
+            ffmpeg=max(c.peak_rss_mb["ffmpeg"] for c in commands),
         )
         timings["separate"].info.setdefault("runs", []).append([c.wall_s for c in commands])
         one = run([*ffmpeg, *handwritten])
-        timings["handwritten"].add(one.wall_s, **one.peak_rss_mb)
+        timings["handwritten"].add(one.wall_s, one.cpu_s, **one.peak_rss_mb)
         print(
             "    " + ", ".join(f"{k} {t.walls[-1]:.2f} s" for k, t in timings.items()),
             file=sys.stderr,
@@ -583,6 +592,29 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: list[dict], cores: int) -> str:
+    """CPU time (user + system) of each approach, and what it means for the targets.
+
+    On `cores` cores no process can finish before its CPU time / cores. So (b)'s CPU
+    time over `cores`, divided by (a)'s wall time, is the best ratio to (a) that any
+    single process doing the same encodes could reach here, before measuring anything."""
+    lines = [
+        "| workload | CPU full | CPU encode-only | CPU (a) | CPU (b) "
+        "| (a) cores busy (CPU / wall) | floor for any one-process encode vs (a): "
+        f"CPU (b) / {cores} / wall (a) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        w, t = r["workload"], r["timings"]
+        full, enc, sep, hand = t["full"], t["encode"], t["separate"], t["handwritten"]
+        lines.append(
+            f"| {w.name} | {full.cpu_s:.1f} s | {enc.cpu_s:.1f} s | {sep.cpu_s:.1f} s "
+            f"| {hand.cpu_s:.1f} s | {sep.cpu_s / sep.wall_s:.2f} "
+            f"| {hand.cpu_s / cores / sep.wall_s:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def _spec_label(spec: RenditionSpec) -> str:
     if spec.format is RenditionFormat.MP4:
         return f"{spec.height}p"
@@ -640,7 +672,7 @@ def main() -> None:
         w = workload(name, sources[name](a.data_dir), a.data_dir)
         print(f"benchmarking {name}: {w.source.name} ...", file=sys.stderr)
         results.append(bench(w, repeats[name]))
-    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    cpu = os.cpu_count() or 1
     text = (
         f"Measured by `scripts/bench_transcode.py` on this machine ({cpu} cores): the default "
         "audio profile from a generated 10-minute 48 kHz stereo FLAC, and the default video "
@@ -653,6 +685,8 @@ def main() -> None:
         "each process's own VmHWM, sampled from /proc (MediaMill's ffmpeg and its Python "
         "shown apart; (a) is its largest command).\n\n"
         + table(results)
+        + "\n\n"
+        + cpu_table(results, cpu)
         + "\n\n"
         + notes(results, repeats)
     )

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 from media_corpus import make_bad_inputs
 from support import make_sample
+
+from mediamill.pipeline.signing import NginxSigner
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +78,29 @@ def test_process_json_shape_and_dedupe(env: dict[str, str], samples: dict[str, P
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
     assert set(out) == {"asset", "job", "renditions", "packages"}
-    assert out["packages"] == []
-    formats = sorted(r["spec"]["format"] for r in out["renditions"])
-    assert formats == ["aac", "mp3", "opus"], "the default audio profile"
+    specs = sorted(r["spec"]["format"] + str(r["spec"]["bitrate"]) for r in out["renditions"])
+    # The default audio profile, plus the AAC ladder its package needs.
+    assert specs == ["aac128000", "aac256000", "aac64000", "mp3128000", "opus96000"]
     assert {r["status"] for r in out["renditions"]} == {"ready"}
     assert out["job"]["status"] == "succeeded" and out["job"]["type"] == "ingest"
     assert out["asset"]["status"] == "analysed" and out["asset"]["lufs"] is not None
+    (package,) = out["packages"]
+    asset_id, package_id = out["asset"]["originalAssetId"], package["packageId"]
+    assert package["status"] == "ready" and len(package["renditions"]) == 3
+    secret = (Path(env["MEDIAMILL_DATA_DIR"]) / "signing-secret").read_text().strip()
+    signer = NginxSigner("http://127.0.0.1:8080", secret)
+    duration_s = out["asset"]["duration"] / 1000
+    for name, manifest in (("hls", "master.m3u8"), ("dash", "manifest.mpd")):
+        match = re.fullmatch(r"http://127\.0\.0\.1:8080/p/([\w-]+)/(\d+)/(.+)", package[name])
+        assert match, package[name]
+        token, expires, rest = match.groups()
+        assert rest == f"packages/{asset_id}/{package_id}/{manifest}"
+        assert token == signer.package_token(asset_id, package_id, int(expires))
+        assert int(expires) >= time.time() + duration_s + 3600 - 60
+    again = mm(env, "process", str(samples["speech.wav"]))
+    assert again.returncode == 0, again.stderr
+    assert f"HLS   {package['hls'].split('/p/')[0]}/p/" in again.stdout
+    assert f"/packages/{asset_id}/{package_id}/manifest.mpd" in again.stdout
     again = json.loads(mm(env, "process", str(samples["speech.wav"]), "--json").stdout)
     assert again["asset"]["originalAssetId"] == out["asset"]["originalAssetId"]
     assert again["job"]["result"] == {"deduplicated": True}

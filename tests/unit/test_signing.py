@@ -1,14 +1,32 @@
-"""nginx secure_link-compatible signatures, checked against an independent computation."""
+"""Signed URLs: nginx secure_link tokens and CloudFront signatures, each checked against an
+independent computation (openssl; the public key over the policy AWS documents); S3 URL shape
+and the choice of signer from settings."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import subprocess
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from mediamill.pipeline.signing import NginxSigner
+from mediamill.config.settings import ConfigError, Settings
+from mediamill.pipeline.signing import (
+    CloudFrontUrlSigner,
+    NginxSigner,
+    S3UrlSigner,
+    UrlSigner,
+    package_expires_in_s,
+    signer_from_settings,
+)
 from mediamill.schemas.errors import InvalidRequestError
 
 SECRET = "s3cr3t-for-tests"
@@ -61,3 +79,270 @@ def test_package_ids_must_be_plain() -> None:
         NginxSigner("https://cdn", SECRET).sign_package("a/b", "p", 60)
     with pytest.raises(InvalidRequestError):
         NginxSigner("https://cdn", SECRET).sign_package("a", "p", 60, manifest="x.m3u8")
+
+
+# ---- CloudFront -----------------------------------------------------------------------------
+
+CDN = "https://d111111abcdef8.cloudfront.net"
+KEY_PAIR_ID = "K2JCJMDEHXQW5F"
+ASSET = "a" * 64
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem_of(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.fixture
+def cloudfront(rsa_key: rsa.RSAPrivateKey) -> CloudFrontUrlSigner:
+    return CloudFrontUrlSigner(CDN + "/", KEY_PAIR_ID, pem_of(rsa_key))
+
+
+def cf_b64decode(text: str) -> bytes:
+    """Undo CloudFront's base64 substitutions (AWS docs: `-`→`+`, `_`→`=`, `~`→`/`)."""
+    return base64.b64decode(text.replace("-", "+").replace("_", "=").replace("~", "/"))
+
+
+def verifies(key: rsa.RSAPrivateKey, signature: bytes, message: bytes) -> bool:
+    """RSA-SHA1 PKCS#1 v1.5, checked with the public half only (what CloudFront does)."""
+    try:
+        key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA1())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def query_of(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True, strict_parsing=True)
+
+
+def test_cloudfront_file_url_signs_the_canned_policy(
+    cloudfront: CloudFrontUrlSigner, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    key = "renditions/abc/mp3-128000-2ch.mp3"
+    signed = cloudfront.sign_file(key, 600, now_s=1_700_000_000.7)
+    assert signed.expires_at_epoch_s == 1_700_000_600
+    base, _, _ = signed.url.partition("?")
+    assert base == f"{CDN}/{key}"
+    params = query_of(signed.url)
+    assert [name for name, _ in params] == ["Expires", "Signature", "Key-Pair-Id"]
+    values = dict(params)
+    assert values["Expires"] == "1700000600"
+    assert values["Key-Pair-Id"] == KEY_PAIR_ID
+    # The canned policy statement, written out as the CloudFront developer guide gives it.
+    canned = (
+        '{"Statement":[{"Resource":"' + f"{CDN}/{key}" + '",'
+        '"Condition":{"DateLessThan":{"AWS:EpochTime":1700000600}}}]}'
+    ).encode()
+    signature = cf_b64decode(values["Signature"])
+    assert verifies(rsa_key, signature, canned)
+    # Any change to the resource or the expiry breaks the signature.
+    assert not verifies(rsa_key, signature, canned.replace(b"1700000600", b"1700000601"))
+    assert not verifies(rsa_key, signature, canned.replace(b"mp3-128000", b"mp3-320000"))
+    assert not verifies(rsa.generate_private_key(65537, 2048), signature, canned)
+
+
+def test_cloudfront_package_url_carries_a_wildcard_policy(
+    cloudfront: CloudFrontUrlSigner, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    hls = cloudfront.sign_package(ASSET, "pkg1", 7200, now_s=100)
+    dash = cloudfront.sign_package(ASSET, "pkg1", 7200, manifest="manifest.mpd", now_s=100)
+    assert hls.expires_at_epoch_s == dash.expires_at_epoch_s == 7300
+    assert hls.url.partition("?")[0] == f"{CDN}/packages/{ASSET}/pkg1/master.m3u8"
+    assert dash.url.partition("?")[0] == f"{CDN}/packages/{ASSET}/pkg1/manifest.mpd"
+    for signed in (hls, dash):
+        params = query_of(signed.url)
+        assert [name for name, _ in params] == ["Policy", "Signature", "Key-Pair-Id"]
+        values = dict(params)
+        policy = cf_b64decode(values["Policy"])
+        assert json.loads(policy) == {
+            "Statement": [
+                {
+                    "Resource": f"{CDN}/packages/{ASSET}/pkg1/*",
+                    "Condition": {"DateLessThan": {"AWS:EpochTime": 7300}},
+                }
+            ]
+        }
+        assert verifies(rsa_key, cf_b64decode(values["Signature"]), policy)
+        assert values["Key-Pair-Id"] == KEY_PAIR_ID
+        assert not set("+=/") & set(values["Policy"] + values["Signature"])
+
+
+def test_cloudfront_cookies_carry_the_package_policy(
+    cloudfront: CloudFrontUrlSigner, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    signed = cloudfront.signed_cookies(ASSET, "pkg1", 7200, now_s=100)
+    assert set(signed.cookies) == {
+        "CloudFront-Policy",
+        "CloudFront-Signature",
+        "CloudFront-Key-Pair-Id",
+    }
+    assert signed.expires_at_epoch_s == 7300
+    assert signed.path == f"/packages/{ASSET}/pkg1/"
+    assert signed.cookies["CloudFront-Key-Pair-Id"] == KEY_PAIR_ID
+    url_policy = dict(query_of(cloudfront.sign_package(ASSET, "pkg1", 7200, now_s=100).url))
+    assert signed.cookies["CloudFront-Policy"] == url_policy["Policy"]
+    policy = cf_b64decode(signed.cookies["CloudFront-Policy"])
+    assert json.loads(policy)["Statement"][0]["Resource"] == f"{CDN}/packages/{ASSET}/pkg1/*"
+    signature = cf_b64decode(signed.cookies["CloudFront-Signature"])
+    assert verifies(rsa_key, signature, policy)
+    for value in signed.cookies.values():
+        assert not set("+=/;, ") & set(value), "cookie values must not need quoting"
+
+
+def test_cloudfront_expiry_follows_the_request(cloudfront: CloudFrontUrlSigner) -> None:
+    short = cloudfront.signed_cookies(ASSET, "pkg1", 60, now_s=1_000)
+    long = cloudfront.signed_cookies(ASSET, "pkg1", 86_400, now_s=1_000)
+    for signed, epoch in ((short, 1_060), (long, 87_400)):
+        policy = json.loads(cf_b64decode(signed.cookies["CloudFront-Policy"]))
+        assert policy["Statement"][0]["Condition"]["DateLessThan"]["AWS:EpochTime"] == epoch
+    before = time.time()
+    default_now = cloudfront.sign_file("renditions/x.mp3", 300)
+    assert before + 300 - 1 <= default_now.expires_at_epoch_s <= time.time() + 300
+    with pytest.raises(InvalidRequestError):
+        cloudfront.sign_file("renditions/x.mp3", 0)
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../b", "a b", "a?b", ""])
+def test_cloudfront_refuses_unsignable_keys(cloudfront: CloudFrontUrlSigner, key: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        cloudfront.sign_file(key, 60)
+
+
+def test_cloudfront_refuses_bad_ids_and_manifests(cloudfront: CloudFrontUrlSigner) -> None:
+    with pytest.raises(InvalidRequestError):
+        cloudfront.sign_package("a/b", "p", 60)
+    with pytest.raises(InvalidRequestError):
+        cloudfront.sign_package("a", "p*", 60)
+    with pytest.raises(InvalidRequestError):
+        cloudfront.signed_cookies("a", "../p", 60)
+    with pytest.raises(InvalidRequestError):
+        cloudfront.sign_package("a", "p", 60, manifest="index.m3u8")
+
+
+def test_cloudfront_refuses_bad_key_material(rsa_key: rsa.RSAPrivateKey) -> None:
+    with pytest.raises(ConfigError, match="key pair id"):
+        CloudFrontUrlSigner(CDN, "K2J/../x", pem_of(rsa_key))
+    with pytest.raises(ConfigError, match="PEM"):
+        CloudFrontUrlSigner(CDN, KEY_PAIR_ID, b"-----BEGIN PRIVATE KEY-----\nnope\n")
+    with pytest.raises(ConfigError, match="RSA"):
+        CloudFrontUrlSigner(CDN, KEY_PAIR_ID, pem_of(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(ConfigError, match="2048"):
+        CloudFrontUrlSigner(CDN, KEY_PAIR_ID, pem_of(rsa.generate_private_key(65537, 1024)))
+    with pytest.raises(ConfigError, match="http"):
+        CloudFrontUrlSigner("d111.cloudfront.net", KEY_PAIR_ID, pem_of(rsa_key))
+    encrypted = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    with pytest.raises(ConfigError, match="unencrypted"):
+        CloudFrontUrlSigner(CDN, KEY_PAIR_ID, encrypted)
+
+
+# ---- S3 (URL shape; fetching through a real endpoint is in tests/integration) -------------
+
+
+def s3_signer(prefix: str = "") -> S3UrlSigner:
+    return S3UrlSigner(
+        "media",
+        prefix,
+        endpoint_url="http://127.0.0.1:9000",
+        access_key_id="AKIDEXAMPLE",
+        secret_access_key="secret",
+    )
+
+
+def test_s3_keys_map_like_the_blob_store() -> None:
+    assert s3_signer().object_key("renditions/a/x.mp3") == "renditions/a/x.mp3"
+    assert s3_signer("/tenant-a/").object_key("renditions/a/x.mp3") == "tenant-a/renditions/a/x.mp3"
+    signed = s3_signer("tenant-a").sign_file("renditions/a/x.mp3", 900)
+    parts = urlsplit(signed.url)
+    assert (parts.netloc, parts.path) == ("127.0.0.1:9000", "/media/tenant-a/renditions/a/x.mp3")
+    values = dict(query_of(signed.url))
+    assert values["X-Amz-Expires"] == "900"
+    assert values["X-Amz-Credential"].startswith("AKIDEXAMPLE/")
+    with pytest.raises(InvalidRequestError):
+        s3_signer().sign_file("a/../b", 60)
+
+
+def test_s3_refuses_packages_and_impossible_expiries() -> None:
+    with pytest.raises(InvalidRequestError, match="files only"):
+        s3_signer().sign_package(ASSET, "pkg1", 60)
+    with pytest.raises(InvalidRequestError, match="7 days"):
+        s3_signer().sign_file("renditions/a/x.mp3", 8 * 24 * 3600)
+    with pytest.raises(InvalidRequestError):
+        s3_signer().sign_file("renditions/a/x.mp3", 60, now_s=time.time() - 3600)
+    shifted = s3_signer().sign_file("renditions/a/x.mp3", 600, now_s=time.time() - 300)
+    assert 295 <= int(dict(query_of(shifted.url))["X-Amz-Expires"]) <= 300
+
+
+# ---- choosing a signer from settings ------------------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in list(os.environ):
+        if var.startswith("MEDIAMILL_"):
+            monkeypatch.delenv(var)
+
+
+@pytest.mark.usefixtures("no_env")
+def test_nginx_is_the_default_mode(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, cdn_base_url="https://cdn.example.com/")
+    signer = signer_from_settings(settings)
+    assert isinstance(signer, NginxSigner) and isinstance(signer, UrlSigner)
+    assert signer.secret == (tmp_path / "signing-secret").read_text().strip()
+    assert signer.sign_file("k/x.mp3", 60).url.startswith("https://cdn.example.com/k/x.mp3?md5=")
+
+
+@pytest.mark.usefixtures("no_env")
+def test_cloudfront_mode_needs_its_key(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    base = {"data_dir": tmp_path, "signing_mode": "cloudfront", "cdn_base_url": CDN}
+    with pytest.raises(ConfigError) as missing:
+        signer_from_settings(Settings(**base))
+    assert "MEDIAMILL_CLOUDFRONT_KEY_PAIR_ID" in str(missing.value)
+    assert "MEDIAMILL_CLOUDFRONT_PRIVATE_KEY_FILE" in str(missing.value)
+    key_file = tmp_path / "cf.pem"
+    full = {**base, "cloudfront_key_pair_id": KEY_PAIR_ID, "cloudfront_private_key_file": key_file}
+    with pytest.raises(ConfigError, match="cannot read"):
+        signer_from_settings(Settings(**full))
+    key_file.write_bytes(pem_of(rsa_key))
+    signer = signer_from_settings(Settings(**full))
+    assert isinstance(signer, CloudFrontUrlSigner) and isinstance(signer, UrlSigner)
+    assert signer.sign_file("k/x.mp3", 60).url.startswith(f"{CDN}/k/x.mp3?Expires=")
+
+
+@pytest.mark.usefixtures("no_env")
+def test_s3_mode_needs_an_s3_store(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="s3://"):
+        signer_from_settings(Settings(data_dir=tmp_path, signing_mode="s3"))
+    signer = signer_from_settings(
+        Settings(
+            data_dir=tmp_path,
+            signing_mode="s3",
+            storage_url="s3://media/tenant-a/",
+            s3_endpoint_url="http://127.0.0.1:9000",
+            s3_access_key_id="AKIDEXAMPLE",
+            s3_secret_access_key="secret",
+        )
+    )
+    assert isinstance(signer, S3UrlSigner) and isinstance(signer, UrlSigner)
+    assert (signer.bucket, signer.object_key("k/x.mp3")) == ("media", "tenant-a/k/x.mp3")
+
+
+@pytest.mark.usefixtures("no_env")
+def test_package_urls_outlive_the_media() -> None:
+    settings = Settings(file_url_expires_s=3600, package_url_margin_s=600)
+    assert package_expires_in_s(settings, 5_400_000) == 5_400 + 600
+    assert package_expires_in_s(settings, 5_400_001) == 5_401 + 600, "rounded up"
+    assert package_expires_in_s(settings, 60_000) == 3600, "never below a file URL"
+    assert package_expires_in_s(settings, None) == 3600
