@@ -65,6 +65,23 @@ class InvalidRequestError(MediaMillError):
     """A request's parameters are missing, inconsistent or out of range."""
 
 
+class ArgumentNullOrEmptyError(InvalidRequestError):
+    """A required argument is missing or empty (the Content Automation API's name)."""
+
+
+class AuthenticationError(MediaMillError):
+    """No API key, or one that does not match a live key."""
+
+
+class PermissionDeniedError(MediaMillError):
+    """The API key is valid but its scope does not allow this."""
+
+
+class ConflictError(MediaMillError):
+    """The request conflicts with the resource's state (a completed upload cannot be
+    cancelled; an idempotency key reused with another request body)."""
+
+
 class UnsupportedRenditionError(InvalidRequestError):
     """A rendition that no encoder can deliver as asked (format, bitrate, channels,
     sample rate together). Refused before any work starts."""
@@ -108,8 +125,11 @@ def _subclasses(cls: type[MediaMillError]) -> list[type[MediaMillError]]:
 _BY_NAME = {c.__name__: c for c in _subclasses(MediaMillError)}
 
 __all__ = [
+    "ArgumentNullOrEmptyError",
+    "AuthenticationError",
     "BlobNotFoundError",
     "ConfigError",
+    "ConflictError",
     "CorruptMediaError",
     "FFmpegError",
     "InvalidRequestError",
@@ -119,6 +139,7 @@ __all__ = [
     "ModelInvalidError",
     "ModelNotFoundError",
     "ModelNotReadyError",
+    "PermissionDeniedError",
     "ProcessingTimeoutError",
     "StorageError",
     "TransientError",

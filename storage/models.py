@@ -190,3 +190,74 @@ class PackageRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An API key: a public client id and the SHA-256 of its secret token (the token is
+    shown once, at creation, and never stored)."""
+
+    __tablename__ = "api_keys"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class UploadRow(Base):
+    """An upload session: a place to PUT the bytes, then `complete` enqueues ingest."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    content_type: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    asset_type: Mapped[str | None] = mapped_column(String(128))
+    legacy_track_token: Mapped[str | None] = mapped_column(String(128))
+    storage_key: Mapped[str] = mapped_column(String(512))
+    upload_url_expires_at: Mapped[datetime] = mapped_column()
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    asset_id: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BucketEventRow(Base):
+    """One object-created notification acted on. The unique (bucket, key, version)
+    makes a re-sent notification a no-op: one ingest job per new object."""
+
+    __tablename__ = "bucket_events"
+    __table_args__ = (
+        UniqueConstraint("bucket", "object_key", "version", name="uq_bucket_events_object"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(255))
+    object_key: Mapped[str] = mapped_column(String(1024))
+    version: Mapped[str] = mapped_column(String(255))  # versionId, else eTag, else sequencer
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKeyRow(Base):
+    """A POST answered under an `Idempotency-Key`: the same key and body from the same
+    client get the stored answer again instead of a second resource."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("client_id", "route", "key", name="uq_idempotency_keys_client_route_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(255))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

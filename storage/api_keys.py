@@ -1,0 +1,70 @@
+"""API keys: created once (the token is shown then and never stored), checked by hash.
+
+A key is a public client id plus a random secret token; the row keeps the token's
+SHA-256. Tokens carry 256 bits of randomness, so an unsalted hash is as strong as
+the token itself and lets a lookup be one indexed read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from mediamill.schemas.base import utcnow
+from mediamill.storage.models import ApiKeyRow
+
+SCOPES = ("admin", "read")
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    client_id: str
+    token: str
+    scope: str
+
+    @property
+    def api_key(self) -> str:
+        """The single-header form (`X-API-Key: <clientId>.<token>`)."""
+        return f"{self.client_id}.{self.token}"
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_api_key(session: Session, scope: str, name: str | None = None) -> NewApiKey:
+    """A new key of `scope` (`admin` or `read`); the token is returned only here."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    key = NewApiKey(secrets.token_hex(16), secrets.token_urlsafe(32), scope)
+    session.add(
+        ApiKeyRow(
+            client_id=key.client_id,
+            token_sha256=token_sha256(key.token),
+            scope=scope,
+            name=name,
+            created_at=utcnow(),
+        )
+    )
+    return key
+
+
+def verify_api_key(session: Session, client_id: str, token: str) -> str | None:
+    """The key's scope when `client_id` names a live key whose token is `token`, else None.
+    The hashes are compared in constant time."""
+    row = session.get(ApiKeyRow, client_id) if client_id else None
+    expected = row.token_sha256 if row is not None and row.revoked_at is None else "0" * 64
+    matches = hmac.compare_digest(expected, token_sha256(token))
+    return row.scope if matches and row is not None and row.revoked_at is None else None
+
+
+def revoke_api_key(session: Session, client_id: str) -> bool:
+    row = session.get(ApiKeyRow, client_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True
