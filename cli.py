@@ -116,6 +116,21 @@ def _parser() -> argparse.ArgumentParser:
     c = db.add_parser("upgrade", help="apply Alembic migrations")
     c.set_defaults(func=cmd_db_upgrade)
 
+    c = sub.add_parser("serve", help="run the HTTP API (embedded: with an in-process worker)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8000)
+    c.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(metavar="ACTION")
+    c = keys.add_parser("create", help="create an API key; the token is printed once")
+    c.add_argument("--scope", choices=["admin", "read"], required=True)
+    c.add_argument("--name", help="a label for the key")
+    c.add_argument("--json", action="store_true", help='print {"clientId", "token", "apiKey"}')
+    c.set_defaults(func=cmd_keys_create)
+    c = keys.add_parser("revoke", help="revoke an API key")
+    c.add_argument("client_id", metavar="CLIENT_ID")
+    c.set_defaults(func=cmd_keys_revoke)
+
     edge = sub.add_parser("edge", help="delivery edge configuration").add_subparsers(
         metavar="ACTION"
     )
@@ -520,6 +535,61 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     db = database_for(get_settings().resolved_database_url)
     db.upgrade()
     print("database is at the latest revision")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the API with uvicorn; on the embedded default the app runs a worker too."""
+    import uvicorn
+
+    from mediamill.api.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _database() -> Any:
+    from mediamill.config.settings import get_settings
+    from mediamill.storage.db import database_for
+
+    settings = get_settings()
+    db = database_for(settings.resolved_database_url)
+    if settings.database_url is None:
+        db.ensure_schema()
+    return db
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from mediamill.storage.api_keys import create_api_key
+
+    with _database().session() as s:
+        key = create_api_key(s, args.scope, args.name)
+    if args.json:
+        _emit_json(
+            {
+                "clientId": key.client_id,
+                "token": key.token,
+                "apiKey": key.api_key,
+                "scope": key.scope,
+            }
+        )
+    else:
+        print(f"clientId  {key.client_id}")
+        print(f"token     {key.token}")
+        print(f"apiKey    {key.api_key}")
+        print(f"scope     {key.scope}")
+        print("the token is shown only now; store it safely", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from mediamill.schemas.errors import ModelNotFoundError
+    from mediamill.storage.api_keys import revoke_api_key
+
+    with _database().session() as s:
+        if not revoke_api_key(s, args.client_id):
+            raise ModelNotFoundError(f"no live API key {args.client_id}")
+    print(f"revoked {args.client_id}")
     return 0
 
 

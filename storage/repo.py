@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -37,7 +37,8 @@ ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 # ---- assets -------------------------------------------------------------------------------
 
 
-def _insert(session: Session):
+def dialect_insert(session: Session):
+    """INSERT for the session's dialect (both offer ON CONFLICT DO NOTHING)."""
     return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
 
 
@@ -61,7 +62,7 @@ def insert_asset_if_absent(
         "modified_at": now,
     }
     stmt = (
-        _insert(session)(AssetRow)
+        dialect_insert(session)(AssetRow)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(AssetRow.id)
@@ -264,10 +265,22 @@ def set_progress(session: Session, job_id: str, progress: float) -> None:
     )
 
 
+def _close_stage(row: JobRow, now: datetime) -> None:
+    """Record how long the job spent in its current stage, from being queued for it
+    to leaving it (`params.stageSeconds`, read by /metrics)."""
+    began = row.enqueued_at or row.created_at
+    if began is None or row.stage == JobStage.DONE.value:
+        return
+    seconds = dict((row.params or {}).get("stageSeconds", {}))
+    seconds[row.stage] = round((now - began).total_seconds(), 3)
+    row.params = {**(row.params or {}), "stageSeconds": seconds}
+
+
 def advance_job(row: JobRow, stage: JobStage) -> None:
     """Move a job to its next stage, queued; the caller enqueues after commit.
     `attempts` counts tries of the current stage, so it starts again at zero."""
     now = utcnow()
+    _close_stage(row, now)
     row.stage = stage.value
     row.status = JobStatus.QUEUED.value
     row.progress = 0.0
@@ -279,6 +292,7 @@ def advance_job(row: JobRow, stage: JobStage) -> None:
 
 def finish_job(row: JobRow, result: dict[str, Any] | None = None) -> None:
     now = utcnow()
+    _close_stage(row, now)
     row.stage = JobStage.DONE.value
     row.status = JobStatus.SUCCEEDED.value
     row.progress = 1.0
@@ -416,6 +430,25 @@ def jobs_to_resweep(
     return list(session.scalars(stmt).all())
 
 
+def job_metrics(session: Session, since: datetime) -> dict[str, dict]:
+    """Jobs by (type, status), and (count, seconds) per stage of jobs finished since
+    `since`: the numbers /metrics exposes."""
+    counts = {
+        (t, st): n
+        for t, st, n in session.execute(
+            select(JobRow.type, JobRow.status, func.count()).group_by(JobRow.type, JobRow.status)
+        )
+    }
+    stages: dict[str, tuple[int, float]] = {}
+    for (params,) in session.execute(
+        select(JobRow.params).where(JobRow.finished_at >= since, JobRow.parent_id.is_(None))
+    ):
+        for stage, seconds in (params or {}).get("stageSeconds", {}).items():
+            n, total = stages.get(stage, (0, 0.0))
+            stages[stage] = (n + 1, total + float(seconds))
+    return {"jobs": counts, "stageSeconds": stages}
+
+
 # ---- renditions ---------------------------------------------------------------------------
 
 
@@ -432,7 +465,7 @@ def insert_rendition_if_absent(
     processes see exactly one `created=True` (unique constraint + ON CONFLICT)."""
     now = utcnow()
     stmt = (
-        _insert(session)(RenditionRow)
+        dialect_insert(session)(RenditionRow)
         .values(
             id=str(uuid.uuid4()),
             asset_id=asset_id,
@@ -541,7 +574,7 @@ def upsert_package(
     an existing row is handed to `job_id` to be packaged again (in place)."""
     now = utcnow()
     stmt = (
-        _insert(session)(PackageRow)
+        dialect_insert(session)(PackageRow)
         .values(
             id=str(uuid.uuid4()),
             asset_id=asset_id,

@@ -131,3 +131,12 @@ def s3_store(moto_server: MotoServer) -> Iterator[BlobStore]:
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     yield make_s3_store(moto_server, bucket, prefix="tenant-a")
     moto_server.reset()
+
+
+@pytest.fixture
+def api(embedded_env):
+    """The API on the embedded default (SQLite, local store, in-process worker)."""
+    from api_support import running_api
+
+    with running_api() as running:
+        yield running

@@ -1,0 +1,58 @@
+"""The FastAPI app: conventions middleware, error handlers, auth'd routers.
+
+The API validates, records and enqueues; it never runs ffmpeg. On the embedded
+default (no broker, database or storage URL) it also runs an in-process worker,
+so every route can be tried with no services at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from mediamill import __version__
+from mediamill.api.errors import install_error_handlers
+from mediamill.api.metrics import ApiMetrics
+from mediamill.api.middleware import ConventionsMiddleware
+from mediamill.api.routes import ops
+from mediamill.config.settings import Settings, get_settings
+from mediamill.workers.runtime import Runtime, build_runtime, set_current
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    run_worker: bool | None = None,
+) -> FastAPI:
+    """An app over `runtime` (built from `settings` when not given). `run_worker`
+    defaults to True on the embedded default only."""
+    settings = runtime.settings if runtime is not None else settings or get_settings()
+    metrics = ApiMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or build_runtime(settings)
+        set_current(rt)
+        app.state.runtime = rt
+        metrics.add_state_collector(lambda: ops.read_state(rt))
+        with contextlib.ExitStack() as stack:
+            if run_worker if run_worker is not None else settings.embedded:
+                from mediamill.workers.worker import InProcessWorker
+
+                stack.enter_context(InProcessWorker(rt))
+            yield
+
+    app = FastAPI(
+        title="MediaMill",
+        version=__version__,
+        description="Content Automation API (v0), uploads, bucket events and jobs.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(ConventionsMiddleware, metrics=metrics)
+    app.include_router(ops.router)
+    return app

@@ -1,0 +1,92 @@
+"""API key authentication and scopes.
+
+A key is accepted as `x-client-id` + `x-authentication-token` (the Content
+Automation API's headers) or as one `X-API-Key: <clientId>.<token>` header. Keys
+are stored hashed and compared in constant time (storage/api_keys.py). A verified
+key is remembered for a few seconds, so the hot path (job status at hundreds of
+requests a second) does not read the key table every time; revoking a key takes
+effect within that time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+
+from mediamill.api.deps import runtime_of
+from mediamill.schemas.errors import AuthenticationError, PermissionDeniedError
+from mediamill.storage.api_keys import token_sha256, verify_api_key
+
+KEY_CACHE_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    client_id: str
+    scope: str  # "admin" or "read"
+
+
+class _KeyCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def get(self, client_id: str, digest: str) -> str | None:
+        with self._lock:
+            hit = self._entries.get((client_id, digest))
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, client_id: str, digest: str, scope: str) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[(client_id, digest)] = (scope, time.monotonic() + KEY_CACHE_TTL_S)
+
+
+_cache = _KeyCache()
+
+
+def _credentials(request: Request) -> tuple[str, str]:
+    client_id = request.headers.get("x-client-id", "")
+    token = request.headers.get("x-authentication-token", "")
+    if not (client_id and token):
+        api_key = request.headers.get("x-api-key", "")
+        client_id, _, token = api_key.partition(".")
+    if not (client_id and token):
+        raise AuthenticationError(
+            "an API key is required: x-client-id + x-authentication-token, or X-API-Key"
+        )
+    return client_id, token
+
+
+def authenticate(request: Request) -> Principal:
+    """The caller's key, or 401."""
+    client_id, token = _credentials(request)
+    digest = token_sha256(token)
+    scope = _cache.get(client_id, digest)
+    if scope is None:
+        with runtime_of(request).db.session() as s:
+            scope = verify_api_key(s, client_id, token)
+        if scope is None:
+            raise AuthenticationError("unknown or revoked API key")
+        _cache.put(client_id, digest, scope)
+    principal = Principal(client_id, scope)
+    request.state.principal = principal
+    return principal
+
+
+def require_read(principal: Principal = Depends(authenticate)) -> Principal:  # noqa: B008
+    """Any valid key may read."""
+    return principal
+
+
+def require_admin(principal: Principal = Depends(authenticate)) -> Principal:  # noqa: B008
+    """Ingest and management need an `admin` key."""
+    if principal.scope != "admin":
+        raise PermissionDeniedError("this needs an admin API key; this key may only read")
+    return principal

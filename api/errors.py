@@ -1,0 +1,104 @@
+"""HTTP status codes for the error tree, and the one error body shape of DESIGN.md:
+`{"name", "message", "statusCode", "requestId"}`. Nothing outside `api/` maps errors
+to statuses."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mediamill.schemas import errors as e
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class an error is an instance of decides.
+STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
+    (e.AuthenticationError, 401),
+    (e.PermissionDeniedError, 403),
+    (e.BlobNotFoundError, 404),
+    (e.ModelNotFoundError, 404),
+    (e.ModelNotReadyError, 409),
+    (e.LowQualityError, 409),
+    (e.ModelInvalidError, 409),
+    (e.ConflictError, 409),
+    # The Content Automation API answers a missing legacyTrackToken with 409.
+    (e.ArgumentNullOrEmptyError, 409),
+    (e.InvalidRequestError, 400),
+    (e.MediaError, 422),
+    (e.TransientError, 503),
+]
+_NAME_BY_STATUS = {
+    400: "InvalidRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "ModelNotFoundError",
+    405: "MethodNotAllowedError",
+    406: "NotAcceptableError",
+    409: "ConflictError",
+    413: "PayloadTooLargeError",
+    415: "UnsupportedMediaTypeError",
+    422: "InvalidRequestError",
+    503: "ServiceUnavailableError",
+}
+
+
+def status_for(error: e.MediaMillError) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "")
+
+
+def error_response(
+    request: Request, status: int, name: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {
+        "name": name,
+        "message": message,
+        "statusCode": status,
+        "requestId": request_id(request),
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as the DESIGN.md body; a 500 never leaks internals."""
+
+    @app.exception_handler(e.MediaMillError)
+    async def _ours(request: Request, exc: e.MediaMillError) -> JSONResponse:
+        status = status_for(exc)
+        headers = {}
+        if isinstance(exc, e.ModelNotReadyError):
+            headers["Retry-After"] = str(int(exc.context.get("retry_after_s", 5)))
+        if status >= 500:
+            log.error("request %s failed: %s", request_id(request), exc, exc_info=exc)
+        return error_response(request, status, exc.name, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()) if p != 'body') or 'body'}: "
+            f"{err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        )
+        return error_response(request, 400, "InvalidRequestError", problems or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = _NAME_BY_STATUS.get(exc.status_code, "HttpError")
+        return error_response(
+            request, exc.status_code, name, str(exc.detail), dict(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s failed", request_id(request))
+        return error_response(request, 500, "InternalServerError", "internal server error")
