@@ -146,6 +146,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--expires-in", type=int, default=None, metavar="S", help="seconds")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_sign)
+
+    c = sub.add_parser(
+        "listen-bucket", help="ingest new objects of a MinIO bucket as they arrive (listen API)"
+    )
+    c.add_argument("bucket", metavar="BUCKET", help="the S3 store's bucket")
+    c.add_argument("--json", action="store_true", help="one JSON object per record")
+    c.set_defaults(func=cmd_listen_bucket)
     return p
 
 
@@ -683,4 +690,31 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print(f"dash {dash.url}")
         for name, value in out.get("cookies", {}).items():
             print(f"cookie {name}={value}")
+    return 0
+
+
+def cmd_listen_bucket(args: argparse.Namespace) -> int:
+    """Follow MinIO's ListenBucketNotification stream for BUCKET and ingest each new
+    object under MEDIAMILL_BUCKET_EVENTS_PREFIX exactly once, as the webhook route does.
+    Runs until interrupted; a refused or failed notification is reported and skipped."""
+    from mediamill.schemas.errors import InvalidRequestError, MediaMillError
+    from mediamill.workers import bucket
+
+    rt = _runtime()
+    own_bucket, store_prefix = bucket.store_bucket(rt)
+    if args.bucket != own_bucket:
+        raise InvalidRequestError(
+            f"bucket {args.bucket!r} is not the store's bucket {own_bucket!r}"
+        )
+    prefix = bucket.events_prefix(rt.settings)
+    listen_prefix = f"{store_prefix}/{prefix}" if store_prefix else prefix
+    events = bucket.minio_notifications(rt.settings, args.bucket, listen_prefix)
+    for result in bucket.listen(rt, events):
+        if isinstance(result, MediaMillError):
+            _print_error(result.name, result.message)
+        elif args.json:
+            print(json.dumps(result.to_json_dict()), flush=True)
+        else:
+            detail = result.job_id or result.reason or ""
+            print(f"{result.outcome:<9} {result.bucket}/{result.key}  {detail}", flush=True)
     return 0

@@ -16,7 +16,7 @@ from mediamill import __version__
 from mediamill.api.errors import install_error_handlers
 from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
-from mediamill.api.routes import ops
+from mediamill.api.routes import assets, events, jobs, legacy, ops, uploads
 from mediamill.config.settings import Settings, get_settings
 from mediamill.workers.runtime import Runtime, build_runtime, set_current
 
@@ -55,4 +55,9 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(ConventionsMiddleware, metrics=metrics)
     app.include_router(ops.router)
+    app.include_router(assets.router)
+    app.include_router(legacy.router)
+    app.include_router(jobs.router)
+    app.include_router(uploads.router)
+    app.include_router(events.router)
     return app

@@ -85,6 +85,27 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Ingest from an http(s) URL (`POST /v0/jobs`): at most this many bytes, fetched
+    # within this many seconds (a stalled read gives up after the read timeout).
+    url_ingest_max_bytes: int = Field(default=4 * 1024**3, ge=1)
+    url_ingest_timeout_s: float = Field(default=900.0, gt=0)
+    url_ingest_read_timeout_s: float = Field(default=30.0, gt=0)
+    # Private, loopback, link-local and other non-global addresses are refused as URL
+    # sources (a caller must not make the service reach internal hosts) unless this is
+    # set: for tests and closed networks only.
+    allow_private_url_ingest: bool = False
+
+    # Upload sessions (`POST /v0/uploads`): how long an upload URL stays valid, and the
+    # largest declared size (5 GiB is what one presigned S3 PUT may carry).
+    upload_url_expires_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    upload_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    # Bucket notifications (`POST /v0/events/storage`, `mediamill listen-bucket`): the
+    # bearer token MinIO's webhook sends (its `auth_token`; unset: the route refuses
+    # everything), and the key prefix, inside the store's own prefix, whose new objects
+    # are ingested. MediaMill's own keys (originals/, renditions/, ...) never are.
+    bucket_events_token: SecretStr | None = None
+    bucket_events_prefix: str = "inbox/"
+
     @field_validator("broker_url", "database_url", "storage_url", "ffmpeg", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -261,3 +261,17 @@ class IdempotencyKeyRow(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LegacyAssetRow(Base):
+    """A file of the legacy media cache, known by its legacy track token (the Content
+    Automation API's legacy assets). `legacy_asset_id` is the SHA-256 of its bytes:
+    when those bytes were uploaded, it is also an asset's id."""
+
+    __tablename__ = "legacy_assets"
+
+    legacy_track_token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    legacy_asset_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    original_filename: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,11 +14,14 @@ import dramatiq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mediamill.pipeline.quality import resolve
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
     InvalidRequestError,
+    LowQualityError,
     MediaError,
     MediaMillError,
+    UnsupportedRenditionError,
     error_from_name,
 )
 from mediamill.schemas.jobs import JobStage, JobStatus
@@ -28,9 +31,11 @@ from mediamill.storage import repo
 from mediamill.storage.blobs import StoredBlob
 from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
+from mediamill.workers.middleware import owned_job
 from mediamill.workers.packages import package, package_ladder, plan_package
 from mediamill.workers.queue import QUEUE_NAME, send_stage, time_limit_ms
 from mediamill.workers.renditions import add_renditions, default_specs, transcode_time_limit_ms
+from mediamill.workers.url_source import open_source_url
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +57,36 @@ def ingest(job_id: str) -> None:
     duration_s = _declared_duration(rt, source, blob.key)
 
     with rt.db.session() as s:
-        job = repo.get_job_row(s, job_id, for_update=True)
         created = repo.insert_asset_if_absent(
             s, blob.sha256, blob.key, blob.size_bytes, params.get("filename")
         )
         asset = repo.get_asset_row(s, blob.sha256)
-        job.asset_id = asset.id
         if created:
             repo.add_event(
                 s, "asset.created", {"asset": repo.asset_from_row(s, asset).to_json_dict()}
             )
-        job.params = {**params, "timeLimitMs": time_limit_ms(rt.settings, duration_s)}
-        if asset.status == AssetStatus.ANALYSED.value:
-            repo.finish_job(job, {"deduplicated": True})
+        job = owned_job(s, job_id)
+        if job is None:  # cancelled (or taken over) while the bytes were stored
             send_next = False
+        elif asset.status == AssetStatus.ANALYSED.value:
+            job.asset_id = asset.id
+            job.params = {**params, "timeLimitMs": time_limit_ms(rt.settings, duration_s)}
+            if job.params.get("plan"):  # renditions asked for: plan them on the known asset
+                send_next = _plan_renditions(rt, s, job, repo.asset_from_row(s, asset))
+            else:
+                repo.finish_job(job, {"deduplicated": True})
+                send_next = False
         elif asset.status == AssetStatus.FAILED.value:
             # Same bytes, same verdict: no second analysis of media known to be bad.
+            job.asset_id = asset.id
+            job.params = {**params, "timeLimitMs": time_limit_ms(rt.settings, duration_s)}
             repo.fail_job(
                 s, job, error_from_name(asset.error_name or "", asset.error_message or "")
             )
             send_next = False
         else:
+            job.asset_id = asset.id
+            job.params = {**params, "timeLimitMs": time_limit_ms(rt.settings, duration_s)}
             repo.advance_job(job, JobStage.ANALYSE)
             send_next = True
     if send_next:
@@ -95,6 +109,23 @@ def _store_original(rt: runtime.Runtime, source: dict) -> tuple[StoredBlob, bool
     if kind == "store":
         with rt.store.open(source["key"]) as stream:
             return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+    if kind == "stored":
+        # Already stored under its SHA-256 by whoever hashed the bytes while writing
+        # them (POST /v0/assets): no second copy.
+        key, sha256 = str(source.get("key", "")), str(source.get("sha256", ""))
+        if key != f"{ORIGINALS_PREFIX}/{sha256}":
+            raise InvalidRequestError(f"stored source {key!r} is not content-addressed")
+        return StoredBlob(key, rt.store.size(key), sha256), False
+    if kind == "url":
+        settings = rt.settings
+        with open_source_url(
+            source["url"],
+            allow_private=settings.allow_private_url_ingest,
+            max_bytes=settings.url_ingest_max_bytes,
+            timeout_s=settings.url_ingest_timeout_s,
+            read_timeout_s=settings.url_ingest_read_timeout_s,
+        ) as stream:
+            return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
     raise InvalidRequestError(f"unknown ingest source kind {kind!r}")
 
 
@@ -115,18 +146,26 @@ def _declared_duration(rt: runtime.Runtime, source: dict, key: str) -> float | N
 def analyse(job_id: str) -> None:
     """Analyse the job's asset in one streaming pass, unless that already happened."""
     rt = runtime.current()
+    send: JobRow | None = None
     with rt.db.session() as s:
         job = repo.get_job_row(s, job_id)
         asset = repo.get_asset_row(s, job.asset_id or "")
-        if asset.status == AssetStatus.ANALYSED.value:
-            repo.finish_job(repo.get_job_row(s, job_id), {"deduplicated": True})
-            return
-        if asset.status == AssetStatus.FAILED.value:
-            error = error_from_name(asset.error_name or "", asset.error_message or "")
-            repo.fail_job(s, repo.get_job_row(s, job_id), error)
-            return
-        claimed = repo.claim_asset_analysis(s, asset.id, rt.settings.job_lease_s)
+        known = asset.status in (AssetStatus.ANALYSED.value, AssetStatus.FAILED.value)
+        if known and (owned := owned_job(s, job_id)) is not None:
+            if asset.status == AssetStatus.FAILED.value:
+                error = error_from_name(asset.error_name or "", asset.error_message or "")
+                repo.fail_job(s, owned, error)
+            elif owned.params.get("plan"):  # renditions asked for: plan them now
+                if _plan_renditions(rt, s, owned, repo.asset_from_row(s, asset)):
+                    send = owned
+            else:
+                repo.finish_job(owned, {"deduplicated": True})
+        claimed = not known and repo.claim_asset_analysis(s, asset.id, rt.settings.job_lease_s)
         key = asset.storage_key
+    if known:
+        if send is not None:
+            send_stage(rt.broker, send)
+        return
     if not claimed:
         _wait_for_other_analysis(rt, job_id)
         return
@@ -149,27 +188,58 @@ def analyse(job_id: str) -> None:
                 row.status = AssetStatus.STORED.value
         raise
     with rt.db.session() as s:
+        # The analysis describes the bytes, whoever asked: it is recorded even when
+        # the job was cancelled meanwhile, but only the owner plans what comes next.
         row = repo.get_asset_row(s, job.asset_id or "", for_update=True)
         repo.record_analysis(row, result)
         asset = repo.asset_from_row(s, row)
         repo.add_event(s, "asset.analysed", {"asset": asset.to_json_dict()})
-        job = repo.get_job_row(s, job_id, for_update=True)
-        send_next = _plan_default_renditions(rt, s, job, asset)
-    if send_next:
-        send_stage(rt.broker, job)
+        owned = owned_job(s, job_id)
+        if owned is not None and _plan_renditions(rt, s, owned, asset):
+            send = owned
+    if send is not None:
+        send_stage(rt.broker, send)
 
 
-def _plan_default_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset: Asset) -> bool:
-    """Hand the job to the transcode stage with the default renditions and the
-    package ladder (then to packaging), or to packaging when they all exist."""
-    specs = default_specs(rt.settings, asset)
-    ids = {spec.spec_id for spec in specs}
-    ladder = package_ladder(rt.settings, asset)
-    specs += [spec for spec in ladder if spec.spec_id not in ids]
-    if not specs:
+def _wanted_renditions(
+    rt: runtime.Runtime, job: JobRow, asset: Asset
+) -> tuple[list[tuple[RenditionSpec, bool]], list[RenditionSpec]]:
+    """(requested spec, exact) pairs to make and the package ladder, from the job's
+    `plan` (POST /v0/jobs: renditions asked for, defaults or not, package or not);
+    without a plan, the default renditions and the package ladder."""
+    plan = job.params.get("plan") or {}
+    exact = bool(plan.get("exact", False))
+    wanted = [(RenditionSpec.model_validate(r), exact) for r in plan.get("renditions", [])]
+    if plan.get("defaults", True):
+        wanted += [(spec, False) for spec in default_specs(rt.settings, asset)]
+    ladder = package_ladder(rt.settings, asset) if plan.get("package", True) else []
+    ids: set[str] = set()
+    unique = []
+    for spec, spec_exact in [*wanted, *((spec, False) for spec in ladder)]:
+        if spec.spec_id not in ids:
+            ids.add(spec.spec_id)
+            unique.append((spec, spec_exact))
+    return unique, ladder
+
+
+def _plan_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset: Asset) -> bool:
+    """Hand the job to the transcode stage with its renditions and the package ladder
+    (then to packaging), or to packaging when they all exist. True when a stage
+    message is due. A rendition asked for that this original cannot give (an mp4 of
+    audio, or a quality it lacks under `exact`) fails the job here, analysis kept;
+    defaults that do not apply are only skipped."""
+    plan = job.params.get("plan") or {}
+    try:  # checked before any row is written, so a refusal leaves nothing half-planned
+        for requested in plan.get("renditions", []):
+            resolve(RenditionSpec.model_validate(requested), asset, bool(plan.get("exact")))
+    except (LowQualityError, UnsupportedRenditionError) as exc:
+        repo.fail_job(s, job, exc)
+        return False
+    wanted, ladder = _wanted_renditions(rt, job, asset)
+    if not wanted:
         repo.finish_job(job, {"deduplicated": False})
         return False
-    rows = add_renditions(s, job, asset, [(spec, False) for spec in specs])
+    rows = add_renditions(s, job, asset, wanted)
     job.params = {**job.params, "package": bool(ladder)}
     if not rows and not ladder:
         repo.finish_job(job, {"deduplicated": False})
@@ -178,6 +248,7 @@ def _plan_default_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset
         plan_package(rt.settings, job, asset)
         return True
     repo.advance_job(job, JobStage.TRANSCODE)
+    specs = [spec for spec, _exact in wanted]
     job.params = {**job.params, "timeLimitMs": transcode_time_limit_ms(rt.settings, asset, specs)}
     return True
 
@@ -187,7 +258,9 @@ def transcode(job_id: str) -> None:
     each, store it under its spec's key, and record it."""
     rt = runtime.current()
     with rt.db.session() as s:
-        job = repo.get_job_row(s, job_id)
+        job = owned_job(s, job_id)
+        if job is None:  # cancelled between the claim and here
+            return
         asset = repo.asset_from_row(s, repo.get_asset_row(s, job.asset_id or ""))
         storage_key = repo.get_asset_row(s, asset.original_asset_id).storage_key
         rows = [r for r in repo.renditions_of_job(s, job_id) if r.status != "ready"]
@@ -219,6 +292,8 @@ def transcode(job_id: str) -> None:
                 with made.output.path.open("rb") as f:
                     blob = rt.store.put(key, f)
                 with rt.db.session() as s:
+                    if owned_job(s, job_id) is None:  # cancelled: record nothing more
+                        return
                     row = s.get(RenditionRow, row_id)
                     repo.record_rendition(
                         row, blob.key, blob.size_bytes, blob.sha256, made.measured
@@ -232,7 +307,8 @@ def transcode(job_id: str) -> None:
     except BaseException as exc:
         permanent = isinstance(exc, MediaMillError) and exc.permanent
         with rt.db.session() as s:
-            for row_id in row_ids:
+            owned = owned_job(s, job_id) is not None
+            for row_id in row_ids if owned else []:
                 row = s.get(RenditionRow, row_id)
                 if row.status == RenditionStatus.READY.value:
                     continue
@@ -248,7 +324,7 @@ def transcode(job_id: str) -> None:
                     _finish_child(s, job_id, row_id, JobStatus.FAILED, exc)
                 else:
                     row.status = RenditionStatus.QUEUED.value
-            if not permanent:
+            if owned and not permanent:
                 _set_children(s, job_id, JobStatus.QUEUED)
         raise
     _after_transcode(rt, job_id, asset, len(rows))
@@ -257,7 +333,9 @@ def transcode(job_id: str) -> None:
 def _after_transcode(rt: runtime.Runtime, job_id: str, asset: Asset, made: int) -> None:
     """Finish the job, or hand it to packaging when it was planned with a package."""
     with rt.db.session() as s:
-        job = repo.get_job_row(s, job_id, for_update=True)
+        job = owned_job(s, job_id)
+        if job is None:
+            return
         if not job.params.get("package"):
             repo.finish_job(job, {"renditions": made})
             return
@@ -309,7 +387,9 @@ def _analyse_file():
 def _wait_for_other_analysis(rt: runtime.Runtime, job_id: str) -> None:
     """Another job is analysing the same bytes: check back later instead of decoding twice."""
     with rt.db.session() as s:
-        job: JobRow = repo.get_job_row(s, job_id, for_update=True)
+        job = owned_job(s, job_id)
+        if job is None:
+            return
         repo.requeue_job(job)
         job.attempts -= 1  # waiting is not an attempt
     send_stage(rt.broker, job, delay_ms=WAIT_FOR_ANALYSIS_MS)

@@ -15,14 +15,38 @@ import threading
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
+from sqlalchemy.orm import Session
 
 from mediamill.schemas.errors import MediaMillError, ProcessingTimeoutError, TransientError
 from mediamill.schemas.jobs import JobStatus
 from mediamill.storage import repo
 from mediamill.storage.db import Database
+from mediamill.storage.models import JobRow
 from mediamill.workers.queue import ACTOR_STAGES
 
 log = logging.getLogger(__name__)
+
+# The message each worker thread is working on (set once it holds its job's claim).
+_current = threading.local()
+
+
+def current_message_id() -> str | None:
+    """The id of the message this thread's actor runs for, if it runs under a worker."""
+    return getattr(_current, "message_id", None)
+
+
+def owned_job(session: Session, job_id: str) -> JobRow | None:
+    """The job row, locked, while the running message still owns it; None once it was
+    cancelled, or claimed by another message after this one's lease lapsed. Every
+    write that moves a job on goes through here, so a cancelled job stays cancelled
+    whatever its worker does after the cancel."""
+    row = repo.get_job_row(session, job_id, for_update=True)
+    if row.status != JobStatus.RUNNING.value:
+        return None
+    message_id = current_message_id()
+    if message_id is not None and row.message_id not in (None, message_id):
+        return None
+    return row
 
 
 def as_mediamill_error(exc: BaseException) -> MediaMillError:
@@ -92,6 +116,7 @@ class JobLifecycle(Middleware):
             raise SkipMessage()
         with self._lock:
             self._active[message.message_id] = job_id
+        _current.message_id = message.message_id
 
     def after_process_message(
         self,
@@ -103,6 +128,7 @@ class JobLifecycle(Middleware):
     ) -> None:
         with self._lock:
             job_id = self._active.pop(message.message_id, None)
+        _current.message_id = None
         if job_id is None or exception is None:
             return
         error = as_mediamill_error(exception)
@@ -122,3 +148,4 @@ class JobLifecycle(Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
         with self._lock:
             self._active.pop(message.message_id, None)
+        _current.message_id = None

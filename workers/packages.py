@@ -34,8 +34,10 @@ from mediamill.schemas.renditions import (
     parse_audio_profile,
 )
 from mediamill.storage import repo
+from mediamill.storage.asset_jobs import active_jobs, lock_asset
 from mediamill.storage.models import JobRow
 from mediamill.workers import runtime
+from mediamill.workers.middleware import owned_job
 from mediamill.workers.queue import send_stage, time_limit_ms
 from mediamill.workers.renditions import default_specs
 
@@ -71,10 +73,20 @@ def plan_package(settings: Settings, job: JobRow, asset: Asset) -> None:
     }
 
 
-def enqueue_package(rt: runtime.Runtime, asset_id: str) -> str:
+def enqueue_package(
+    rt: runtime.Runtime, asset_id: str, *, unless_active: bool = False
+) -> str | None:
     """(Re-)package an asset's ready renditions in a job of its own; its job id.
-    Packaging the same ladder again rewrites the same keys in place."""
+    Packaging the same ladder again rewrites the same keys in place.
+
+    `unless_active`: enqueue nothing (None) while an ingest or package job of the
+    asset is queued or running (it packages the asset when it gets there), so any
+    number of callers at once start at most one job."""
     with rt.db.session() as s:
+        if unless_active:
+            lock_asset(s, asset_id)
+            if active_jobs(s, asset_id, (JobType.INGEST, JobType.PACKAGE)):
+                return None
         asset = repo.asset_from_row(s, repo.get_asset_row(s, asset_id))
         job = repo.create_job(s, JobType.PACKAGE, JobStage.PACKAGE, {}, asset_id=asset_id)
         plan_package(rt.settings, job, asset)
@@ -102,12 +114,15 @@ def package(job_id: str) -> None:
         time_limit_s = job.params.get("timeLimitMs", 600_000) / 1000
     if not ladder:
         with rt.db.session() as s:
-            repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"package": None})
+            if (job := owned_job(s, job_id)) is not None:
+                repo.finish_job(job, {"package": None})
         log.info("nothing to package for asset %s", asset.original_asset_id)
         return
     spec_ids = [r.spec.spec_id for r in ladder]
     package_id = package_id_for(spec_ids, rt.settings.package_segment_s)
     with rt.db.session() as s:
+        if owned_job(s, job_id) is None:  # cancelled between the claim and here
+            return
         row = repo.upsert_package(
             s,
             asset.original_asset_id,
@@ -122,6 +137,8 @@ def package(job_id: str) -> None:
     except BaseException as exc:
         permanent = isinstance(exc, MediaMillError) and exc.permanent
         with rt.db.session() as s:
+            if owned_job(s, job_id) is None:  # the cancel already settled the package row
+                raise
             row = repo.get_package_row(s, asset.original_asset_id, package_id, for_update=True)
             row.status = (PackageStatus.FAILED if permanent else PackageStatus.QUEUED).value
             if permanent:
@@ -130,6 +147,8 @@ def package(job_id: str) -> None:
         raise
     prefix = package_prefix(asset.original_asset_id, package_id)
     with rt.db.session() as s:
+        if (job := owned_job(s, job_id)) is None:
+            return
         row = repo.get_package_row(s, asset.original_asset_id, package_id, for_update=True)
         row.status = PackageStatus.READY.value
         row.duration_ms, row.segment_count = result.duration_ms, result.segment_count
@@ -139,7 +158,7 @@ def package(job_id: str) -> None:
         row.error_name = row.error_message = None
         row.modified_at = utcnow()
         repo.add_event(s, "package.ready", {"package": repo.package_from_row(row).to_json_dict()})
-        repo.finish_job(repo.get_job_row(s, job_id, for_update=True), {"packageId": package_id})
+        repo.finish_job(job, {"packageId": package_id})
 
 
 def _package_and_store(

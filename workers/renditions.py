@@ -19,7 +19,7 @@ from mediamill.schemas.errors import (
     UnsupportedRenditionError,
 )
 from mediamill.schemas.jobs import JobStage, JobType
-from mediamill.schemas.media import Asset, AssetStatus
+from mediamill.schemas.media import Asset, AssetStatus, VideoInfo
 from mediamill.schemas.renditions import (
     Rendition,
     RenditionSpec,
@@ -45,6 +45,23 @@ def default_specs(settings: Settings, asset: Asset) -> list[RenditionSpec]:
             if s.height is not None and s.height <= asset.video.height
         ]
     return parse_audio_profile(settings.default_audio_renditions)
+
+
+def check_requestable(spec: RenditionSpec) -> None:
+    """Refuse up front (UnsupportedRenditionError) a spec no encoder delivers whatever
+    the original: it is resolved against the most capable original there is (lossless
+    stereo at the spec's own rate or 48 kHz; 4320p video), so only the limits that do
+    not depend on the media can fire. The rest is decided after analysis."""
+    video = VideoInfo(codec="h264", width=7680, height=4320) if spec.height is not None else None
+    ideal = Asset(
+        original_asset_id="0" * 64,
+        size_bytes=0,
+        codec="flac",
+        channels=2,
+        sample_rate_hz=spec.sample_rate_hz or 48000,
+        video=video,
+    )
+    resolve(spec, ideal, exact=False)
 
 
 def transcode_time_limit_ms(settings: Settings, asset: Asset, specs: list[RenditionSpec]) -> int:

@@ -19,19 +19,33 @@ log = logging.getLogger(__name__)
 STORE_SECONDS_PER_MIB = 0.5
 
 
-def submit_ingest(rt: Runtime, source: dict, filename: str | None, size_bytes: int) -> JobRow:
+def submit_ingest(
+    rt: Runtime,
+    source: dict,
+    filename: str | None,
+    size_bytes: int,
+    *,
+    plan: dict | None = None,
+    store_s: float | None = None,
+) -> JobRow:
     """Write an `ingest` job for `source` and enqueue its first stage.
 
-    If the enqueue fails the job stays `queued` and the sweeper sends it later:
-    nothing is lost once the row is committed.
+    `plan` (POST /v0/jobs) says which renditions to make and whether to package;
+    without it the asset gets the defaults. `store_s` is how long storing may take
+    beyond the base limit (default: from the size). If the enqueue fails the job
+    stays `queued` and the sweeper sends it later: nothing is lost once the row is
+    committed.
     """
-    store_s = size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
+    if store_s is None:
+        store_s = size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
     params = {
         "source": source,
         "filename": filename,
         "sizeBytes": size_bytes,
         "timeLimitMs": time_limit_ms(rt.settings, store_s),
     }
+    if plan:
+        params["plan"] = plan
     with rt.db.session() as s:
         job = repo.create_job(s, JobType.INGEST, JobStage.STORE, params)
     try:

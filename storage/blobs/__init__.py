@@ -12,8 +12,8 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from mediamill.config.settings import ConfigError, Settings
-from mediamill.storage.blobs.base import BlobStore, StoredBlob, validate_key
-from mediamill.storage.blobs.local import LocalBlobStore
+from mediamill.storage.blobs.base import BlobStore, StoredBlob, validate_bucket_key, validate_key
+from mediamill.storage.blobs.local import BlobWriter, LocalBlobStore
 
 if TYPE_CHECKING:
     from mediamill.storage.blobs.s3 import S3BlobStore
@@ -60,9 +60,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BlobStore",
+    "BlobWriter",
     "LocalBlobStore",
     "S3BlobStore",
     "StoredBlob",
     "open_store",
+    "validate_bucket_key",
     "validate_key",
 ]

@@ -68,6 +68,43 @@ def validate_key(key: str) -> str:
     return key
 
 
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def validate_bucket_key(key: str) -> str:
+    """Return `key` if it is a safe name for an object that someone else wrote into the
+    bucket (a bucket notification's key), else raise InvalidRequestError.
+
+    The structure rules of `validate_key` (no leading `/`, no empty segments, no segment
+    starting with `.`, so no `..`; at most 1024 bytes) with a wider alphabet: any
+    character but control characters and backslashes, since people name uploads
+    `My Song (final).flac`. Such a key is only ever handed to the S3 API as an object
+    name (`S3BlobStore.import_object`), never mapped to a path or used as a store key.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidRequestError("object key must be a non-empty string", key=key)
+    try:
+        size_bytes = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape
+        raise InvalidRequestError("object key is not valid Unicode", key=key) from exc
+    if size_bytes > MAX_KEY_BYTES:
+        raise InvalidRequestError(f"object key longer than {MAX_KEY_BYTES} bytes", key=key)
+    if _UNSAFE_NAME_CHARS.search(key):
+        raise InvalidRequestError(
+            "object key must not contain control characters or backslashes", key=key
+        )
+    if key.startswith("/"):
+        raise InvalidRequestError("object key must not start with '/'", key=key)
+    for segment in key.split("/"):
+        if not segment:
+            raise InvalidRequestError("object key must not contain empty segments", key=key)
+        if segment.startswith("."):
+            raise InvalidRequestError(
+                "object key segments must not start with '.' (so no '.' or '..')", key=key
+            )
+    return key
+
+
 def validate_prefix(prefix: str) -> str:
     """Return `prefix` if it can start a valid key ("" and a trailing `/` allowed).
 

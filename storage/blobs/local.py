@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import uuid
@@ -35,6 +36,36 @@ TMP_DIR_NAME = ".tmp"
 # reverse": the key conflicts with another key (S3 allows `a` and `a/b`, a
 # filesystem does not).
 _CONFLICT_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
+class BlobWriter:
+    """Bytes arriving in pieces (an HTTP request body) on their way to one key: each
+    `write` goes straight to the temporary file, so memory holds one piece at most.
+    `blob` is set once the bytes are published."""
+
+    def __init__(self, handle: BinaryIO, key: str) -> None:
+        self._handle = handle
+        self._hasher = hashlib.sha256()
+        self.key = key
+        self.size_bytes = 0
+        self.blob: StoredBlob | None = None
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self._handle.write(chunk)
+        except OSError as exc:
+            raise StorageError(f"cannot write blob {self.key!r}", key=self.key) from exc
+        self._hasher.update(chunk)
+        self.size_bytes += len(chunk)
+
+    def _finish(self) -> StoredBlob:
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot flush blob {self.key!r}", key=self.key) from exc
+        self._handle.close()
+        return StoredBlob(key=self.key, size_bytes=self.size_bytes, sha256=self._hasher.hexdigest())
 
 
 class LocalBlobStore(BlobStore):
@@ -137,6 +168,24 @@ class LocalBlobStore(BlobStore):
                 raise self._write_error(exc, key) from exc
         self._sync_dir(final.parent)
         return StoredBlob(key=key, size_bytes=size_bytes, sha256=sha256)
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[BlobWriter]:
+        """Write `key` piece by piece (`writer.write(chunk)`): on a clean exit the bytes
+        are fsynced and published under `key` atomically, like `put`; if the block
+        raises, nothing is published and the previous object (if any) stays."""
+        final = self._path(key)
+        with self._temp_write() as (tmp_path, handle):
+            writer = BlobWriter(handle, key)
+            yield writer
+            blob = writer._finish()
+            self._make_parent(final, key)
+            try:
+                os.replace(tmp_path, final)
+            except OSError as exc:
+                raise self._write_error(exc, key) from exc
+        self._sync_dir(final.parent)
+        writer.blob = blob
 
     def put_content_addressed(
         self, prefix: str, stream: BinaryIO, *, content_type: str | None = None

@@ -37,6 +37,7 @@ from mediamill.storage.blobs.base import (
     BlobStore,
     StoredBlob,
     iter_chunks,
+    validate_bucket_key,
     validate_expiry,
     validate_key,
     validate_prefix,
@@ -425,3 +426,44 @@ class S3BlobStore(BlobStore):
                     ExpiresIn=expires_in_s,
                 )
             )
+
+    def upload_url(
+        self, key: str, expires_in_s: int = 3600, content_type: str | None = None
+    ) -> str:
+        """A presigned PUT URL for `key`, valid for `expires_in_s` seconds, so a client
+        uploads straight to the bucket (no bytes through the API).
+
+        With `content_type` the signature covers it: the PUT must send exactly that
+        `Content-Type` header. A presigned PUT cannot cap the body's size; whoever
+        accepts the object checks its size afterwards (`size()`).
+        """
+        full = self._full_key(key)
+        validate_expiry(expires_in_s)
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        if content_type:
+            params["ContentType"] = content_type
+        with _s3_errors("generate_presigned_url", key):
+            return str(
+                self.client.generate_presigned_url(
+                    "put_object", Params=params, ExpiresIn=expires_in_s, HttpMethod="PUT"
+                )
+            )
+
+    def import_object(self, bucket_key: str, dst: str) -> int:
+        """Server-side copy of an object that someone else wrote into this bucket, named
+        by its raw bucket key (prefix included, any name `validate_bucket_key` accepts,
+        spaces and all), to the store key `dst`; returns its size in bytes.
+
+        This is how such an object becomes readable through the store API, whose keys
+        are deliberately narrower. BlobNotFoundError when the object is gone.
+        """
+        validate_bucket_key(bucket_key)
+        dst_full = self._full_key(dst)
+        with _s3_errors("copy", bucket_key):
+            self.client.copy(
+                CopySource={"Bucket": self.bucket, "Key": bucket_key},
+                Bucket=self.bucket,
+                Key=dst_full,
+                Config=self._transfer_config,
+            )
+        return self.size(dst)

@@ -37,9 +37,16 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0004"
+    assert current_revision(db.engine) == head_revision() == "0005"
     tables = set(inspect(db.engine).get_table_names())
-    assert {"assets", "jobs", "outbox_events", "legacy_track_tokens", "renditions"} <= tables
+    assert {
+        "assets",
+        "jobs",
+        "outbox_events",
+        "legacy_track_tokens",
+        "renditions",
+        "legacy_assets",
+    } <= tables
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 

@@ -1,0 +1,170 @@
+"""Jobs: submit ingest (from a store key or an http(s) URL), read, list, cancel, retry.
+
+Handlers are sync (FastAPI runs them in its thread pool): each is one or two short
+units of work on the DB plus at most one enqueue, and the row is always committed
+before its message is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Annotated
+from urllib.parse import unquote, urlsplit
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from mediamill.api.auth import Principal, require_admin, require_read
+from mediamill.api.deps import runtime_of
+from mediamill.api.idempotency import idempotent
+from mediamill.schemas.base import CamelModel
+from mediamill.schemas.errors import BlobNotFoundError, ModelNotFoundError
+from mediamill.schemas.job_requests import CreateJobRequest
+from mediamill.schemas.jobs import Job, JobStatus, JobType
+from mediamill.storage import jobs_admin, repo
+from mediamill.storage.blobs import validate_key
+from mediamill.storage.models import JobRow
+from mediamill.workers.queue import send_stage
+from mediamill.workers.renditions import check_requestable
+from mediamill.workers.runtime import Runtime
+from mediamill.workers.submit import submit_ingest
+from mediamill.workers.url_source import check_source_url
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v0/jobs", tags=["jobs"])
+
+ROUTE_CREATE = "POST /v0/jobs"
+_SHA256 = r"^[0-9a-f]{64}$"
+_FILENAME_UNSAFE = re.compile(r"[\x00-\x1f/\\]")
+
+
+class JobPage(CamelModel):
+    """A page of jobs (for OpenAPI; the body itself is built directly)."""
+
+    data: list[Job]
+    next_cursor: str | None = None
+
+
+def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(job.to_json_dict(), status_code=status_code)
+
+
+@router.post("", status_code=201, response_model=Job)
+def create_job(
+    request: Request,
+    body: CreateJobRequest,
+    principal: Annotated[Principal, Depends(require_admin)],
+) -> JSONResponse:
+    """Ingest an original from the store (`source.key`) or an http(s) URL (`source.url`),
+    then make the renditions asked for (default: the standard ones) and the package.
+    201 with the Job; `Idempotency-Key` replays the first answer."""
+    rt = runtime_of(request)
+    for requested in body.renditions or []:
+        check_requestable(requested.spec())
+
+    def produce() -> tuple[int, dict]:
+        # The committed row is the whole answer (a new job has no children): no re-read.
+        return 201, repo.job_from_row(_submit(rt, body)).to_json_dict()
+
+    response = idempotent(request, principal, ROUTE_CREATE, body.model_dump(mode="json"), produce)
+    if response.status_code == 201:
+        response.headers["Location"] = f"{router.prefix}/{json.loads(response.body)['id']}"
+    return response
+
+
+def _submit(rt: Runtime, body: CreateJobRequest) -> JobRow:
+    """Check the source and write + enqueue the ingest job."""
+    settings = rt.settings
+    if body.source.key is not None:
+        key = validate_key(body.source.key)
+        try:
+            size_bytes = rt.store.size(key)
+        except BlobNotFoundError as exc:
+            raise ModelNotFoundError(f"no object is stored under {key!r}", key=key) from exc
+        filename = body.filename or key.rsplit("/", 1)[-1]
+        return submit_ingest(
+            rt, {"kind": "store", "key": key}, filename, size_bytes, plan=body.plan()
+        )
+    url = check_source_url(body.source.url or "", allow_private=settings.allow_private_url_ingest)
+    filename = body.filename or _filename_from_url(url.url)
+    return submit_ingest(
+        rt,
+        {"kind": "url", "url": url.url},
+        filename,
+        0,
+        plan=body.plan(),
+        store_s=settings.url_ingest_timeout_s,
+    )
+
+
+def _filename_from_url(url: str) -> str | None:
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = _FILENAME_UNSAFE.sub("_", name)[:255]
+    return name or None
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    request: Request,
+    _principal: Annotated[Principal, Depends(require_read)],
+    status: JobStatus | None = None,
+    job_type: Annotated[JobType | None, Query(alias="type")] = None,
+    asset_id: Annotated[str | None, Query(alias="assetId", pattern=_SHA256)] = None,
+    limit: Annotated[int, Query(ge=1, le=jobs_admin.MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> JSONResponse:
+    """Top-level jobs, newest first (children are listed inside their parent), filtered
+    by status, type and asset; `nextCursor` fetches the next page, null on the last."""
+    with runtime_of(request).db.session() as s:
+        jobs, next_cursor = jobs_admin.list_jobs_page(
+            s, status=status, job_type=job_type, asset_id=asset_id, limit=limit, cursor=cursor
+        )
+    return JSONResponse({"data": [j.to_json_dict() for j in jobs], "nextCursor": next_cursor})
+
+
+@router.get("/{job_id}", response_model=Job)
+def get_job(
+    request: Request,
+    job_id: str,
+    _principal: Annotated[Principal, Depends(require_read)],
+) -> JSONResponse:
+    """One job with its children (one per rendition of a transcode); 404 if unknown."""
+    with jobs_admin.read_session(runtime_of(request).db) as s:
+        return _job_response(jobs_admin.load_job(s, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=Job)
+def cancel_job(
+    request: Request,
+    job_id: str,
+    _principal: Annotated[Principal, Depends(require_admin)],
+) -> JSONResponse:
+    """Cancel a queued or running job (and its children); 409 once it has finished.
+    No worker runs it afterwards, and a worker already running it stops writing."""
+    with runtime_of(request).db.session() as s:
+        jobs_admin.cancel_job(s, job_id)
+    with runtime_of(request).db.session() as s:
+        return _job_response(jobs_admin.load_job(s, job_id))
+
+
+@router.post("/{job_id}/retry", response_model=Job)
+def retry_job(
+    request: Request,
+    job_id: str,
+    _principal: Annotated[Principal, Depends(require_admin)],
+) -> JSONResponse:
+    """Re-run a failed job from the stage it failed in, redoing only what failed (the
+    failed renditions of a transcode; ready ones are kept). 409 unless it failed."""
+    rt = runtime_of(request)
+    with rt.db.session() as s:
+        row = jobs_admin.retry_job(s, job_id)
+    try:
+        send_stage(rt.broker, row)
+    except Exception:  # the row is queued: the sweeper sends it later
+        log.warning(
+            "enqueue of retried job %s failed; the sweeper will retry", job_id, exc_info=True
+        )
+    with rt.db.session() as s:
+        return _job_response(jobs_admin.load_job(s, job_id))

@@ -1,0 +1,299 @@
+"""Content Automation API (v0) legacy support: legacy track tokens (old catalogue ids
+mapped to original assets) and legacy assets (files of the old media cache).
+
+A track token resolves to the asset it was most recently mapped to, and then
+behaves exactly like `GET /v0/assets/{id}`. A legacy asset's URL is signed for the
+original whose SHA-256 is its `legacyAssetId`, once those bytes were uploaded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from mediamill.api.auth import require_admin, require_read
+from mediamill.api.deps import runtime_of
+from mediamill.api.routes.assets import deliver, redirect_to, sign_key
+from mediamill.schemas.api import (
+    LEGACY_PAGE_MAX,
+    LegacyAsset,
+    LegacyAssetCreate,
+    LegacyAssetPage,
+    LegacyAssetUpdate,
+    RenditionQuery,
+    TrackMapping,
+    asset_id_or_none,
+    checked_token,
+    filters_from_query,
+    parse_composite_key,
+    parse_legacy_filters,
+    parse_sort,
+)
+from mediamill.schemas.errors import (
+    ArgumentNullOrEmptyError,
+    ConflictError,
+    InvalidRequestError,
+    ModelInvalidError,
+    ModelNotFoundError,
+)
+from mediamill.storage import legacy, repo
+from mediamill.storage.models import AssetRow, LegacyAssetRow
+from mediamill.workers.runtime import Runtime
+
+router = APIRouter(tags=["legacy"])
+M = TypeVar("M", bound=BaseModel)
+
+
+# ---- legacy tracks ---------------------------------------------------------------------------
+
+
+def _asset_id_for_token(rt: Runtime, token: str) -> str:
+    with rt.db.session() as s:
+        row = legacy.asset_for_token(s, checked_token(token, what="trackToken"))
+        if row is None:
+            raise ModelNotFoundError(f"Original asset not found (legacy track token {token})")
+        return row.id
+
+
+@router.get("/v0/legacy/tracks/{trackToken}", status_code=302)
+def get_track(
+    request: Request,
+    track_token: Annotated[str, Path(alias="trackToken")],
+    query: Annotated[RenditionQuery, Query()],
+    _: Annotated[object, Depends(require_read)],
+) -> JSONResponse:
+    """Like `GET /v0/assets/{id}` for the asset the token maps to: 302 to the original
+    or the requested rendition; 409 ModelNotReadyError (Retry-After) until it is made."""
+    rt = runtime_of(request)
+    return redirect_to(deliver(rt, _asset_id_for_token(rt, track_token), query))
+
+
+@router.head("/v0/legacy/tracks/{trackToken}")
+def head_track(
+    request: Request,
+    track_token: Annotated[str, Path(alias="trackToken")],
+    query: Annotated[RenditionQuery, Query()],
+    _: Annotated[object, Depends(require_read)],
+) -> Response:
+    """Whether the catalogue has the track: 200 when the GET would redirect (header
+    `x-original-asset-id`), 404 for an unknown token, 409 when it is not ready or
+    cannot be served; the same checks as the GET, without a body."""
+    rt = runtime_of(request)
+    asset_id = _asset_id_for_token(rt, track_token)
+    deliver(rt, asset_id, query)
+    return Response(status_code=200, headers={"x-original-asset-id": asset_id})
+
+
+@router.get("/v0/legacy/tracks/{trackToken}/originalAssets")
+def get_track_asset(
+    request: Request,
+    track_token: Annotated[str, Path(alias="trackToken")],
+    _: Annotated[object, Depends(require_read)],
+) -> JSONResponse:
+    """The Asset (metadata) the token maps to."""
+    rt = runtime_of(request)
+    with rt.db.session() as s:
+        row = legacy.asset_for_token(s, checked_token(track_token, what="trackToken"))
+        if row is None:
+            raise ModelNotFoundError(f"Original asset not found (legacy track token {track_token})")
+        return JSONResponse(repo.asset_from_row(s, row).to_json_dict())
+
+
+@router.post("/v0/legacy/tracks/{trackToken}/originalAssets", status_code=201)
+def map_track_assets(
+    request: Request,
+    track_token: Annotated[str, Path(alias="trackToken")],
+    _: Annotated[object, Depends(require_admin)],
+    body: Annotated[Any, Body()] = None,
+) -> JSONResponse:
+    """Map the token to one or more original assets (a JSON array of their ids); 201 with
+    every mapping. All or nothing: one unknown id (404) maps none. Mapping again is
+    harmless; the most recently mapped asset is the one the token serves."""
+    token = checked_token(track_token, what="trackToken")
+    if body is None or body == []:
+        raise ArgumentNullOrEmptyError("originalAssetIds cannot be null or empty")
+    if not isinstance(body, list) or not all(isinstance(v, str) for v in body):
+        raise InvalidRequestError("the body must be a JSON array of original asset ids")
+    ids = []
+    for given in body:
+        asset_id = asset_id_or_none(given)
+        if asset_id is None:
+            raise InvalidRequestError(f"not an original asset id (a SHA-256 in hex): {given!r}")
+        if asset_id not in ids:
+            ids.append(asset_id)
+    rt = runtime_of(request)
+    with rt.db.session() as s:
+        for asset_id in ids:
+            row = s.get(AssetRow, asset_id)
+            if row is None or row.deleted:
+                raise ModelNotFoundError(f"Original asset not found ({asset_id})")
+            legacy.link_track_token(s, token, asset_id)
+    mappings = [TrackMapping(original_asset_id=i, legacy_track_token=token) for i in ids]
+    return JSONResponse([m.to_json_dict() for m in mappings], status_code=201)
+
+
+# ---- legacy assets ---------------------------------------------------------------------------
+
+
+def _legacy_json(row: LegacyAssetRow) -> dict[str, Any]:
+    return LegacyAsset(
+        legacy_track_token=row.legacy_track_token,
+        legacy_asset_id=row.legacy_asset_id,
+        original_file_name=row.original_filename,
+    ).to_json_dict()
+
+
+def _legacy_row(session: Session, token: str) -> LegacyAssetRow:
+    row = legacy.get_legacy_asset(session, token)
+    if row is None:
+        raise ModelNotFoundError(f"legacy asset {token} was not found")
+    return row
+
+
+def _whole_number(text: str | None, name: str, default: int) -> int:
+    """`?count=` and `?start=`: blank means the default; anything else a whole number."""
+    if text is None or not text.strip():
+        return default
+    if not (text.strip().isascii() and text.strip().isdigit()):
+        raise InvalidRequestError(f"{name} must be a whole number, not {text!r}")
+    return int(text)
+
+
+def _validated(model: type[M], body: Any) -> M:
+    """`body` (a JSON object) as `model`, or a 400 naming each problem."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidRequestError(problems) from exc
+
+
+@router.get("/v0/legacy/assets", response_model=LegacyAssetPage)
+def list_legacy_assets(
+    request: Request,
+    _: Annotated[object, Depends(require_read)],
+    filters: str | None = None,
+    count: str | None = None,
+    start: str | None = None,
+    sort: str | None = None,
+) -> JSONResponse:
+    """A page of legacy assets: `filters` as mongoose-middleware's object (JSON, or
+    `filters[mandatory][exact][legacyTrackToken]=...`), `count` (default and at most
+    100), `start` (default 0), `sort` (`-field` descending). `total` counts every match."""
+    raw = filters_from_query(filters, list(request.query_params.multi_items()))
+    parsed = parse_legacy_filters(raw)
+    order = parse_sort(sort)
+    page_size = min(_whole_number(count, "count", LEGACY_PAGE_MAX), LEGACY_PAGE_MAX)
+    offset = _whole_number(start, "start", 0)
+    with runtime_of(request).db.session() as s:
+        rows, total = legacy.list_legacy_assets(s, parsed, order, offset, page_size)
+        results = [_legacy_json(r) for r in rows]
+    page = LegacyAssetPage(
+        options={
+            "count": page_size,
+            "filters": parsed.echo,
+            "sort": {k.field.value: -1 if k.descending else 1 for k in order},
+            "start": offset,
+        },
+        results=results,
+        total=total,
+    )
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+@router.get("/v0/legacy/assets/{compositeKey}", status_code=302)
+def get_legacy_asset(
+    request: Request,
+    composite_key: Annotated[str, Path(alias="compositeKey")],
+    _: Annotated[object, Depends(require_read)],
+) -> JSONResponse:
+    """302 to a signed URL of the legacy asset's bytes: the original whose SHA-256 is its
+    `legacyAssetId`. 409 ModelInvalidError while that is unknown or not uploaded."""
+    token = parse_composite_key(composite_key)
+    rt = runtime_of(request)
+    with rt.db.session() as s:
+        row = _legacy_row(s, token)
+        asset = s.get(AssetRow, row.legacy_asset_id) if row.legacy_asset_id else None
+        if asset is None or asset.deleted:
+            why = (
+                "its legacyAssetId is not set"
+                if row.legacy_asset_id is None
+                else f"no original with its legacyAssetId {row.legacy_asset_id} was uploaded"
+            )
+            raise ModelInvalidError(f"unable to sign a url for asset {token}: {why}")
+        key = asset.storage_key
+    return redirect_to(sign_key(rt, key, token))
+
+
+@router.head("/v0/legacy/assets/{compositeKey}")
+def head_legacy_asset(
+    request: Request,
+    composite_key: Annotated[str, Path(alias="compositeKey")],
+    _: Annotated[object, Depends(require_read)],
+) -> Response:
+    """200 with `x-legacy-asset-id` (when known) if the legacy asset exists, else 404."""
+    token = parse_composite_key(composite_key)
+    with runtime_of(request).db.session() as s:
+        row = _legacy_row(s, token)
+        headers = {"x-legacy-asset-id": row.legacy_asset_id} if row.legacy_asset_id else {}
+    return Response(status_code=200, headers=headers)
+
+
+@router.put("/v0/legacy/assets/{compositeKey}", status_code=202)
+def update_legacy_asset(
+    request: Request,
+    composite_key: Annotated[str, Path(alias="compositeKey")],
+    _: Annotated[object, Depends(require_admin)],
+    body: Annotated[Any, Body()] = None,
+) -> JSONResponse:
+    """Change `legacyAssetId` and/or `originalFileName` (fields left out stay, null
+    clears); 202 with the legacy asset. The token is its key and cannot change."""
+    token = parse_composite_key(composite_key)
+    update = _validated(LegacyAssetUpdate, body)
+    changes = update.model_dump(exclude_unset=True)
+    if "legacy_track_token" in changes:
+        given = checked_token(changes.pop("legacy_track_token"))
+        if given != token:
+            raise InvalidRequestError(
+                f"legacyTrackToken is the key of this legacy asset ({token}); it cannot change"
+            )
+    if "original_file_name" in changes:
+        changes["original_filename"] = changes.pop("original_file_name")
+    with runtime_of(request).db.session() as s:
+        row = _legacy_row(s, token)
+        legacy.update_legacy_asset(row, changes)
+        answer = _legacy_json(row)
+    return JSONResponse(answer, status_code=202)
+
+
+@router.post("/v0/legacy/assets", status_code=201)
+def create_legacy_asset(
+    request: Request,
+    _: Annotated[object, Depends(require_admin)],
+    body: Annotated[Any, Body()] = None,
+) -> JSONResponse:
+    """Create a legacy asset; 201 with it. No `legacyTrackToken`: 409
+    ArgumentNullOrEmptyError (the reference's answer); an existing one: 409 ConflictError."""
+    create = _validated(LegacyAssetCreate, body)
+    token = checked_token(create.legacy_track_token)
+    with runtime_of(request).db.session() as s:
+        if not legacy.insert_legacy_asset(
+            s, token, create.legacy_asset_id, create.original_file_name
+        ):
+            raise ConflictError(
+                f"legacy asset {token} already exists; PUT /v0/legacy/assets/trackToken:{token} "
+                "changes it"
+            )
+        answer = _legacy_json(_legacy_row(s, token))
+    return JSONResponse(answer, status_code=201)

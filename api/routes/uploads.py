@@ -1,0 +1,249 @@
+"""Upload sessions (the EncoraStream ingest lifecycle): create a session, PUT the bytes
+to its `uploadUrl`, `complete` it to start ingest, watch it, or cancel it.
+
+The bytes never pass through a job message: they land under `incoming/<uploadId>` in
+the store (a presigned PUT straight to S3/MinIO, or this API's streaming
+`PUT /v0/uploads/{id}/content` on the local store), and `complete` enqueues an ingest
+of that staged key, which ingest moves under `originals/` by content hash.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from mediamill.api.auth import Principal, require_admin, require_read
+from mediamill.api.deps import runtime_of
+from mediamill.api.idempotency import idempotent
+from mediamill.schemas.base import utcnow
+from mediamill.schemas.errors import (
+    BlobNotFoundError,
+    ConflictError,
+    InvalidRequestError,
+    PermissionDeniedError,
+)
+from mediamill.schemas.uploads import CreateUpload, Upload, UploadStatus
+from mediamill.storage import uploads as upload_db
+from mediamill.storage.blobs import LocalBlobStore
+from mediamill.storage.models import JobRow, UploadRow
+from mediamill.workers.actors import INCOMING_PREFIX
+from mediamill.workers.bucket import ingest_job_in, send_job
+from mediamill.workers.runtime import Runtime
+
+router = APIRouter(prefix="/v0/uploads", tags=["uploads"])
+
+# The local PUT path hands the store pieces of about this size (request bodies arrive
+# in small pieces; one thread hop per piece would cost more than the write).
+WRITE_PIECE_BYTES = 1024 * 1024
+
+
+def _staged_key(upload_id: str) -> str:
+    return f"{INCOMING_PREFIX}{upload_id}"
+
+
+def _upload_target(
+    request: Request, rt: Runtime, row: UploadRow
+) -> tuple[str | None, dict[str, str]]:
+    """(uploadUrl, headers to send with the PUT) while bytes may still be uploaded."""
+    remaining_s = math.floor((row.upload_url_expires_at - utcnow()).total_seconds())
+    if row.status != UploadStatus.AWAITING_UPLOAD.value or remaining_s < 1:
+        return None, {}
+    headers = {"Content-Type": row.content_type}
+    if isinstance(rt.store, LocalBlobStore):
+        return str(request.url_for("put_upload_content", upload_id=row.id)), headers
+    url = rt.store.upload_url(row.storage_key, remaining_s, row.content_type)  # type: ignore[attr-defined]
+    return url, headers
+
+
+def _view(request: Request, rt: Runtime, row: UploadRow, job: JobRow | None) -> Upload:
+    url, headers = _upload_target(request, rt, row)
+    return upload_db.upload_from_row(row, job, upload_url=url, upload_headers=headers)
+
+
+def _load(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:
+    """The session and its job, with the job's end recorded on the session."""
+    with rt.db.session() as s:
+        row = upload_db.get_upload(s, upload_id)
+        job = upload_db.job_of(s, row)
+        return upload_db.settle_upload(s, row, job), job
+
+
+@router.post("", status_code=201, response_model=Upload)
+def create_upload(
+    request: Request,
+    body: CreateUpload,
+    principal: Principal = Depends(require_admin),  # noqa: B008
+) -> JSONResponse:
+    """Open an upload session: 201 with the `uploadUrl` to PUT the file to (honours
+    `Idempotency-Key`: a retry gets the same session, not a second one)."""
+    rt = runtime_of(request)
+    limit = rt.settings.upload_max_bytes
+    if body.size_bytes > limit:
+        raise InvalidRequestError(
+            f"sizeBytes {body.size_bytes} is over the {limit}-byte limit of one upload "
+            "(MEDIAMILL_UPLOAD_MAX_BYTES)"
+        )
+
+    def produce() -> tuple[int, Any]:
+        upload_id = str(uuid.uuid4())
+        with rt.db.session() as s:
+            row = upload_db.create_upload(
+                s,
+                upload_id=upload_id,
+                filename=body.filename,
+                content_type=body.content_type,
+                size_bytes=body.size_bytes,
+                asset_type=body.asset_type or body.content_type,
+                legacy_track_token=body.legacy_track_token,
+                storage_key=_staged_key(upload_id),
+                upload_url_expires_at=utcnow()
+                + timedelta(seconds=rt.settings.upload_url_expires_s),
+            )
+        return 201, _view(request, rt, row, None).to_json_dict()
+
+    return idempotent(request, principal, "POST /v0/uploads", body.model_dump(mode="json"), produce)
+
+
+@router.get("/{upload_id}", response_model=Upload, dependencies=[Depends(require_read)])
+def get_upload(upload_id: str, request: Request) -> JSONResponse:
+    """The session: `status`, the ingest job's `transcodeStatus`, `assetId` once known,
+    `errorMessage` when it failed."""
+    rt = runtime_of(request)
+    row, job = _load(rt, upload_id)
+    return JSONResponse(_view(request, rt, row, job).to_json_dict())
+
+
+@router.put(
+    "/{upload_id}/content",
+    name="put_upload_content",
+    dependencies=[Depends(require_admin)],
+)
+async def put_upload_content(upload_id: str, request: Request) -> JSONResponse:
+    """The local store's upload URL: the request body, streamed to the store piece by
+    piece (never whole in memory). More bytes than declared are refused (413); fewer
+    are stored, and `complete` then names the mismatch."""
+    rt = runtime_of(request)
+    store = rt.store
+    if not isinstance(store, LocalBlobStore):
+        raise InvalidRequestError(
+            "this deployment's uploads go straight to the bucket: PUT to the session's "
+            "presigned uploadUrl"
+        )
+    row, _job = await run_in_threadpool(_load, rt, upload_id)
+    if row.status != UploadStatus.AWAITING_UPLOAD.value:
+        raise ConflictError(f"upload {upload_id} is {row.status}; it takes no more bytes")
+    if row.upload_url_expires_at <= utcnow():
+        raise PermissionDeniedError(
+            f"the upload URL of {upload_id} expired at "
+            f"{row.upload_url_expires_at.isoformat()}; open a new upload"
+        )
+    declared = row.size_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > declared:
+        raise HTTPException(413, f"{length} bytes sent, {declared} declared for {upload_id}")
+
+    writing = store.open_write(row.storage_key)
+    writer = await run_in_threadpool(writing.__enter__)
+    try:
+        piece = bytearray()
+        async for chunk in request.stream():
+            if writer.size_bytes + len(piece) + len(chunk) > declared:
+                raise HTTPException(413, f"more than the {declared} bytes declared for {upload_id}")
+            piece += chunk
+            if len(piece) >= WRITE_PIECE_BYTES:
+                await run_in_threadpool(writer.write, bytes(piece))
+                piece.clear()
+        if piece:
+            await run_in_threadpool(writer.write, bytes(piece))
+    except BaseException as exc:
+        await run_in_threadpool(writing.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    await run_in_threadpool(writing.__exit__, None, None, None)
+    blob = writer.blob
+    assert blob is not None  # set on a clean exit
+    row, _job = await run_in_threadpool(_load, rt, upload_id)
+    if row.status == UploadStatus.CANCELLED.value:  # cancelled while the bytes arrived
+        await run_in_threadpool(store.delete, row.storage_key)
+        raise ConflictError(f"upload {upload_id} was cancelled while its bytes arrived")
+    return JSONResponse({"id": upload_id, "receivedBytes": blob.size_bytes, "sha256": blob.sha256})
+
+
+@router.post(
+    "/{upload_id}/complete",
+    status_code=202,
+    response_model=Upload,
+    dependencies=[Depends(require_admin)],
+)
+def complete_upload(upload_id: str, request: Request) -> JSONResponse:
+    """The bytes are uploaded: check them (present, exactly the declared size) and
+    enqueue their ingest; 202. Completing again answers the same session, no second job."""
+    rt = runtime_of(request)
+    row, job = _load(rt, upload_id)
+    if row.status == UploadStatus.CANCELLED.value:
+        raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
+    if row.status == UploadStatus.AWAITING_UPLOAD.value:
+        try:
+            stored_bytes = rt.store.size(row.storage_key)
+        except BlobNotFoundError:
+            raise ConflictError(
+                f"nothing was uploaded for {upload_id}: PUT the file to its uploadUrl first"
+            ) from None
+        if stored_bytes != row.size_bytes:
+            raise ConflictError(
+                f"upload {upload_id} holds {stored_bytes} bytes but {row.size_bytes} were "
+                "declared: PUT the whole file again, then complete"
+            )
+        new_job: JobRow | None = None
+        with rt.db.session() as s:
+            if upload_db.start_processing(s, upload_id):  # first write: decides the race
+                new_job = ingest_job_in(
+                    s,
+                    rt.settings,
+                    {"kind": "store", "key": row.storage_key},
+                    row.filename,
+                    row.size_bytes,
+                    uploadId=upload_id,
+                    assetType=row.asset_type,
+                    legacyTrackToken=row.legacy_track_token,
+                )
+                upload_db.attach_job(s, upload_id, new_job.id)
+        if new_job is not None:
+            send_job(rt, new_job)
+        row, job = _load(rt, upload_id)
+        if row.status == UploadStatus.CANCELLED.value:
+            raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
+    return JSONResponse(_view(request, rt, row, job).to_json_dict(), status_code=202)
+
+
+@router.delete("/{upload_id}", response_model=Upload, dependencies=[Depends(require_admin)])
+def cancel_upload(upload_id: str, request: Request) -> JSONResponse:
+    """Cancel a session that is awaiting its bytes or processing (a queued ingest is
+    cancelled too) and delete its staged object. A completed or failed one is a 409;
+    cancelling twice answers the cancelled session."""
+    rt = runtime_of(request)
+    row, job = _load(rt, upload_id)
+    if row.status == UploadStatus.COMPLETED.value:
+        raise ConflictError(
+            f"upload {upload_id} is completed (asset {row.asset_id}); "
+            "a completed upload cannot be cancelled"
+        )
+    if row.status == UploadStatus.FAILED.value:
+        raise ConflictError(f"upload {upload_id} already failed: {row.error_message}")
+    if row.status != UploadStatus.CANCELLED.value:
+        try:
+            with rt.db.session() as s:
+                cancelled = upload_db.cancel_upload(s, upload_id)
+        except ConflictError:  # its job finished between the read and the cancel
+            cancelled = False
+        if not cancelled:
+            row, job = _load(rt, upload_id)
+            raise ConflictError(f"upload {upload_id} is {row.status}; it cannot be cancelled")
+        rt.store.delete(row.storage_key)
+        row, job = _load(rt, upload_id)
+    return JSONResponse(_view(request, rt, row, job).to_json_dict())

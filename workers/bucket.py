@@ -1,0 +1,325 @@
+"""Bucket notifications -> ingest jobs, exactly once per new object.
+
+Shared by `POST /v0/events/storage` (MinIO's webhook, S3-style bodies) and `mediamill
+listen-bucket` (MinIO's ListenBucketNotification stream). A record is first judged
+(`plan_record`): non-creation events, folder markers, hidden files and keys outside
+`MEDIAMILL_BUCKET_EVENTS_PREFIX` are acknowledged and ignored; another bucket, a
+`..` segment or an unsafe name is refused with InvalidRequestError before anything in
+the notification is acted on. Then (`act`) a unique (bucket, key, version) row decides,
+in the same transaction as the ingest job row, whether this is the first delivery:
+a re-sent notification, in any process, makes no second job. The job's message is
+sent after commit (the sweeper re-sends it if that fails).
+
+Keys that `validate_key` accepts are ingested where they are. Other safe names (a
+space, parentheses, any Unicode) are first copied server-side to a generated key
+under `incoming/`, which ingest deletes once the original is stored: a raw bucket key
+never reaches the store API, let alone a path.
+
+Also here: `ingest_job_in`, the ingest job row made inside a caller's transaction,
+which upload sessions use too (their `complete` must make the job and the state
+change commit together).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+from urllib.parse import unquote_plus, urlparse
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from mediamill.config.settings import ConfigError, Settings
+from mediamill.schemas.errors import InvalidRequestError, MediaMillError
+from mediamill.schemas.jobs import JobStage, JobType
+from mediamill.schemas.notifications import BucketNotification, S3EventRecord
+from mediamill.storage import repo
+from mediamill.storage import uploads as upload_db
+from mediamill.storage.blobs import validate_bucket_key, validate_key
+from mediamill.storage.blobs.base import validate_prefix
+from mediamill.storage.models import JobRow
+from mediamill.workers.actors import INCOMING_PREFIX
+from mediamill.workers.queue import send_stage, time_limit_ms
+from mediamill.workers.runtime import Runtime
+from mediamill.workers.submit import STORE_SECONDS_PER_MIB
+
+log = logging.getLogger(__name__)
+
+# Keys MediaMill writes itself: never ingested, whatever the prefix setting, so a
+# notification rule on the whole bucket cannot feed renditions back in as uploads.
+INTERNAL_PREFIXES = ("originals/", "renditions/", "packages/", "incoming/")
+LISTEN_EVENTS = ("s3:ObjectCreated:*",)
+
+Outcome = Literal["accepted", "duplicate", "ignored"]
+
+
+# ---- ingest jobs inside a caller's transaction --------------------------------------------
+
+
+def ingest_job_in(
+    session: Session,
+    settings: Settings,
+    source: dict[str, Any],
+    filename: str | None,
+    size_bytes: int,
+    **extra: Any,
+) -> JobRow:
+    """An `ingest` job row, as `submit_ingest` writes it, in the caller's transaction;
+    `extra` lands in its params (where it came from). Send it with `send_job` after
+    the commit."""
+    store_s = size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
+    params = {
+        "source": source,
+        "filename": filename,
+        "sizeBytes": size_bytes,
+        "timeLimitMs": time_limit_ms(settings, store_s),
+        **extra,
+    }
+    return repo.create_job(session, JobType.INGEST, JobStage.STORE, params)
+
+
+def send_job(rt: Runtime, job: JobRow) -> None:
+    """Enqueue a committed job's message; a failure is left to the sweeper."""
+    try:
+        send_stage(rt.broker, job)
+    except Exception:
+        log.warning("enqueue of job %s failed; the sweeper will retry", job.id, exc_info=True)
+
+
+# ---- judging records ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What became of one record."""
+
+    bucket: str | None
+    key: str | None
+    outcome: Outcome
+    job_id: str | None = None
+    reason: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "outcome": self.outcome,
+            "jobId": self.job_id,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class PlannedIngest:
+    """A record that names a new object to ingest."""
+
+    bucket: str
+    key: str  # the object's key in the bucket, decoded, store prefix included
+    store_key: str  # the same without the store prefix
+    version: str  # "v:<versionId>", else "e:<eTag>", else "s:<sequencer>"
+    size_bytes: int
+    in_place: bool  # store_key passes validate_key: no copy needed
+
+
+def events_prefix(settings: Settings) -> str:
+    """`MEDIAMILL_BUCKET_EVENTS_PREFIX`, checked: a key prefix ending in `/`, outside
+    MediaMill's own prefixes."""
+    prefix = settings.bucket_events_prefix
+    try:
+        validate_prefix(prefix)
+    except InvalidRequestError as exc:
+        raise ConfigError(f"MEDIAMILL_BUCKET_EVENTS_PREFIX: {exc.message}") from exc
+    if not prefix.endswith("/") or any(
+        prefix.startswith(p) or p.startswith(prefix) for p in INTERNAL_PREFIXES
+    ):
+        raise ConfigError(
+            "MEDIAMILL_BUCKET_EVENTS_PREFIX must be a folder such as 'inbox/' that does not "
+            f"contain, or sit inside, MediaMill's own {', '.join(INTERNAL_PREFIXES)}"
+        )
+    return prefix
+
+
+def store_bucket(rt: Runtime) -> tuple[str, str]:
+    """(bucket, key prefix) of the S3 store; InvalidRequestError on any other store."""
+    bucket = getattr(rt.store, "bucket", None)
+    if not isinstance(bucket, str) or not hasattr(rt.store, "import_object"):
+        raise InvalidRequestError(
+            f"bucket notifications need an S3 store (MEDIAMILL_STORAGE_URL=s3://bucket); "
+            f"this deployment stores blobs in {rt.store!r}"
+        )
+    return bucket, str(getattr(rt.store, "prefix", "") or "")
+
+
+def _version(record: S3EventRecord) -> str:
+    obj = record.s3.object if record.s3 else None
+    if obj is not None and obj.version_id and obj.version_id != "null":
+        return f"v:{obj.version_id}"
+    if obj is not None and obj.etag:
+        return f"e:{obj.etag}"
+    if obj is not None and obj.sequencer:
+        return f"s:{obj.sequencer}"
+    raise InvalidRequestError(
+        "the record has no versionId, eTag or sequencer to tell object versions apart"
+    )
+
+
+def plan_record(rt: Runtime, record: S3EventRecord) -> PlannedIngest | RecordResult:
+    """Judge one record: an ingest to make, or an ignored record (with the reason).
+    Raises InvalidRequestError for a record that must not be acted on."""
+    bucket = record.s3.bucket.name if record.s3 else None
+    raw_key = record.s3.object.key if record.s3 else None
+    if not record.object_created:
+        return RecordResult(
+            bucket, raw_key, "ignored", reason=f"{record.event_name} is not an object creation"
+        )
+    if record.s3 is None:
+        raise InvalidRequestError(f"{record.event_name} record without an s3 object")
+    own_bucket, store_prefix = store_bucket(rt)
+    if bucket != own_bucket:
+        raise InvalidRequestError(
+            f"bucket {bucket!r} is not this deployment's bucket {own_bucket!r}", bucket=bucket
+        )
+    try:
+        key = unquote_plus(record.s3.object.key, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(f"object key {raw_key!r} is not URL-encoded UTF-8") from exc
+    if key.endswith("/"):
+        return RecordResult(bucket, key, "ignored", reason="a folder marker, not a file")
+    segments = key.split("/")
+    if any(s in {".", ".."} for s in segments):
+        raise InvalidRequestError(f"object key {key!r} has a '.' or '..' segment", key=key)
+    if any(s.startswith(".") for s in segments):
+        return RecordResult(bucket, key, "ignored", reason="a hidden (dot) file")
+    validate_bucket_key(key)
+    store_key = key
+    if store_prefix:
+        if not key.startswith(f"{store_prefix}/"):
+            return RecordResult(
+                bucket, key, "ignored", reason=f"outside the store's prefix {store_prefix!r}"
+            )
+        store_key = key[len(store_prefix) + 1 :]
+    prefix = events_prefix(rt.settings)
+    if not store_key.startswith(prefix) or store_key.startswith(INTERNAL_PREFIXES):
+        return RecordResult(bucket, key, "ignored", reason=f"not under {prefix!r}")
+    try:
+        validate_key(store_key)
+        in_place = True
+    except InvalidRequestError:
+        in_place = False
+    return PlannedIngest(
+        bucket=bucket,
+        key=key,
+        store_key=store_key,
+        version=_version(record),
+        size_bytes=record.s3.object.size_bytes or 0,
+        in_place=in_place,
+    )
+
+
+# ---- acting on them -----------------------------------------------------------------------
+
+
+def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
+    """Make the ingest job of a planned record, unless its object version was seen."""
+    with rt.db.session() as s:
+        seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, plan.version)
+    if seen is not None:
+        return RecordResult(plan.bucket, plan.key, "duplicate", job_id=seen.job_id)
+    staged: str | None = None
+    size_bytes = plan.size_bytes
+    if not plan.in_place:
+        staged = f"{INCOMING_PREFIX}bucket-{uuid.uuid4()}"
+        size_bytes = rt.store.import_object(plan.key, staged)  # type: ignore[attr-defined]
+    source = {"kind": "store", "key": staged or plan.store_key}
+    job: JobRow | None = None
+    try:
+        with rt.db.session() as s:
+            event_id = upload_db.record_bucket_event(s, plan.bucket, plan.key, plan.version)
+            if event_id is not None:
+                job = ingest_job_in(
+                    s,
+                    rt.settings,
+                    source,
+                    PurePosixPath(plan.key).name,
+                    size_bytes,
+                    bucketEvent={"bucket": plan.bucket, "key": plan.key, "version": plan.version},
+                )
+                upload_db.set_bucket_event_job(s, event_id, job.id)
+            else:
+                seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, plan.version)
+    except BaseException:
+        _discard(rt, staged)
+        raise
+    if job is None:  # another delivery won the race after our pre-check
+        _discard(rt, staged)
+        return RecordResult(
+            plan.bucket, plan.key, "duplicate", job_id=seen.job_id if seen else None
+        )
+    send_job(rt, job)
+    return RecordResult(plan.bucket, plan.key, "accepted", job_id=job.id)
+
+
+def _discard(rt: Runtime, staged: str | None) -> None:
+    if staged is None:
+        return
+    try:
+        rt.store.delete(staged)
+    except MediaMillError:
+        log.warning("could not delete staged copy %s", staged, exc_info=True)
+
+
+def handle_notification(rt: Runtime, notification: BucketNotification) -> list[RecordResult]:
+    """Every record of one notification. All are judged before any is acted on, so a
+    refused notification (InvalidRequestError) leaves nothing half done."""
+    plans = [plan_record(rt, record) for record in notification.records]
+    return [act(rt, p) if isinstance(p, PlannedIngest) else p for p in plans]
+
+
+def parse_notification(body: Any) -> BucketNotification:
+    """A notification body (a dict from JSON) as the model; InvalidRequestError if not."""
+    try:
+        return BucketNotification.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidRequestError(f"not a bucket notification: {problems}") from exc
+
+
+# ---- MinIO's listen API -------------------------------------------------------------------
+
+
+def minio_notifications(settings: Settings, bucket: str, prefix: str) -> Iterator[dict]:
+    """MinIO's ListenBucketNotification stream of `s3:ObjectCreated:*` under `prefix`
+    (endpoint and credentials from the `MEDIAMILL_S3_*` settings). MinIO only: AWS S3
+    has no such API (use its notifications to the webhook route instead)."""
+    from minio import Minio
+
+    endpoint = urlparse(settings.s3_endpoint_url or "https://s3.amazonaws.com")
+    secret = settings.s3_secret_access_key
+    client = Minio(
+        endpoint.netloc,
+        access_key=settings.s3_access_key_id,
+        secret_key=secret.get_secret_value() if secret is not None else None,
+        secure=endpoint.scheme == "https",
+        region=settings.s3_region,
+    )
+    with client.listen_bucket_notification(bucket, prefix=prefix, events=LISTEN_EVENTS) as events:
+        yield from events
+
+
+def listen(rt: Runtime, events: Iterable[dict]) -> Iterator[RecordResult | MediaMillError]:
+    """Handle each notification of a stream as the route does; a refused or failed
+    notification is yielded as its error and the stream goes on (the listen API has
+    no redelivery: the webhook, with MinIO's queue_dir, is the at-least-once path)."""
+    for event in events:
+        try:
+            yield from handle_notification(rt, parse_notification(event))
+        except MediaMillError as exc:
+            log.warning("bucket notification not handled: %s: %s", exc.name, exc.message)
+            yield exc
