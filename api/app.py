@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from mediamill import __version__
+from mediamill.api.body_limit import BodyLimitMiddleware
 from mediamill.api.errors import install_error_handlers
 from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
-from mediamill.api.routes import assets, events, jobs, legacy, ops, uploads
+from mediamill.api.routes import assets, docs, events, jobs, legacy, ops, uploads
 from mediamill.config.settings import Settings, get_settings
 from mediamill.workers.runtime import Runtime, build_runtime, set_current
 
@@ -50,9 +51,19 @@ def create_app(
         version=__version__,
         description="Content Automation API (v0), uploads, bucket events and jobs.",
         lifespan=lifespan,
+        # Served by api/routes/docs.py instead, behind a read key.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
     install_error_handlers(app)
+    # Added first, so it runs inside ConventionsMiddleware: a 413 carries the request id.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_max_bytes=settings.max_json_body_bytes,
+        upload_max_bytes=settings.upload_max_bytes,
+    )
     app.add_middleware(ConventionsMiddleware, metrics=metrics)
     app.include_router(ops.router)
     app.include_router(assets.router)
@@ -60,4 +71,5 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(events.router)
+    app.include_router(docs.router)
     return app

@@ -9,6 +9,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediamill.schemas import errors as e
@@ -96,6 +97,15 @@ def install_error_handlers(app: FastAPI) -> None:
         name = _NAME_BY_STATUS.get(exc.status_code, "HttpError")
         return error_response(
             request, exc.status_code, name, str(exc.detail), dict(exc.headers or {})
+        )
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses as data (out of range, not text): the
+        # request's fault, not the server's; the validators above should catch it first.
+        log.warning("request %s: the database refused a value: %s", request_id(request), exc.orig)
+        return error_response(
+            request, 400, "InvalidRequestError", "a value in the request cannot be stored"
         )
 
     @app.exception_handler(Exception)

@@ -51,7 +51,12 @@ class ConventionsMiddleware:
 
         try:
             if version not in API_VERSIONS:
-                await _reject_version(version, request_id, send_with_headers)
+                await _reject(_version_message(version), request_id, send_with_headers)
+                return
+            raw = scope.get("raw_path", b"") + b"?" + scope.get("query_string", b"")
+            if b"%00" in raw.lower() or "\x00" in scope.get("path", ""):
+                # No key, id or filter contains NUL; PostgreSQL cannot even compare one.
+                await _reject("NUL (%00) is not allowed in URLs", request_id, send_with_headers)
                 return
             scope["state"]["api_version"] = version
             await self.app(scope, receive, send_with_headers)
@@ -66,11 +71,16 @@ class ConventionsMiddleware:
             )
 
 
-async def _reject_version(version: str, request_id: str, send) -> None:
+def _version_message(version: str) -> str:
+    return f"unknown X-API-Version {version!r}; supported: {', '.join(API_VERSIONS)}"
+
+
+async def _reject(message: str, request_id: str, send) -> None:
+    """A 400 in the DESIGN.md error shape, answered before any route runs."""
     body = json.dumps(
         {
             "name": "InvalidRequestError",
-            "message": f"unknown X-API-Version {version!r}; supported: {', '.join(API_VERSIONS)}",
+            "message": message,
             "statusCode": 400,
             "requestId": request_id,
         }

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     bucket_events_token: SecretStr | None = None
     bucket_events_prefix: str = "inbox/"
 
+    # Request bodies (api/body_limit.py): the most bytes any body but an upload's may
+    # have (JSON bodies are read whole, before the API key is checked). The streaming
+    # uploads (`POST /v0/assets`, `PUT /v0/uploads/{id}/content`) take up to
+    # `upload_max_bytes` instead.
+    max_json_body_bytes: int = Field(default=1024**2, ge=1)
+    # An `Idempotency-Key` claimed this long ago whose request never answered (its
+    # process died) may be taken over by a retry instead of staying "in progress".
+    idempotency_claim_timeout_s: float = Field(default=60.0, gt=0)
+
     @field_validator("broker_url", "database_url", "storage_url", "ffmpeg", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mediamill.schemas.base import CamelModel
+from mediamill.schemas.base import CamelModel, RequestModel
 from mediamill.schemas.errors import ArgumentNullOrEmptyError, InvalidRequestError
 from mediamill.schemas.media import Asset
 from mediamill.schemas.packages import Package
@@ -160,7 +160,7 @@ class LegacyAsset(CamelModel):
     original_file_name: str | None = None
 
 
-class LegacyAssetCreate(CamelModel):
+class LegacyAssetCreate(RequestModel):
     """`POST /v0/legacy/assets`. The token is checked by the route so that a missing one
     is the reference's ArgumentNullOrEmptyError rather than a validation error."""
 
@@ -174,7 +174,7 @@ class LegacyAssetCreate(CamelModel):
     _asset_id = field_validator("legacy_asset_id")(_checked_legacy_asset_id)
 
 
-class LegacyAssetUpdate(CamelModel):
+class LegacyAssetUpdate(RequestModel):
     """`PUT /v0/legacy/assets/{compositeKey}`: only the fields present change; null
     clears one. The token is the key and cannot be changed."""
 

@@ -82,6 +82,11 @@ class ConflictError(MediaMillError):
     cancelled; an idempotency key reused with another request body)."""
 
 
+class SizeMismatchError(InvalidRequestError):
+    """The bytes to ingest are not the size declared for them (an upload's object
+    changed after `complete` checked it). Retrying cannot help: upload again."""
+
+
 class UnsupportedRenditionError(InvalidRequestError):
     """A rendition that no encoder can deliver as asked (format, bitrate, channels,
     sample rate together). Refused before any work starts."""
@@ -141,6 +146,7 @@ __all__ = [
     "ModelNotReadyError",
     "PermissionDeniedError",
     "ProcessingTimeoutError",
+    "SizeMismatchError",
     "StorageError",
     "TransientError",
     "UnsupportedMediaError",

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
-from mediamill.schemas.base import CamelModel
+from mediamill.schemas.base import CamelModel, RequestModel
 from mediamill.schemas.renditions import AUDIO_BITRATES_BPS, RenditionFormat, RenditionSpec
 
 MAX_RENDITIONS_PER_JOB = 32
@@ -55,7 +55,7 @@ class JobSource(CamelModel):
         return self
 
 
-class CreateJobRequest(CamelModel):
+class CreateJobRequest(RequestModel):
     """`POST /v0/jobs`: ingest an original, then make renditions and a package.
 
     Nothing but `source` given: the default renditions and the package, as for any

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
-from mediamill.schemas.base import CamelModel
+from mediamill.schemas.base import CamelModel, RequestModel
 
 # `type/subtype`, as a Content-Type header names media (parameters are not taken).
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]*$"
@@ -41,7 +41,7 @@ class TranscodeStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class CreateUpload(CamelModel):
+class CreateUpload(RequestModel):
     """`POST /v0/uploads`. EncoraStream's snake_case names are accepted too."""
 
     model_config = ConfigDict(extra="forbid")

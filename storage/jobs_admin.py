@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +30,8 @@ MAX_PAGE_SIZE = 200
 _UNFINISHED_RENDITIONS = (RenditionStatus.QUEUED.value, RenditionStatus.RUNNING.value)
 _UNFINISHED_PACKAGES = (PackageStatus.QUEUED.value, PackageStatus.RUNNING.value)
 CANCELLED_ERROR_NAME = "JobCancelledError"
+# Where the server stages bytes for one ingest job (uploads, bucket objects copied in).
+STAGED_PREFIX = "incoming/"
 
 
 _READ_SESSIONS: dict[Database, sessionmaker[Session]] = {}
@@ -89,7 +92,9 @@ def cancel_job(session: Session, job_id: str) -> JobRow:
     instead of finding a row nobody will fill) and its unfinished package is marked
     failed. A worker still running it keeps going until its next write, which it
     then skips. Raises ModelNotFoundError, or ConflictError for a finished job or a
-    child (cancel its parent: one decode feeds every child).
+    child (cancel its parent: one decode feeds every child). An upload session whose
+    ingest this was is settled in the same transaction. After the commit, the caller
+    deletes the job's `staged_source` (nothing else reads it any more).
     """
     row = repo.get_job_row(session, job_id, for_update=True)
     if row.parent_id is not None:
@@ -128,7 +133,22 @@ def cancel_job(session: Session, job_id: str) -> JobRow:
         .execution_options(synchronize_session=False)
     )
     session.expire_all()
-    return repo.get_job_row(session, job_id)
+    row = repo.get_job_row(session, job_id)
+    repo.job_ended(session, row)
+    return row
+
+
+def staged_source(params: dict[str, Any] | None) -> str | None:
+    """The store key of the copy the server staged for one ingest job alone (its params
+    say `staged`: an upload's frozen bytes, a bucket object copied in under
+    `incoming/`), which ingest deletes once the original is stored; None for any other
+    source (a key someone else owns is never deleted)."""
+    params = params or {}
+    source = params.get("source") or {}
+    if not params.get("staged") or source.get("kind") != "store":
+        return None
+    key = str(source.get("key") or "")
+    return key if key.startswith(STAGED_PREFIX) else None
 
 
 def retry_job(session: Session, job_id: str) -> JobRow:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, ModelNotFoundError
@@ -301,6 +301,7 @@ def finish_job(row: JobRow, result: dict[str, Any] | None = None) -> None:
     row.message_id = None
     row.finished_at = now
     row.updated_at = now
+    job_ended(object_session(row), row)
 
 
 def fail_job(session: Session, row: JobRow, error: MediaMillError) -> None:
@@ -313,6 +314,19 @@ def fail_job(session: Session, row: JobRow, error: MediaMillError) -> None:
     row.finished_at = now
     row.updated_at = now
     add_event(session, "job.failed", {"job": job_from_row(row).to_json_dict()})
+    job_ended(session, row)
+
+
+def job_ended(session: Session | None, row: JobRow) -> None:
+    """A job just finished, failed or was cancelled, in `session`'s transaction: if it
+    is the ingest job of an upload session, settle that session in the same
+    transaction (its status, the legacy token, `upload.completed`), so nobody has
+    to read the session for that to happen."""
+    if session is None or row.parent_id is not None or not (row.params or {}).get("uploadId"):
+        return
+    from mediamill.storage.uploads import settle_upload_of_job  # uploads imports this module
+
+    settle_upload_of_job(session, row)
 
 
 def requeue_job(row: JobRow, error: MediaMillError | None = None) -> None:

@@ -18,6 +18,7 @@ from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import ModelNotFoundError
 from mediamill.schemas.jobs import JobStatus
 from mediamill.schemas.uploads import TranscodeStatus, Upload, UploadStatus
+from mediamill.storage import repo
 from mediamill.storage.jobs_admin import cancel_job
 from mediamill.storage.models import BucketEventRow, JobRow, LegacyTrackTokenRow, UploadRow
 from mediamill.storage.repo import dialect_insert
@@ -120,8 +121,10 @@ def derived_status(row: UploadRow, job: JobRow | None) -> UploadStatus:
 
 def settle_upload(session: Session, row: UploadRow, job: JobRow | None) -> UploadRow:
     """Bring the session row in line with its job (compare-and-set on the status, so
-    concurrent readers write it once), and on reaching `completed` map the session's
-    legacy track token to the asset."""
+    concurrent writers settle it once), and on reaching `completed` map the session's
+    legacy track token to the asset and write `upload.completed`. The worker does this
+    in the transaction that ends the job (`settle_upload_of_job`); a read settles it
+    too, for sessions whose job ended otherwise (an operator's cancel or retry)."""
     status = derived_status(row, job)
     if job is None or status.value == row.status:
         return row
@@ -141,11 +144,21 @@ def settle_upload(session: Session, row: UploadRow, job: JobRow | None) -> Uploa
         )
         .execution_options(synchronize_session=False)
     )
-    completed = result.rowcount == 1 and status is UploadStatus.COMPLETED
-    if completed and row.legacy_track_token and job.asset_id:
-        _map_legacy_token(session, row.legacy_track_token, job.asset_id)
     session.refresh(row)
+    if result.rowcount == 1 and status is UploadStatus.COMPLETED:
+        if row.legacy_track_token and job.asset_id:
+            _map_legacy_token(session, row.legacy_track_token, job.asset_id)
+        upload = upload_from_row(row, job)
+        repo.add_event(session, "upload.completed", {"upload": upload.to_json_dict()})
     return row
+
+
+def settle_upload_of_job(session: Session, job: JobRow) -> None:
+    """The ingest job of an upload (`params.uploadId`) ended in this transaction:
+    settle its session here too (see `settle_upload`)."""
+    row = session.get(UploadRow, (job.params or {}).get("uploadId"))
+    if row is not None and row.job_id == job.id:
+        settle_upload(session, row, job)
 
 
 def _map_legacy_token(session: Session, token: str, asset_id: str) -> None:

@@ -21,13 +21,14 @@ from mediamill.schemas.errors import (
     LowQualityError,
     MediaError,
     MediaMillError,
+    SizeMismatchError,
     UnsupportedRenditionError,
     error_from_name,
 )
 from mediamill.schemas.jobs import JobStage, JobStatus
 from mediamill.schemas.media import Asset, AssetStatus, LoudnessStats, MediaInfo
 from mediamill.schemas.renditions import RenditionSpec, RenditionStatus
-from mediamill.storage import repo
+from mediamill.storage import jobs_admin, repo
 from mediamill.storage.blobs import StoredBlob
 from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
@@ -40,7 +41,7 @@ from mediamill.workers.url_source import open_source_url
 log = logging.getLogger(__name__)
 
 ORIGINALS_PREFIX = "originals"
-INCOMING_PREFIX = "incoming/"
+INCOMING_PREFIX = jobs_admin.STAGED_PREFIX  # bytes staged for one ingest job
 PROGRESS_WRITE_INTERVAL_S = 1.0
 # A job waiting for another job's analysis of the same bytes checks back this often.
 WAIT_FOR_ANALYSIS_MS = 1000
@@ -53,7 +54,9 @@ def ingest(job_id: str) -> None:
     with rt.db.session() as s:
         params = dict(repo.get_job_row(s, job_id).params)
     source = params.get("source") or {}
-    blob, _created = _store_original(rt, source)
+    staged = jobs_admin.staged_source(params)
+    # Bytes the server staged have a known size: anything else is not what was checked.
+    blob, _created = _store_original(rt, source, params.get("sizeBytes") if staged else None)
     duration_s = _declared_duration(rt, source, blob.key)
 
     with rt.db.session() as s:
@@ -91,14 +94,18 @@ def ingest(job_id: str) -> None:
             send_next = True
     if send_next:
         send_stage(rt.broker, job)
-    if source.get("kind") == "store" and str(source.get("key", "")).startswith(INCOMING_PREFIX):
+    if staged is not None:  # only a copy the server made for this job, never a caller's key
         try:
-            rt.store.delete(source["key"])
+            rt.store.delete(staged)
         except MediaMillError:  # the original is safe; a leftover staged copy is not an error
-            log.warning("could not delete staged upload %s", source["key"], exc_info=True)
+            log.warning("could not delete staged upload %s", staged, exc_info=True)
 
 
-def _store_original(rt: runtime.Runtime, source: dict) -> tuple[StoredBlob, bool]:
+def _store_original(
+    rt: runtime.Runtime, source: dict, declared_bytes: int | None = None
+) -> tuple[StoredBlob, bool]:
+    """Store the source's bytes under `originals/<sha256>`. With `declared_bytes`, a
+    store source of any other size fails the job for good (SizeMismatchError)."""
     kind = source.get("kind")
     if kind == "path":
         path = Path(source["path"])
@@ -107,8 +114,13 @@ def _store_original(rt: runtime.Runtime, source: dict) -> tuple[StoredBlob, bool
         with path.open("rb") as stream:
             return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
     if kind == "store":
+        if declared_bytes is not None:
+            _check_size(source["key"], rt.store.size(source["key"]), declared_bytes)
         with rt.store.open(source["key"]) as stream:
-            return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+            blob, created = rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+        if declared_bytes is not None:
+            _check_size(source["key"], blob.size_bytes, declared_bytes)
+        return blob, created
     if kind == "stored":
         # Already stored under its SHA-256 by whoever hashed the bytes while writing
         # them (POST /v0/assets): no second copy.
@@ -127,6 +139,15 @@ def _store_original(rt: runtime.Runtime, source: dict) -> tuple[StoredBlob, bool
         ) as stream:
             return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
     raise InvalidRequestError(f"unknown ingest source kind {kind!r}")
+
+
+def _check_size(key: str, size_bytes: int, declared_bytes: int) -> None:
+    if size_bytes != declared_bytes:
+        raise SizeMismatchError(
+            f"the staged object {key!r} holds {size_bytes} bytes but {declared_bytes} were "
+            "declared: it changed after it was checked, so it is not ingested (upload again)",
+            key=key,
+        )
 
 
 def _declared_duration(rt: runtime.Runtime, source: dict, key: str) -> float | None:

@@ -12,8 +12,9 @@ sent after commit (the sweeper re-sends it if that fails).
 
 Keys that `validate_key` accepts are ingested where they are. Other safe names (a
 space, parentheses, any Unicode) are first copied server-side to a generated key
-under `incoming/`, which ingest deletes once the original is stored: a raw bucket key
-never reaches the store API, let alone a path.
+under `incoming/` (params `staged`), which ingest deletes once the original is stored
+(or a cancel of its job does): a raw bucket key never reaches the store API, let alone
+a path.
 
 Also here: `ingest_job_in`, the ingest job row made inside a caller's transaction,
 which upload sessions use too (their `complete` must make the job and the state
@@ -235,6 +236,8 @@ def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
         staged = f"{INCOMING_PREFIX}bucket-{uuid.uuid4()}"
         size_bytes = rt.store.import_object(plan.key, staged)  # type: ignore[attr-defined]
     source = {"kind": "store", "key": staged or plan.store_key}
+    # Only a copy made here is ingest's to delete; an object ingested in place is not.
+    marks = {"staged": True} if staged else {}
     job: JobRow | None = None
     try:
         with rt.db.session() as s:
@@ -247,6 +250,7 @@ def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
                     PurePosixPath(plan.key).name,
                     size_bytes,
                     bucketEvent={"bucket": plan.bucket, "key": plan.key, "version": plan.version},
+                    **marks,
                 )
                 upload_db.set_bucket_event_job(s, event_id, job.id)
             else:

@@ -15,8 +15,10 @@ import threading
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
+from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, ProcessingTimeoutError, TransientError
 from mediamill.schemas.jobs import JobStatus
 from mediamill.storage import repo
@@ -39,14 +41,37 @@ def owned_job(session: Session, job_id: str) -> JobRow | None:
     """The job row, locked, while the running message still owns it; None once it was
     cancelled, or claimed by another message after this one's lease lapsed. Every
     write that moves a job on goes through here, so a cancelled job stays cancelled
-    whatever its worker does after the cancel."""
-    row = repo.get_job_row(session, job_id, for_update=True)
-    if row.status != JobStatus.RUNNING.value:
-        return None
+    whatever its worker does after the cancel.
+
+    The check is one conditional UPDATE (it also touches `updated_at`, a heartbeat),
+    not a read: it takes the row's lock on PostgreSQL and the database's write lock on
+    SQLite (which ignores SELECT ... FOR UPDATE) before it decides, so a cancel cannot
+    commit between this check and the caller's write and then be overwritten.
+    """
     message_id = current_message_id()
-    if message_id is not None and row.message_id not in (None, message_id):
+    if message_id is None:  # not under a worker: any running job
+        return _lock_running(session, job_id)
+    # Not taken over by another message since.
+    return _lock_running(
+        session, job_id, or_(JobRow.message_id.is_(None), JobRow.message_id == message_id)
+    )
+
+
+def _lock_running(session: Session, job_id: str, *owner: ColumnElement[bool]) -> JobRow | None:
+    """The job row if it is running (and `owner` holds), locked until the transaction
+    ends; else None. One conditional UPDATE decides (see owned_job)."""
+    changed = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value, *owner)
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed != 1:
         return None
-    return row
+    # Read under the lock; refresh a copy this session may hold from before it.
+    return session.scalars(
+        select(JobRow).where(JobRow.id == job_id).execution_options(populate_existing=True)
+    ).one()
 
 
 def as_mediamill_error(exc: BaseException) -> MediaMillError:
@@ -137,9 +162,10 @@ class JobLifecycle(Middleware):
         # decision is the same predicate Retries applies next.
         retrying = should_retry(message.options.get("retries", 0), exception, self.max_retries)
         with self.db.session() as s:
-            row = repo.get_job_row(s, job_id, for_update=True)
-            if row.status != JobStatus.RUNNING.value or row.message_id != message.message_id:
-                return  # finished already, or taken over by another message
+            # Locked as owned_job does, so a cancel cannot slip in before the write.
+            row = _lock_running(s, job_id, JobRow.message_id == message.message_id)
+            if row is None:
+                return  # finished or cancelled already, or taken over by another message
             if retrying:
                 repo.requeue_job(row, error)
             else:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+from sqlalchemy.orm import Session
 
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
@@ -27,6 +30,8 @@ def submit_ingest(
     *,
     plan: dict | None = None,
     store_s: float | None = None,
+    staged: bool = False,
+    in_transaction: Callable[[Session, JobRow], None] | None = None,
 ) -> JobRow:
     """Write an `ingest` job for `source` and enqueue its first stage.
 
@@ -34,7 +39,9 @@ def submit_ingest(
     without it the asset gets the defaults. `store_s` is how long storing may take
     beyond the base limit (default: from the size). If the enqueue fails the job
     stays `queued` and the sweeper sends it later: nothing is lost once the row is
-    committed.
+    committed. `staged` marks a source copied under `incoming/` for this job alone,
+    which ingest then deletes (a caller's own key never is). `in_transaction(session,
+    job)` runs in the transaction that writes the job (to commit more with it).
     """
     if store_s is None:
         store_s = size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
@@ -46,8 +53,12 @@ def submit_ingest(
     }
     if plan:
         params["plan"] = plan
+    if staged:
+        params["staged"] = True
     with rt.db.session() as s:
         job = repo.create_job(s, JobType.INGEST, JobStage.STORE, params)
+        if in_transaction is not None:
+            in_transaction(s, job)
     try:
         send_stage(rt.broker, job)
     except Exception:
@@ -68,8 +79,8 @@ def submit_local_file(rt: Runtime, path: Path, *, stage_in_store: bool) -> JobRo
     if stage_in_store:
         key = f"{INCOMING_PREFIX}{uuid.uuid4()}"
         with path.open("rb") as stream:
-            rt.store.put(key, stream)
+            size_bytes = rt.store.put(key, stream).size_bytes
         source = {"kind": "store", "key": key}
     else:
         source = {"kind": "path", "path": str(path)}
-    return submit_ingest(rt, source, path.name, size_bytes)
+    return submit_ingest(rt, source, path.name, size_bytes, staged=stage_in_store)

@@ -76,12 +76,24 @@ def parse_source_url(url: str) -> SourceUrl:
     return SourceUrl(url=url, scheme=scheme, host=host, port=port, target=target)
 
 
-def address_allowed(address: str) -> bool:
-    """True for a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+def _global_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+def address_allowed(address: str) -> bool:
+    """True for a globally routable unicast address. IPv6 that carries IPv4 addresses
+    is judged by them: IPv4-mapped as the IPv4 itself; 6to4 (2002::/16) and Teredo
+    (2001::/32) tunnel to the IPv4 they embed, so those must be allowed too
+    (2002:a9fe:a9fe::1 reaches 169.254.169.254, a cloud metadata endpoint)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _global_unicast(ip.ipv4_mapped)
+        embedded = [ip.sixtofour] if ip.sixtofour is not None else []
+        embedded += list(ip.teredo or ())  # (server, client)
+        if not all(_global_unicast(v4) for v4 in embedded):
+            return False
+    return _global_unicast(ip)
 
 
 def resolve_addresses(source: SourceUrl, *, allow_private: bool) -> list[str]:

@@ -27,13 +27,6 @@ from starlette.datastructures import UploadFile
 
 from mediamill.api.auth import require_admin, require_read
 from mediamill.api.deps import runtime_of
-from mediamill.config.settings import ConfigError
-from mediamill.pipeline.signing import (
-    SignedUrl,
-    UrlSigner,
-    package_expires_in_s,
-    signer_from_settings,
-)
 from mediamill.schemas.api import (
     AssetMetadata,
     RenditionQuery,
@@ -51,13 +44,14 @@ from mediamill.schemas.errors import (
 )
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.media import Asset, AssetStatus
-from mediamill.schemas.packages import DASH_MANIFEST, MASTER_PLAYLIST, Package, PackageStatus
+from mediamill.schemas.packages import Package, PackageStatus
 from mediamill.schemas.renditions import RenditionStatus
 from mediamill.storage import repo
 from mediamill.storage.asset_jobs import active_jobs, lock_asset
 from mediamill.storage.legacy import link_track_token
 from mediamill.storage.models import AssetRow, JobRow
 from mediamill.workers.actors import ORIGINALS_PREFIX
+from mediamill.workers.delivery import SignedUrl, sign_file_url, sign_package_urls
 from mediamill.workers.packages import enqueue_package, package_ladder
 from mediamill.workers.queue import send_stage, time_limit_ms
 from mediamill.workers.renditions import request_rendition
@@ -75,6 +69,7 @@ REALTIME_FACTOR = 20.0
 MIN_RETRY_AFTER_S = 2
 MAX_RETRY_AFTER_S = 60
 MAX_FILENAME_CHARS = 512
+MAX_LENGTH_DIGITS = 18  # an `assetLength` below 10**18 bytes fits every integer column
 _MIME = re.compile(r"^[\w.+-]{1,63}/[\w.+-]{1,63}$", re.ASCII)
 
 _UPLOAD_BODY = {
@@ -119,20 +114,9 @@ def load_asset_row(session: Session, asset_id: str) -> AssetRow:
     return row
 
 
-def _signer(rt: Runtime, subject: str) -> UrlSigner:
-    try:
-        return signer_from_settings(rt.settings)
-    except ConfigError as exc:
-        log.error("cannot sign URLs: %s", exc)
-        raise ModelInvalidError(f"unable to sign a url for asset {subject}") from exc
-
-
 def sign_key(rt: Runtime, key: str, subject: str) -> SignedUrl:
     """A signed CDN URL for one stored object; ModelInvalidError when none can be made."""
-    try:
-        return _signer(rt, subject).sign_file(key, rt.settings.file_url_expires_s)
-    except InvalidRequestError as exc:
-        raise ModelInvalidError(f"unable to sign a url for asset {subject}") from exc
+    return sign_file_url(rt.settings, key, subject)
 
 
 def _epoch_to_datetime(epoch_s: int) -> datetime:
@@ -167,7 +151,8 @@ def deliver(rt: Runtime, asset_id: str, query: RenditionQuery) -> SignedUrl:
     wait_s = retry_after_s(duration_ms)
     try:
         rendition = request_rendition(rt, asset_id, spec, exact=query.exact)
-    except ModelNotReadyError as exc:  # the original is not analysed yet
+    except ModelNotReadyError as exc:  # the original is not analysed yet: see it is coming
+        ensure_analysis(rt, asset_id)
         raise ModelNotReadyError(exc.message, retry_after_s=wait_s) from exc
     if rendition.status is RenditionStatus.READY and rendition.storage_key:
         return sign_key(rt, rendition.storage_key, asset_id)
@@ -190,7 +175,9 @@ def _declared_length(request: Request) -> int | None:
     if not text:
         return None
     if not (text.isascii() and text.isdigit()):
-        raise InvalidRequestError(f"assetLength must be a whole number of bytes, not {text!r}")
+        raise InvalidRequestError(f"assetLength must be a whole number of bytes, not {text[:40]!r}")
+    if len(text.lstrip("0")) > MAX_LENGTH_DIGITS:  # before int(): huge ones are costly
+        raise InvalidRequestError(f"assetLength is out of range: {text[:40]!r}")
     return int(text)
 
 
@@ -227,15 +214,11 @@ def store_and_record(
     """Store the bytes under their SHA-256 (hashed while written), record the asset,
     link the token, and start its analysis unless it is done or under way. Returns
     the asset and the id of the job analysing it (None once analysed or failed)."""
-    blob, stored_now = rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+    blob, _stored_now = rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
     if declared_length is not None and blob.size_bytes != declared_length:
-        if stored_now:  # nobody else holds these bytes: do not keep what was refused
-            with rt.db.session() as s:
-                known = s.get(AssetRow, blob.sha256) is not None
-            if not known:
-                rt.store.delete(blob.key)
+        # The bytes stay: content-addressed, they may be a concurrent ingest's of the same
+        # bytes whose asset row is not written yet. Unrecorded, they are only reused.
         raise _length_mismatch(declared_length, blob.size_bytes)
-    send: JobRow | None = None
     with rt.db.session() as s:
         name = filename[:MAX_FILENAME_CHARS] if filename else None
         created = repo.insert_asset_if_absent(s, blob.sha256, blob.key, blob.size_bytes, name)
@@ -249,32 +232,58 @@ def store_and_record(
             repo.add_event(
                 s, "asset.created", {"asset": repo.asset_from_row(s, row).to_json_dict()}
             )
-        job_id = None
-        if row.status not in (AssetStatus.ANALYSED.value, AssetStatus.FAILED.value):
-            running = active_jobs(s, row.id, (JobType.INGEST,))
-            if running:
-                job_id = running[0].id
-            else:
-                send = repo.create_job(
-                    s,
-                    JobType.INGEST,
-                    JobStage.STORE,
-                    {
-                        "source": {"kind": "stored", "key": blob.key, "sha256": blob.sha256},
-                        "filename": filename,
-                        "sizeBytes": blob.size_bytes,
-                        "timeLimitMs": time_limit_ms(rt.settings, None),
-                    },
-                    asset_id=row.id,
-                )
-                job_id = send.id
+        job_id, send = _start_analysis(rt, s, row, filename)
         asset = repo.asset_from_row(s, row)
     if send is not None:
-        try:
-            send_stage(rt.broker, send)
-        except Exception:  # the row is committed: the sweeper sends it later
-            log.warning("enqueue of job %s failed; the sweeper will retry", send.id, exc_info=True)
+        _send(rt, send)
     return asset, job_id
+
+
+def _start_analysis(
+    rt: Runtime, s: Session, row: AssetRow, filename: str | None
+) -> tuple[str | None, JobRow | None]:
+    """With the asset's lock held (lock_asset): the job analysing it, created unless one
+    is under way. Returns (its id, the new job to send after commit, else None); (None,
+    None) once it is analysed or failed. An ingest of the stored bytes: no second copy."""
+    if row.status in (AssetStatus.ANALYSED.value, AssetStatus.FAILED.value):
+        return None, None
+    running = active_jobs(s, row.id, (JobType.INGEST, JobType.ANALYSE))
+    if running:
+        return running[0].id, None
+    job = repo.create_job(
+        s,
+        JobType.INGEST,
+        JobStage.STORE,
+        {
+            "source": {"kind": "stored", "key": row.storage_key, "sha256": row.id},
+            "filename": filename,
+            "sizeBytes": row.size_bytes,
+            "timeLimitMs": time_limit_ms(rt.settings, None),
+        },
+        asset_id=row.id,
+    )
+    return job.id, job
+
+
+def _send(rt: Runtime, job: JobRow) -> None:
+    try:
+        send_stage(rt.broker, job)
+    except Exception:  # the row is committed: the sweeper sends it later
+        log.warning("enqueue of job %s failed; the sweeper will retry", job.id, exc_info=True)
+
+
+def ensure_analysis(rt: Runtime, asset_id: str) -> str | None:
+    """See an asset not analysed yet is on its way: start its analysis unless a job is
+    under way. An asset can stay `stored` with none (its ingest was cancelled after the
+    bytes were stored); a 409 ModelNotReadyError must then still lead somewhere. Once
+    per asset however many ask (the asset's lock decides). The analysing job's id."""
+    with rt.db.session() as s:
+        lock_asset(s, asset_id)
+        row = repo.get_asset_row(s, asset_id)
+        job_id, send = _start_analysis(rt, s, row, row.original_filename)
+    if send is not None:
+        _send(rt, send)
+    return job_id
 
 
 def read_asset(rt: Runtime, asset_id: str) -> Asset:
@@ -396,14 +405,16 @@ def _newest(packages: list[Package], status: PackageStatus) -> Package | None:
 
 def _start_packaging(rt: Runtime, asset: Asset, packages: list[Package]) -> None:
     """Start, at most once, what will give the asset a package; raise what stands in the
-    way for good. Nothing starts while the upload's own job (which packages at its end)
-    or a package job is under way. Otherwise the package's renditions are requested
-    (each exactly once, see request_rendition) and, once none is still being made,
-    one package job is started."""
+    way for good. An asset not analysed yet gets its analysis started unless under way
+    (the ingest packages at its end). Nothing starts while the upload's own job (which
+    packages at its end) or a package job is under way. Otherwise the package's
+    renditions are requested (each exactly once, see request_rendition) and, once none
+    is still being made, one package job is started."""
     asset_id = asset.original_asset_id
     if asset.status is AssetStatus.FAILED:
         raise ModelInvalidError(f"asset {asset_id} cannot be packaged: its analysis failed")
     if asset.status is not AssetStatus.ANALYSED:
+        ensure_analysis(rt, asset_id)  # its ingest packages at its end
         raise ModelNotReadyError(
             f"asset {asset_id} is not analysed yet; it is packaged after",
             retry_after_s=retry_after_s(asset.duration_ms),
@@ -451,20 +462,11 @@ def get_streams(
             f"asset {asset_id} has no stream ready yet",
             retry_after_s=retry_after_s(asset.duration_ms),
         )
-    try:
-        signer = _signer(rt, asset_id)
-        now_s = time.time()  # one instant: both URLs expire together
-        expires_in_s = package_expires_in_s(rt.settings, ready.duration_ms)
-        hls = signer.sign_package(asset_id, ready.package_id, expires_in_s, MASTER_PLAYLIST, now_s)
-        dash = signer.sign_package(asset_id, ready.package_id, expires_in_s, DASH_MANIFEST, now_s)
-    except InvalidRequestError as exc:  # e.g. s3 signing covers single files only
-        raise ModelInvalidError(
-            f"unable to sign a url for asset {asset_id}: {exc.message}"
-        ) from exc
+    urls = sign_package_urls(rt.settings, ready)  # s3 signing cannot: ModelInvalidError
     body = StreamUrls(
-        hls_url=hls.url,
-        dash_url=dash.url,
-        expires_at=_epoch_to_datetime(hls.expires_at_epoch_s),
+        hls_url=urls.hls.url,
+        dash_url=urls.dash.url,
+        expires_at=_epoch_to_datetime(urls.hls.expires_at_epoch_s),
         package_id=ready.package_id,
     )
     return JSONResponse(body.to_json_dict(), headers={"Cache-Control": "no-store"})

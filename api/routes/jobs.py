@@ -10,22 +10,30 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from mediamill.api.auth import Principal, require_admin, require_read
 from mediamill.api.deps import runtime_of
-from mediamill.api.idempotency import idempotent
+from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas.base import CamelModel
-from mediamill.schemas.errors import BlobNotFoundError, ModelNotFoundError
+from mediamill.schemas.errors import (
+    BlobNotFoundError,
+    InvalidRequestError,
+    MediaMillError,
+    ModelNotFoundError,
+)
 from mediamill.schemas.job_requests import CreateJobRequest
 from mediamill.schemas.jobs import Job, JobStatus, JobType
 from mediamill.storage import jobs_admin, repo
 from mediamill.storage.blobs import validate_key
 from mediamill.storage.models import JobRow
+from mediamill.workers.bucket import INTERNAL_PREFIXES
 from mediamill.workers.queue import send_stage
 from mediamill.workers.renditions import check_requestable
 from mediamill.workers.runtime import Runtime
@@ -61,31 +69,65 @@ def create_job(
     then make the renditions asked for (default: the standard ones) and the package.
     201 with the Job; `Idempotency-Key` replays the first answer."""
     rt = runtime_of(request)
+    if body.source.key is not None:
+        _check_source_key(body.source.key)
     for requested in body.renditions or []:
         check_requestable(requested.spec())
 
-    def produce() -> tuple[int, dict]:
-        # The committed row is the whole answer (a new job has no children): no re-read.
-        return 201, repo.job_from_row(_submit(rt, body)).to_json_dict()
+    def produce(record: Record) -> tuple[int, dict]:
+        answer: dict = {}
 
-    response = idempotent(request, principal, ROUTE_CREATE, body.model_dump(mode="json"), produce)
+        def in_transaction(s: Session, job: JobRow) -> None:
+            # The new row is the whole answer (a new job has no children): no re-read;
+            # it commits with the job, so a crash cannot leave a job with no answer.
+            answer.update(repo.job_from_row(job).to_json_dict())
+            record(s, 201, answer)
+
+        _submit(rt, body, in_transaction)
+        return 201, answer
+
+    response = idempotent_in(
+        request, principal, ROUTE_CREATE, body.model_dump(mode="json"), produce
+    )
     if response.status_code == 201:
         response.headers["Location"] = f"{router.prefix}/{json.loads(response.body)['id']}"
     return response
 
 
-def _submit(rt: Runtime, body: CreateJobRequest) -> JobRow:
-    """Check the source and write + enqueue the ingest job."""
+def _check_source_key(key: str) -> str:
+    """A caller's store key: valid, and not one of MediaMill's own (`originals/`,
+    `renditions/`, `packages/`, `incoming/`), whose objects are not the caller's to
+    ingest (an `incoming/` object is another upload's staged bytes)."""
+    validate_key(key)
+    if key.startswith(INTERNAL_PREFIXES):
+        raise InvalidRequestError(
+            f"source key {key!r} is under MediaMill's own {', '.join(INTERNAL_PREFIXES)}: "
+            "ingest from a key of your own (upload sessions stage their bytes themselves)",
+            key=key,
+        )
+    return key
+
+
+def _submit(
+    rt: Runtime, body: CreateJobRequest, in_transaction: Callable[[Session, JobRow], None]
+) -> JobRow:
+    """Check the source and write + enqueue the ingest job (`in_transaction` runs in
+    the transaction that writes it)."""
     settings = rt.settings
     if body.source.key is not None:
-        key = validate_key(body.source.key)
+        key = _check_source_key(body.source.key)
         try:
             size_bytes = rt.store.size(key)
         except BlobNotFoundError as exc:
             raise ModelNotFoundError(f"no object is stored under {key!r}", key=key) from exc
         filename = body.filename or key.rsplit("/", 1)[-1]
         return submit_ingest(
-            rt, {"kind": "store", "key": key}, filename, size_bytes, plan=body.plan()
+            rt,
+            {"kind": "store", "key": key},
+            filename,
+            size_bytes,
+            plan=body.plan(),
+            in_transaction=in_transaction,
         )
     url = check_source_url(body.source.url or "", allow_private=settings.allow_private_url_ingest)
     filename = body.filename or _filename_from_url(url.url)
@@ -96,6 +138,7 @@ def _submit(rt: Runtime, body: CreateJobRequest) -> JobRow:
         0,
         plan=body.plan(),
         store_s=settings.url_ingest_timeout_s,
+        in_transaction=in_transaction,
     )
 
 
@@ -142,10 +185,17 @@ def cancel_job(
     _principal: Annotated[Principal, Depends(require_admin)],
 ) -> JSONResponse:
     """Cancel a queued or running job (and its children); 409 once it has finished.
-    No worker runs it afterwards, and a worker already running it stops writing."""
-    with runtime_of(request).db.session() as s:
-        jobs_admin.cancel_job(s, job_id)
-    with runtime_of(request).db.session() as s:
+    No worker runs it afterwards, and a worker already running it stops writing. A
+    copy the server staged for it (an upload's bytes, a bucket object) is deleted."""
+    rt = runtime_of(request)
+    with rt.db.session() as s:
+        staged = jobs_admin.staged_source(jobs_admin.cancel_job(s, job_id).params)
+    if staged is not None:
+        try:
+            rt.store.delete(staged)
+        except MediaMillError:  # only garbage is left behind
+            log.warning("could not delete %s of cancelled job %s", staged, job_id, exc_info=True)
+    with rt.db.session() as s:
         return _job_response(jobs_admin.load_job(s, job_id))
 
 

@@ -45,6 +45,9 @@ from mediamill.storage.models import AssetRow, LegacyAssetRow
 from mediamill.workers.runtime import Runtime
 
 router = APIRouter(tags=["legacy"])
+# The largest `?start=` (an SQL OFFSET: a 32-bit bound is far past any real catalogue
+# and fits every backend's integer).
+MAX_START = 2**31 - 1
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -154,13 +157,23 @@ def _legacy_row(session: Session, token: str) -> LegacyAssetRow:
     return row
 
 
-def _whole_number(text: str | None, name: str, default: int) -> int:
-    """`?count=` and `?start=`: blank means the default; anything else a whole number."""
+def _whole_number(
+    text: str | None, name: str, default: int, maximum: int, *, cap: bool = False
+) -> int:
+    """`?count=` and `?start=`: blank means the default; anything else a whole number
+    up to `maximum`, beyond which it is capped (`cap`) or refused. Checked before it
+    reaches the database, whose integers overflow far below what Python parses."""
     if text is None or not text.strip():
         return default
-    if not (text.strip().isascii() and text.strip().isdigit()):
-        raise InvalidRequestError(f"{name} must be a whole number, not {text!r}")
-    return int(text)
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidRequestError(f"{name} must be a whole number, not {text[:40]!r}")
+    digits = text.lstrip("0") or "0"
+    if len(digits) <= len(str(maximum)) and int(digits) <= maximum:
+        return int(digits)
+    if cap:
+        return maximum
+    raise InvalidRequestError(f"{name} must be at most {maximum}, not {text[:40]!r}")
 
 
 def _validated(model: type[M], body: Any) -> M:
@@ -194,8 +207,8 @@ def list_legacy_assets(
     raw = filters_from_query(filters, list(request.query_params.multi_items()))
     parsed = parse_legacy_filters(raw)
     order = parse_sort(sort)
-    page_size = min(_whole_number(count, "count", LEGACY_PAGE_MAX), LEGACY_PAGE_MAX)
-    offset = _whole_number(start, "start", 0)
+    page_size = _whole_number(count, "count", LEGACY_PAGE_MAX, LEGACY_PAGE_MAX, cap=True)
+    offset = _whole_number(start, "start", 0, MAX_START)
     with runtime_of(request).db.session() as s:
         rows, total = legacy.list_legacy_assets(s, parsed, order, offset, page_size)
         results = [_legacy_json(r) for r in rows]

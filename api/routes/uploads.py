@@ -3,12 +3,19 @@ to its `uploadUrl`, `complete` it to start ingest, watch it, or cancel it.
 
 The bytes never pass through a job message: they land under `incoming/<uploadId>` in
 the store (a presigned PUT straight to S3/MinIO, or this API's streaming
-`PUT /v0/uploads/{id}/content` on the local store), and `complete` enqueues an ingest
-of that staged key, which ingest moves under `originals/` by content hash.
+`PUT /v0/uploads/{id}/content` on the local store). `complete` checks their size and
+freezes them: a server-side snapshot to `incoming/<uploadId>.<random>`, a key no upload
+URL writes to (a presigned PUT stays valid until it expires, and cannot be revoked),
+and enqueues an ingest of that frozen key, which ingest moves under `originals/` by
+content hash. Whatever is PUT after `complete` is never ingested.
+
+The upload URL is a capability to write into the store: only admin callers see it
+(on create, and on GET); a read key sees `uploadUrl: null`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from datetime import timedelta
@@ -20,15 +27,17 @@ from starlette.concurrency import run_in_threadpool
 
 from mediamill.api.auth import Principal, require_admin, require_read
 from mediamill.api.deps import runtime_of
-from mediamill.api.idempotency import idempotent
+from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
     BlobNotFoundError,
     ConflictError,
     InvalidRequestError,
+    MediaMillError,
     PermissionDeniedError,
 )
 from mediamill.schemas.uploads import CreateUpload, Upload, UploadStatus
+from mediamill.storage import jobs_admin
 from mediamill.storage import uploads as upload_db
 from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.models import JobRow, UploadRow
@@ -36,6 +45,7 @@ from mediamill.workers.actors import INCOMING_PREFIX
 from mediamill.workers.bucket import ingest_job_in, send_job
 from mediamill.workers.runtime import Runtime
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v0/uploads", tags=["uploads"])
 
 # The local PUT path hands the store pieces of about this size (request bodies arrive
@@ -44,7 +54,13 @@ WRITE_PIECE_BYTES = 1024 * 1024
 
 
 def _staged_key(upload_id: str) -> str:
+    """Where the session's upload URL writes."""
     return f"{INCOMING_PREFIX}{upload_id}"
+
+
+def _frozen_key(upload_id: str) -> str:
+    """A fresh key for the bytes `complete` accepted: no upload URL names it."""
+    return f"{INCOMING_PREFIX}{upload_id}.{uuid.uuid4().hex}"
 
 
 def _upload_target(
@@ -61,9 +77,22 @@ def _upload_target(
     return url, headers
 
 
-def _view(request: Request, rt: Runtime, row: UploadRow, job: JobRow | None) -> Upload:
-    url, headers = _upload_target(request, rt, row)
+def _view(
+    request: Request, rt: Runtime, row: UploadRow, job: JobRow | None, *, admin: bool = True
+) -> Upload:
+    """The Upload resource; the upload URL (a right to write) only for admin callers."""
+    url, headers = _upload_target(request, rt, row) if admin else (None, {})
     return upload_db.upload_from_row(row, job, upload_url=url, upload_headers=headers)
+
+
+def _discard(rt: Runtime, key: str | None) -> None:
+    """Delete a staged object nothing will read any more; a leftover is only garbage."""
+    if key is None:
+        return
+    try:
+        rt.store.delete(key)
+    except MediaMillError:
+        log.warning("could not delete staged upload object %s", key, exc_info=True)
 
 
 def _load(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:
@@ -90,7 +119,7 @@ def create_upload(
             "(MEDIAMILL_UPLOAD_MAX_BYTES)"
         )
 
-    def produce() -> tuple[int, Any]:
+    def produce(record: Record) -> tuple[int, Any]:
         upload_id = str(uuid.uuid4())
         with rt.db.session() as s:
             row = upload_db.create_upload(
@@ -105,18 +134,27 @@ def create_upload(
                 upload_url_expires_at=utcnow()
                 + timedelta(seconds=rt.settings.upload_url_expires_s),
             )
-        return 201, _view(request, rt, row, None).to_json_dict()
+            answer = _view(request, rt, row, None).to_json_dict()
+            record(s, 201, answer)  # the session and its answer commit together
+        return 201, answer
 
-    return idempotent(request, principal, "POST /v0/uploads", body.model_dump(mode="json"), produce)
+    route = "POST /v0/uploads"
+    return idempotent_in(request, principal, route, body.model_dump(mode="json"), produce)
 
 
-@router.get("/{upload_id}", response_model=Upload, dependencies=[Depends(require_read)])
-def get_upload(upload_id: str, request: Request) -> JSONResponse:
+@router.get("/{upload_id}", response_model=Upload)
+def get_upload(
+    upload_id: str,
+    request: Request,
+    principal: Principal = Depends(require_read),  # noqa: B008
+) -> JSONResponse:
     """The session: `status`, the ingest job's `transcodeStatus`, `assetId` once known,
-    `errorMessage` when it failed."""
+    `errorMessage` when it failed. `uploadUrl` (a right to write into the store) is
+    shown to admin keys only: a read key must not be able to ingest."""
     rt = runtime_of(request)
     row, job = _load(rt, upload_id)
-    return JSONResponse(_view(request, rt, row, job).to_json_dict())
+    admin = principal.scope == "admin"
+    return JSONResponse(_view(request, rt, row, job, admin=admin).to_json_dict())
 
 
 @router.put(
@@ -168,9 +206,12 @@ async def put_upload_content(upload_id: str, request: Request) -> JSONResponse:
     blob = writer.blob
     assert blob is not None  # set on a clean exit
     row, _job = await run_in_threadpool(_load, rt, upload_id)
-    if row.status == UploadStatus.CANCELLED.value:  # cancelled while the bytes arrived
-        await run_in_threadpool(store.delete, row.storage_key)
-        raise ConflictError(f"upload {upload_id} was cancelled while its bytes arrived")
+    if row.status != UploadStatus.AWAITING_UPLOAD.value:  # completed or cancelled meanwhile
+        await run_in_threadpool(_discard, rt, row.storage_key)
+        raise ConflictError(
+            f"upload {upload_id} became {row.status} while these bytes arrived: it keeps "
+            "the bytes it had then, and takes no more"
+        )
     return JSONResponse({"id": upload_id, "receivedBytes": blob.size_bytes, "sha256": blob.sha256})
 
 
@@ -181,51 +222,85 @@ async def put_upload_content(upload_id: str, request: Request) -> JSONResponse:
     dependencies=[Depends(require_admin)],
 )
 def complete_upload(upload_id: str, request: Request) -> JSONResponse:
-    """The bytes are uploaded: check them (present, exactly the declared size) and
-    enqueue their ingest; 202. Completing again answers the same session, no second job."""
+    """The bytes are uploaded: check them (present, exactly the declared size), freeze
+    them under a key no upload URL writes to, and enqueue the ingest of that key; 202.
+    Completing again answers the same session, no second job."""
     rt = runtime_of(request)
     row, job = _load(rt, upload_id)
     if row.status == UploadStatus.CANCELLED.value:
         raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
     if row.status == UploadStatus.AWAITING_UPLOAD.value:
-        try:
-            stored_bytes = rt.store.size(row.storage_key)
-        except BlobNotFoundError:
-            raise ConflictError(
-                f"nothing was uploaded for {upload_id}: PUT the file to its uploadUrl first"
-            ) from None
-        if stored_bytes != row.size_bytes:
-            raise ConflictError(
-                f"upload {upload_id} holds {stored_bytes} bytes but {row.size_bytes} were "
-                "declared: PUT the whole file again, then complete"
-            )
+        frozen = _freeze(rt, row)
         new_job: JobRow | None = None
-        with rt.db.session() as s:
-            if upload_db.start_processing(s, upload_id):  # first write: decides the race
-                new_job = ingest_job_in(
-                    s,
-                    rt.settings,
-                    {"kind": "store", "key": row.storage_key},
-                    row.filename,
-                    row.size_bytes,
-                    uploadId=upload_id,
-                    assetType=row.asset_type,
-                    legacyTrackToken=row.legacy_track_token,
-                )
-                upload_db.attach_job(s, upload_id, new_job.id)
+        if frozen is not None:
+            try:
+                with rt.db.session() as s:
+                    if upload_db.start_processing(s, upload_id):  # first write: decides the race
+                        new_job = ingest_job_in(
+                            s,
+                            rt.settings,
+                            {"kind": "store", "key": frozen},
+                            row.filename,
+                            row.size_bytes,
+                            uploadId=upload_id,
+                            assetType=row.asset_type,
+                            legacyTrackToken=row.legacy_track_token,
+                            staged=True,
+                        )
+                        upload_db.attach_job(s, upload_id, new_job.id)
+            except BaseException:
+                _discard(rt, frozen)
+                raise
         if new_job is not None:
             send_job(rt, new_job)
+            _discard(rt, row.storage_key)  # frozen: what lands here from now on is ignored
+        else:
+            _discard(rt, frozen)  # another complete won the race: its copy is the one
         row, job = _load(rt, upload_id)
         if row.status == UploadStatus.CANCELLED.value:
             raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
+        if row.status == UploadStatus.AWAITING_UPLOAD.value:
+            raise ConflictError(
+                f"nothing was uploaded for {upload_id}: PUT the file to its uploadUrl first"
+            )
     return JSONResponse(_view(request, rt, row, job).to_json_dict(), status_code=202)
+
+
+def _freeze(rt: Runtime, row: UploadRow) -> str | None:
+    """Snapshot the staged object, once it has exactly the declared size, to a fresh
+    key (server side: a hard link locally, CopyObject on S3), whose size is checked
+    again, since a PUT may have landed in between. The frozen key, or None when the
+    staged object is gone (another `complete` won and removed it). ConflictError
+    (409) for a missing or wrong-sized object: PUT it again, then complete."""
+    try:
+        stored_bytes = rt.store.size(row.storage_key)
+    except BlobNotFoundError:
+        return None
+    _check_declared(row, stored_bytes)
+    frozen = _frozen_key(row.id)
+    try:
+        frozen_bytes = rt.store.snapshot(row.storage_key, frozen)
+    except BlobNotFoundError:
+        return None
+    if frozen_bytes != row.size_bytes:
+        _discard(rt, frozen)
+        _check_declared(row, frozen_bytes)
+    return frozen
+
+
+def _check_declared(row: UploadRow, stored_bytes: int) -> None:
+    if stored_bytes != row.size_bytes:
+        raise ConflictError(
+            f"upload {row.id} holds {stored_bytes} bytes but {row.size_bytes} were "
+            "declared: PUT the whole file again, then complete"
+        )
 
 
 @router.delete("/{upload_id}", response_model=Upload, dependencies=[Depends(require_admin)])
 def cancel_upload(upload_id: str, request: Request) -> JSONResponse:
     """Cancel a session that is awaiting its bytes or processing (a queued ingest is
-    cancelled too) and delete its staged object. A completed or failed one is a 409;
-    cancelling twice answers the cancelled session."""
+    cancelled too) and delete its staged and frozen objects. A completed or failed one
+    is a 409; cancelling twice answers the cancelled session."""
     rt = runtime_of(request)
     row, job = _load(rt, upload_id)
     if row.status == UploadStatus.COMPLETED.value:
@@ -244,6 +319,7 @@ def cancel_upload(upload_id: str, request: Request) -> JSONResponse:
         if not cancelled:
             row, job = _load(rt, upload_id)
             raise ConflictError(f"upload {upload_id} is {row.status}; it cannot be cancelled")
-        rt.store.delete(row.storage_key)
         row, job = _load(rt, upload_id)
+        _discard(rt, row.storage_key)
+        _discard(rt, jobs_admin.staged_source(job.params) if job is not None else None)
     return JSONResponse(_view(request, rt, row, job).to_json_dict())

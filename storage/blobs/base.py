@@ -234,6 +234,14 @@ class BlobStore(ABC):
     def move(self, src: str, dst: str) -> None:
         """Rename `src` to `dst` (replacing `dst`); BlobNotFoundError if `src` is missing."""
 
+    def snapshot(self, src: str, dst: str) -> int:
+        """Make `dst` a copy of `src` as it is now, which later writes to `src` do not
+        change (replacing `dst`); return its size in bytes. BlobNotFoundError if `src`
+        is missing. Stores override this with a server-side copy; this fallback
+        streams the bytes through."""
+        with self.open(src) as stream:
+            return self.put(dst, stream).size_bytes
+
     @abstractmethod
     def url(self, key: str, expires_in_s: int = 3600) -> str:
         """A direct-download URL (file:// locally, presigned GET on S3).

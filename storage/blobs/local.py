@@ -313,6 +313,33 @@ class LocalBlobStore(BlobStore):
             raise self._write_error(exc, dst) from exc
         self._sync_dir(dst_path.parent)
 
+    def snapshot(self, src: str, dst: str) -> int:
+        """A hard link: every write here publishes a new file by rename and never
+        changes a stored file in place, so the link keeps the bytes `src` has now.
+        Falls back to a streamed copy where the filesystem has no hard links."""
+        src_path, dst_path = self._path(src), self._path(dst)
+        if not src_path.is_file():
+            raise BlobNotFoundError(f"no blob under {src!r}", key=src)
+        tmp_path = self._tmp_dir / uuid.uuid4().hex
+        try:
+            self._tmp_dir.mkdir(parents=True, exist_ok=True)
+            os.link(src_path, tmp_path)
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(f"no blob under {src!r}", key=src) from exc
+        except OSError as exc:
+            if exc.errno not in {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}:
+                raise self._write_error(exc, dst) from exc
+            return super().snapshot(src, dst)
+        try:
+            self._make_parent(dst_path, dst)
+            os.replace(tmp_path, dst_path)
+            return dst_path.stat().st_size
+        except OSError as exc:
+            raise self._write_error(exc, dst) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
+
     def url(self, key: str, expires_in_s: int = 3600) -> str:
         """A file:// URI of the object (`expires_in_s` is checked, then has no effect)."""
         validate_expiry(expires_in_s)

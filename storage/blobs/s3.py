@@ -28,6 +28,7 @@ from botocore.config import Config
 
 from mediamill.schemas.errors import (
     BlobNotFoundError,
+    ConflictError,
     InvalidRequestError,
     MediaMillError,
     StorageError,
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MIN_PART_BYTES = 5 * MIB  # S3 refuses smaller parts (except the last one)
 MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
+MAX_COPY_OBJECT_BYTES = 5 * 1024 * MIB  # the largest object one CopyObject may copy
 INCOMING_DIR = ".incoming"  # temporary keys of put_content_addressed, never listed
 READ_BUFFER_BYTES = 1 * MIB
 # Error codes S3 (and MinIO) use for "no such object"; a missing bucket is a
@@ -413,6 +415,40 @@ class S3BlobStore(BlobStore):
             )
         with _s3_errors("delete_object", src):
             self.client.delete_object(Bucket=self.bucket, Key=src_full)
+
+    def snapshot(self, src: str, dst: str) -> int:
+        """Server-side copy of the object version under `src` now: its ETag is read
+        first and the copy is conditional on it, so the copy is exactly that version
+        even if `src` is overwritten meanwhile (ConflictError then: try again).
+        Objects up to 5 GiB are one CopyObject; larger ones a multipart copy."""
+        src_full, dst_full = self._full_key(src), self._full_key(dst)
+        head = self._head(src_full, src)
+        if head is None:
+            raise BlobNotFoundError(f"no blob under {src!r}", key=src)
+        size_bytes, etag = int(head["ContentLength"]), str(head["ETag"])
+        source = {"Bucket": self.bucket, "Key": src_full}
+        try:
+            if size_bytes <= MAX_COPY_OBJECT_BYTES:
+                self.client.copy_object(
+                    CopySource=source, CopySourceIfMatch=etag, Bucket=self.bucket, Key=dst_full
+                )
+            else:
+                self.client.copy(
+                    CopySource=source,
+                    Bucket=self.bucket,
+                    Key=dst_full,
+                    ExtraArgs={"CopySourceIfMatch": etag},
+                    Config=self._transfer_config,
+                )
+        except botocore.exceptions.ClientError as exc:
+            if _error_code(exc) in {"PreconditionFailed", "412"}:
+                raise ConflictError(
+                    f"the object under {src!r} changed while it was copied; try again", key=src
+                ) from exc
+            raise _translate(exc, "copy", src) from exc
+        except _BOTO_ERRORS as exc:
+            raise _translate(exc, "copy", src) from exc
+        return size_bytes
 
     def url(self, key: str, expires_in_s: int = 3600) -> str:
         """A presigned GET URL, valid for `expires_in_s` seconds."""

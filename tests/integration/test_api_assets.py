@@ -341,17 +341,22 @@ def test_rendition_errors_low_quality_not_ready_and_bad_parameters(api, samples)
         f"/v0/assets/{missing}?bitrate=128000&channels=2&format=mp3", headers=api.read
     )
     assert_error(r, 404, "ModelNotFoundError")
-    # Not analysed yet: not ready, nothing enqueued; the original is served meanwhile.
+    # Not analysed yet (and no job on it): not ready, its analysis started, no rendition
+    # planned before it; the original is served meanwhile.
     pending = store_asset_directly(api.rt, samples["mono.flac"], analysed=False)
     r = api.client.get(
         f"/v0/assets/{pending}?bitrate=128000&channels=1&format=mp3", headers=api.read
     )
     assert_error(r, 409, "ModelNotReadyError")
     assert int(r.headers["retry-after"]) >= 1
-    assert count_rows(api.rt, RenditionRow, asset_id=pending) == 0
+    with api.rt.db.session() as s:  # the defaults its analysis plans are stereo
+        mono = [r for r in repo.list_renditions(s, pending) if r.requested.channels == 1]
+        assert mono == []
     r = api.client.get(f"/v0/assets/{pending}", headers=api.read, follow_redirects=False)
     assert r.status_code == 302
     wait_jobs_done(api.rt, sha)
+    wait_jobs_done(api.rt, pending)
+    assert count_rows(api.rt, JobRow, asset_id=pending, type=JobType.INGEST.value) == 1
 
 
 def test_a_url_that_cannot_be_signed_is_409_model_invalid(api, samples) -> None:
@@ -474,11 +479,112 @@ def test_streams_without_a_package_start_one_job_and_answer_409_until_ready(api,
     assert count_rows(api.rt, JobRow, asset_id=sha, type=JobType.TRANSCODE.value) == len(specs)
     missing = api.client.get(f"/v0/assets/{'b' * 64}/streams", headers=api.read)
     assert_error(missing, 404, "ModelNotFoundError")
+    # Not analysed (and no job on it): 409, and its ingest (which packages at its end)
+    # is started, once however many ask.
     pending = store_asset_directly(api.rt, samples["mono.flac"], analysed=False)
-    assert_error(
-        api.client.get(f"/v0/assets/{pending}/streams", headers=api.read), 409, "ModelNotReadyError"
-    )
-    assert count_rows(api.rt, JobRow, asset_id=pending) == 0
+    for _ in range(2):
+        assert_error(
+            api.client.get(f"/v0/assets/{pending}/streams", headers=api.read),
+            409,
+            "ModelNotReadyError",
+        )
+    wait_jobs_done(api.rt, pending)
+    assert count_rows(api.rt, JobRow, asset_id=pending, type=JobType.INGEST.value) == 1
+    assert count_rows(api.rt, JobRow, asset_id=pending, type=JobType.PACKAGE.value) == 0
+    assert api.client.get(f"/v0/assets/{pending}/streams", headers=api.read).status_code == 200
+
+
+def test_an_asset_left_stored_by_a_cancelled_ingest_has_its_analysis_restarted(
+    embedded_env, samples
+) -> None:
+    """The upload's ingest is cancelled after the bytes were stored, before analysis: the
+    asset stays `stored` with no job. A rendition, stream or legacy-track request still
+    answers 409 ModelNotReadyError, but only after starting one new ingest (however many
+    ask), which a worker then carries through to the analysis."""
+    from api_support import running_api
+
+    from mediamill.workers.worker import InProcessWorker
+
+    path = samples["mono.flac"]
+    with running_api(run_worker=False) as api:
+        r = upload(api, path, headers={"legacyTrackToken": "cancelled-1"})
+        assert r.status_code == 201 and r.json()["status"] == "stored", r.text
+        sha, first_job = r.json()["originalAssetId"], r.headers["x-job-id"]
+        cancelled = api.client.post(f"/v0/jobs/{first_job}/cancel", headers=api.admin)
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+        def ingests() -> list[JobRow]:
+            with api.rt.db.session() as s:
+                return (
+                    s.query(JobRow)
+                    .filter_by(asset_id=sha, type=JobType.INGEST.value)
+                    .order_by(JobRow.created_at)
+                    .all()
+                )
+
+        rendition = f"/v0/assets/{sha}?bitrate=128000&channels=2&format=mp3"
+        for url in (
+            rendition,
+            rendition,
+            f"/v0/assets/{sha}/streams",
+            "/v0/legacy/tracks/cancelled-1?bitrate=128000&channels=2&format=mp3",
+        ):
+            r = api.client.get(url, headers=api.read)
+            body = assert_error(r, 409, "ModelNotReadyError")
+            assert "not analysed yet" in body["message"] and int(r.headers["retry-after"]) >= 1
+            jobs = ingests()
+            assert [j.status for j in jobs] == ["cancelled", "queued"], url
+            assert jobs[0].id == first_job
+        restarted = jobs[1]
+        assert restarted.params["source"] == {
+            "kind": "stored",
+            "key": f"originals/{sha}",
+            "sha256": sha,
+        }
+        with InProcessWorker(api.rt):
+
+            def analysed() -> dict | None:
+                meta = api.client.get(f"/v0/assets/{sha}/metadata", headers=api.read).json()
+                return meta if meta["status"] == "analysed" else None
+
+            meta = wait_until(analysed, 120, "the restarted analysis")
+            assert meta["duration"] > 0 and meta["lufs"] is not None
+            wait_until(
+                lambda: ingests()[1].status == "succeeded", 120, "the restarted ingest to end"
+            )
+        assert [j.status for j in ingests()] == ["cancelled", "succeeded"]
+
+
+def test_a_length_mismatch_never_deletes_content_addressed_bytes(api, samples) -> None:
+    """The bytes of a refused upload (assetLength differs) stay where they were stored: a
+    concurrent ingest of the same bytes may rely on them before its asset row exists.
+    Unrecorded, they are only reused by the next upload of the same bytes."""
+    import io
+
+    from mediamill.api.routes.assets import store_and_record
+    from mediamill.schemas.errors import InvalidRequestError
+    from mediamill.storage.models import AssetRow
+
+    path = samples["short.wav"]
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    with pytest.raises(InvalidRequestError, match="assetLength says"):
+        store_and_record(api.rt, io.BytesIO(data), path.name, None, len(data) + 1, None)
+    assert api.rt.store.exists(f"originals/{sha}")
+    assert count_rows(api.rt, AssetRow, id=sha) == 0 and count_rows(api.rt, JobRow) == 0
+    r = upload(api, path, wait_s=60)
+    assert r.status_code == 201 and r.json()["originalAssetId"] == sha
+    assert r.json()["status"] == "analysed"
+    assert sha256_of(stored_file(api.rt, f"originals/{sha}")) == sha
+    wait_jobs_done(api.rt, sha)
+
+
+def test_an_asset_length_too_large_for_any_integer_is_a_400(api, samples) -> None:
+    files = {"assetfile": ("short.wav", samples["short.wav"].read_bytes())}
+    for length in ("9" * 5000, "1" + "0" * 20):
+        r = api.client.post("/v0/assets", files=files, headers={**api.admin, "assetLength": length})
+        assert "assetLength" in assert_error(r, 400, "InvalidRequestError")["message"]
+    assert count_rows(api.rt, JobRow) == 0
 
 
 # ---- the distributed stack -----------------------------------------------------------------

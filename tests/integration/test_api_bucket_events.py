@@ -68,6 +68,13 @@ def s3_api(embedded_env, moto_server, tmp_path: Path, bucket: str):
         yield api
 
 
+@pytest.fixture
+def paused_s3_api(embedded_env, moto_server, tmp_path: Path, bucket: str):
+    """As `s3_api`, with no worker: jobs stay queued."""
+    with running_api(s3_settings(moto_server, tmp_path, bucket), run_worker=False) as api:
+        yield api
+
+
 def put_object(api, key: str, data: bytes) -> dict[str, Any]:
     """Write an object into the bucket as an upstream system would; its head."""
     client = api.rt.store.client
@@ -275,7 +282,7 @@ def test_encoded_keys_are_decoded_and_copied_in(s3_api, samples) -> None:
     for response, data in ((plus, flac), (pct, ogg)):
         job = wait_for_job(api, response.json()["records"][0]["jobId"])
         staged = job.params["source"]["key"]
-        assert staged.startswith("incoming/bucket-")
+        assert staged.startswith("incoming/bucket-") and job.params["staged"] is True
         assert job.params["filename"] in {"my song (1).flac", "other song.ogg"}
         analysed_asset(api, job, data)
         assert not api.rt.store.exists(staged)  # ingest removed its staged copy
@@ -507,3 +514,26 @@ class _Events(list):
 
     def __exit__(self, *exc: object) -> None:
         self.closed = True
+
+
+def test_cancelling_a_job_deletes_its_staged_copy_only(paused_s3_api, samples) -> None:
+    """A job cancelled before it ran leaves no `incoming/bucket-*` copy behind; the
+    bucket's own objects, and keys ingested in place, are never deleted."""
+    api = paused_s3_api
+    data = samples["music.ogg"].read_bytes()
+    copied = post(api, created(api, "inbox/my song.ogg", data))
+    in_place = post(api, created(api, "inbox/in-place.ogg", data))
+    assert copied.status_code == in_place.status_code == 202, (copied.text, in_place.text)
+    jobs = [r.json()["records"][0]["jobId"] for r in (copied, in_place)]
+    with api.rt.db.session() as s:
+        staged = s.get(JobRow, jobs[0]).params["source"]["key"]
+        assert "staged" not in s.get(JobRow, jobs[1]).params
+    assert staged.startswith("incoming/bucket-") and api.rt.store.exists(staged)
+    for job_id in jobs:
+        r = api.client.post(f"/v0/jobs/{job_id}/cancel", headers=api.admin)
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert not api.rt.store.exists(staged)
+    assert list(api.rt.store.list("incoming/")) == []
+    assert api.rt.store.exists("inbox/in-place.ogg")
+    head = api.rt.store.client.head_object(Bucket=api.rt.store.bucket, Key="inbox/my song.ogg")
+    assert head["ContentLength"] == len(data)

@@ -709,7 +709,7 @@ def test_a_worker_process_runs_a_job_created_over_http(
     )
     try:
         with running_api(settings, run_worker=False) as api:
-            key = put_sample(api, samples["music.flac"], "incoming/music.flac")
+            key = put_sample(api, samples["music.flac"], "media/music.flac")
             body = {"source": {"key": key}, "renditions": [MP3], "package": False}
             r = post_job(api, body, {**api.admin, "Idempotency-Key": "dist-1"})
             assert r.status_code == 201, r.text
@@ -732,9 +732,54 @@ def test_a_worker_process_runs_a_job_created_over_http(
             assert list(made) == ["mp3-128000-2ch-48000hz"]
             assert made["mp3-128000-2ch-48000hz"]["status"] == "ready"
             assert api.rt.store.exists(made["mp3-128000-2ch-48000hz"]["storageKey"])
-            assert not api.rt.store.exists(key), "the staged upload is removed after ingest"
+            assert api.rt.store.exists(key), "a caller's own key is never removed by ingest"
             listed = api.client.get(f"/v0/jobs?assetId={asset_id}", headers=api.read).json()
             assert [j["id"] for j in listed["data"]] == [job_id]
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+
+
+def test_source_keys_under_mediamills_own_prefixes_are_refused(paused_api, samples) -> None:
+    """`incoming/` holds other uploads' staged bytes (ingest would consume them) and the
+    rest is MediaMill's own output: none is a caller's source, and nothing is touched."""
+    api = paused_api
+    for prefix in ("incoming/", "originals/", "renditions/", "packages/"):
+        key = put_sample(api, samples["music.ogg"], f"{prefix}someone-else")
+        r = post_job(api, {"source": {"key": key}})
+        assert r.status_code == 400, (key, r.text)
+        assert (
+            r.json()["name"] == "InvalidRequestError" and "MediaMill's own" in r.json()["message"]
+        )
+        assert api.rt.store.exists(key)
+    with api.rt.db.session() as s:
+        assert repo.list_jobs(s)[0] == [], "nothing refused was written"
+    key = put_sample(api, samples["music.ogg"], "media/incoming/a.ogg")  # a prefix deeper is fine
+    assert post_job(api, {"source": {"key": key}}).status_code == 201
+
+
+def test_the_created_job_and_its_idempotency_answer_commit_together(
+    paused_api, samples, monkeypatch
+) -> None:
+    """The answer is written in the job's own transaction: should that fail, neither
+    the job nor an answer is left, and a retry with the key makes the job."""
+    from mediamill.storage import idempotency
+
+    api = paused_api
+    key = put_sample(api, samples["music.ogg"], "media/together.ogg")
+    headers = {**api.admin, "Idempotency-Key": "together-1"}
+
+    def failing(*args, **kwargs) -> bool:
+        raise RuntimeError("database gone mid-transaction")
+
+    monkeypatch.setattr(idempotency, "record_answer", failing)
+    assert post_job(api, {"source": {"key": key}}, headers).status_code == 500
+    monkeypatch.undo()
+    with api.rt.db.session() as s:
+        assert repo.list_jobs(s)[0] == [], "the job rolled back with its answer"
+    first = post_job(api, {"source": {"key": key}}, headers)
+    assert first.status_code == 201, first.text
+    again = post_job(api, {"source": {"key": key}}, headers)
+    assert again.json()["id"] == first.json()["id"]
+    with api.rt.db.session() as s:
+        assert [j.id for j in repo.list_jobs(s)[0]] == [first.json()["id"]]

@@ -81,6 +81,8 @@ def test_a_track_token_behaves_like_its_asset(api, samples) -> None:
 
 
 def test_head_of_a_track_not_ready_is_409(api, samples) -> None:
+    """Like the GET: 409 while the asset is not analysed, after starting its analysis
+    (here no job was on it)."""
     pending = store_asset_directly(api.rt, samples["mono.flac"], analysed=False)
     r = api.client.post("/v0/legacy/tracks/555/originalAssets", json=[pending], headers=api.admin)
     assert r.status_code == 201
@@ -89,6 +91,9 @@ def test_head_of_a_track_not_ready_is_409(api, samples) -> None:
         "/v0/legacy/tracks/555?bitrate=128000&channels=1&format=mp3", headers=api.read
     )
     assert head.status_code == 409 and int(head.headers["retry-after"]) >= 1
+    wait_jobs_done(api.rt, pending)
+    meta = api.client.get("/v0/legacy/tracks/555/originalAssets", headers=api.read).json()
+    assert meta["status"] == "analysed"
 
 
 def test_mapping_a_token_to_original_assets(api, samples) -> None:
@@ -377,4 +382,22 @@ def test_legacy_assets_list_pages_filters_and_sorts(api) -> None:
     ):
         r = api.client.get("/v0/legacy/assets", params=params, headers=api.read)
         assert_error(r, 400, "InvalidRequestError")
+
+
+def test_legacy_assets_list_bounds_start_and_caps_count(api) -> None:
+    """`start` past what the database's integers hold is a 400, not an overflow in the
+    query (a 500); any `count` past 100 is capped, however many digits it has."""
+    _create(api, "3000000", "a.wav", None)
+    for start in ("100000000000000000000", "9223372036854775808", "9" * 5000):
+        r = api.client.get("/v0/legacy/assets", params={"start": start}, headers=api.read)
+        assert "start must be at most" in assert_error(r, 400, "InvalidRequestError")["message"]
+    tokens, body = _tokens(api, start="2147483647")
+    assert tokens == [] and body["total"] == 1 and body["options"]["start"] == 2147483647
+    tokens, body = _tokens(api, start="000", count="9" * 5000)
+    assert tokens == ["3000000"] and body["options"] == {
+        "count": 100,
+        "filters": {},
+        "sort": {},
+        "start": 0,
+    }
     assert_error(api.client.get("/v0/legacy/assets"), 401, "AuthenticationError")

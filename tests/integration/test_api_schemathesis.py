@@ -1,14 +1,19 @@
 """Property-based: schemathesis generates requests from /openapi.json for every
 operation and none may answer with a server error (5xx). The API runs for real
-(uvicorn on loopback, embedded default with its in-process worker) and every request
-carries an admin key, so generated bodies reach the handlers."""
+(uvicorn on loopback) on the embedded default and on PostgreSQL + Redis + S3 with a
+worker process, and every request carries an admin key, so generated bodies reach
+the handlers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +44,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
-    data_dir: Path = tmp_path_factory.mktemp("schemathesis") / "data"
-    app = create_app(Settings(_env_file=None, data_dir=data_dir))
+@contextlib.contextmanager
+def _serve(settings: Settings) -> Iterator[LiveApi]:
+    """The app on uvicorn in a thread, on a free loopback port, with an admin key."""
+    app = create_app(settings)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -51,7 +56,7 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     with app.state.runtime.db.session() as s:
         key = create_api_key(s, "admin", "schemathesis")
@@ -62,9 +67,66 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
         thread.join(timeout=30)
 
 
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """embedded: SQLite, local store, in-process worker. distributed: PostgreSQL, Redis,
+    the S3 endpoint (moto) and a real `mediamill worker` process."""
+    data_dir: Path = tmp_path_factory.mktemp("schemathesis") / "data"
+    if request.param == "embedded":
+        with _serve(Settings(_env_file=None, data_dir=data_dir)) as live:
+            yield live
+        return
+    import redis
+    from integration.conftest import make_s3_store
+    from support import fresh_postgres_database
+
+    redis_url = request.getfixturevalue("redis_url")
+    moto = request.getfixturevalue("moto_server")
+    broker_url = redis_url.rsplit("/", 1)[0] + "/12"  # a Redis database of its own
+    redis.Redis.from_url(broker_url).flushdb()
+    bucket = f"mm-schemathesis-{uuid.uuid4().hex[:10]}"
+    make_s3_store(moto, bucket)
+    with fresh_postgres_database() as db_url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+        env.update(
+            MEDIAMILL_BROKER_URL=broker_url,
+            MEDIAMILL_DATABASE_URL=db_url,
+            MEDIAMILL_STORAGE_URL=f"s3://{bucket}",
+            MEDIAMILL_S3_ENDPOINT_URL=moto.endpoint_url,
+            MEDIAMILL_S3_ACCESS_KEY_ID="testing",
+            MEDIAMILL_S3_SECRET_ACCESS_KEY="testing",
+            MEDIAMILL_SIGNING_SECRET="schemathesis-signing-secret-0123",
+            MEDIAMILL_BUCKET_EVENTS_TOKEN="schemathesis-bucket-token-0123",
+            MEDIAMILL_DATA_DIR=str(data_dir),
+        )
+        cli = [sys.executable, "-m", "mediamill"]
+        subprocess.run([*cli, "db", "upgrade"], env=env, check=True, timeout=120)
+        worker = subprocess.Popen(
+            [*cli, "worker", "--threads", "2"], env=env, stderr=subprocess.DEVNULL
+        )
+        settings = Settings(
+            _env_file=None,
+            **{
+                k[len("MEDIAMILL_") :].lower(): v
+                for k, v in env.items()
+                if k.startswith("MEDIAMILL_")
+            },
+        )
+        try:
+            with _serve(settings) as live:
+                yield live
+                assert worker.poll() is None, "the worker process died during the run"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+
+
 def test_no_operation_answers_a_server_error(live_api: LiveApi) -> None:
     """Every operation of the published schema, EXAMPLES generated requests each."""
-    schema = schemathesis.openapi.from_url(f"{live_api.base_url}/openapi.json")
+    # The schema is behind a key like every route but /health and /ready.
+    schema = schemathesis.openapi.from_url(
+        f"{live_api.base_url}/openapi.json", headers=live_api.headers
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 3
     failures = []

@@ -9,6 +9,7 @@ real pipeline through the in-process worker and checks the asset it made.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import urllib.request
@@ -24,7 +25,12 @@ from api_support import running_api
 from sqlalchemy import select
 
 from mediamill.config.settings import Settings
-from mediamill.storage.models import JobRow, LegacyTrackTokenRow, UploadRow
+from mediamill.schemas.uploads import CreateUpload
+from mediamill.storage import repo
+from mediamill.storage.blobs.local import BlobWriter
+from mediamill.storage.models import IdempotencyKeyRow, JobRow, LegacyTrackTokenRow, UploadRow
+from mediamill.workers.queue import QUEUE_NAME
+from mediamill.workers.worker import InProcessWorker
 
 pytestmark = pytest.mark.integration
 
@@ -200,6 +206,7 @@ def test_cancel_while_processing_cancels_the_queued_job(embedded_env, samples) -
         with api.rt.db.session() as s:
             assert s.get(JobRow, job_id).status == "cancelled"
         assert not api.rt.store.exists(f"incoming/{upload['id']}")
+        assert list(api.rt.store.list("incoming/")) == []  # the frozen copy too
 
 
 def test_concurrent_completes_make_one_job(embedded_env, samples) -> None:
@@ -290,14 +297,12 @@ def test_requests_are_validated_and_scoped(api) -> None:
     assert missing.status_code == 404 and missing.json()["name"] == "ModelNotFoundError"
 
 
-@pytest.fixture
-def s3_api(embedded_env, moto_server, tmp_path: Path):
-    """The API on the S3 store (moto's server), SQLite and an in-process worker."""
+def _s3_settings(moto_server, tmp_path: Path) -> Settings:
     from integration.conftest import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, make_s3_store
 
     bucket = f"up-{uuid.uuid4().hex[:12]}"
     make_s3_store(moto_server, bucket)
-    settings = Settings(
+    return Settings(
         data_dir=tmp_path / "s3-data",
         storage_url=f"s3://{bucket}",
         s3_endpoint_url=moto_server.endpoint_url,
@@ -305,8 +310,55 @@ def s3_api(embedded_env, moto_server, tmp_path: Path):
         s3_secret_access_key=S3_SECRET_ACCESS_KEY,
         signing_secret="test-signing-secret-0123456789",
     )
-    with running_api(settings, run_worker=True) as api:
+
+
+@pytest.fixture
+def s3_api(embedded_env, moto_server, tmp_path: Path):
+    """The API on the S3 store (moto's server), SQLite and an in-process worker."""
+    with running_api(_s3_settings(moto_server, tmp_path), run_worker=True) as api:
         yield api
+
+
+@pytest.fixture
+def paused_s3_api(embedded_env, moto_server, tmp_path: Path):
+    """The API on the S3 store with no worker: jobs wait until a test starts one."""
+    with running_api(_s3_settings(moto_server, tmp_path), run_worker=False) as api:
+        yield api
+
+
+def presigned_put(url: str, data: bytes, headers: dict[str, str]) -> int:
+    """PUT `data` to a presigned URL as a client would (no API key, no proxy)."""
+    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=60) as response:
+        return response.status
+
+
+def run_queued_jobs(api) -> None:
+    """Start a worker, let it run everything queued (every stage), stop it."""
+    with InProcessWorker(api.rt):
+        api.rt.broker.join(QUEUE_NAME, timeout=int(UPLOAD_TIMEOUT_S * 1000), fail_fast=False)
+
+
+def job_row(api, job_id: str) -> JobRow:
+    with api.rt.db.session() as s:
+        return s.get(JobRow, job_id)
+
+
+def wait_for_job_row(api, job_id: str) -> JobRow:
+    """Poll the jobs table (not the upload) until the job has ended."""
+    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = job_row(api, job_id)
+        if job.status in {"succeeded", "failed", "cancelled"}:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {UPLOAD_TIMEOUT_S}s")
+
+
+def other_bytes(data: bytes) -> bytes:
+    """Different bytes of the same size (so no size check can tell them apart)."""
+    return bytes(b ^ 0xFF for b in data[:64]) + data[64:]
 
 
 def test_presigned_put_upload_on_the_s3_store(s3_api, samples) -> None:
@@ -337,3 +389,203 @@ def test_presigned_put_upload_on_the_s3_store(s3_api, samples) -> None:
     assert asset["status"] == "analysed" and asset["lufs"] is not None
     assert api.rt.store.exists(f"originals/{final['assetId']}")
     assert not api.rt.store.exists(f"incoming/{upload['id']}")
+
+
+def test_read_keys_get_no_upload_url_on_the_s3_store(s3_api) -> None:
+    """An upload URL is a right to write into the bucket: admin keys only."""
+    api = s3_api
+    upload = create(api, filename="r.flac", contentType="audio/flac", sizeBytes=100)
+    assert upload["uploadUrl"] and "X-Amz-Signature=" in upload["uploadUrl"]
+    url = f"/v0/uploads/{upload['id']}"
+    read = api.client.get(url, headers=api.read)
+    assert read.status_code == 200, read.text
+    assert read.json()["uploadUrl"] is None and read.json()["uploadHeaders"] == {}
+    assert read.json()["status"] == "awaiting_upload"
+    admin = api.client.get(url, headers=api.admin).json()
+    assert urlsplit(admin["uploadUrl"]).path == f"/{api.rt.store.bucket}/incoming/{upload['id']}"
+    assert admin["uploadHeaders"] == {"Content-Type": "audio/flac"}
+
+
+def test_a_put_landing_after_complete_is_not_ingested_on_the_local_store(
+    embedded_env, samples, monkeypatch
+) -> None:
+    """A PUT that started before `complete` and lands after it is refused (409), and
+    the ingest reads the bytes `complete` checked, not the late ones."""
+    with running_api(run_worker=False) as api:
+        data = samples["music.ogg"].read_bytes()
+        late = other_bytes(data)
+        upload = create(api, filename="l.ogg", contentType="audio/ogg", sizeBytes=len(data))
+        url = f"/v0/uploads/{upload['id']}"
+        assert api.client.put(f"{url}/content", content=data, headers=api.admin).status_code == 200
+
+        # The late PUT passes its checks, then its write is held (in the thread pool,
+        # so the server goes on answering) until `complete` has answered.
+        arrived, gate = threading.Event(), threading.Event()
+        write = BlobWriter.write
+
+        def held_write(self: BlobWriter, chunk: bytes) -> None:
+            arrived.set()
+            assert gate.wait(60)
+            write(self, chunk)
+
+        monkeypatch.setattr(BlobWriter, "write", held_write)
+        answers: list[Any] = []
+        putter = threading.Thread(
+            target=lambda: answers.append(
+                api.client.put(f"{url}/content", content=late, headers=api.admin)
+            )
+        )
+        putter.start()
+        assert arrived.wait(30)
+        done = api.client.post(f"{url}/complete", headers=api.admin)
+        assert done.status_code == 202, done.text
+        gate.set()
+        putter.join(60)
+        monkeypatch.setattr(BlobWriter, "write", write)
+        assert answers[0].status_code == 409, answers[0].text
+        assert "takes no more" in answers[0].json()["message"]
+
+        run_queued_jobs(api)
+        job = job_row(api, done.json()["jobId"])
+        assert job.status == "succeeded", (job.error_name, job.error_message)
+        assert job.asset_id == hashlib.sha256(data).hexdigest()
+        assert not api.rt.store.exists(f"originals/{hashlib.sha256(late).hexdigest()}")
+        assert list(api.rt.store.list("incoming/")) == []  # late bytes and frozen copy gone
+
+
+def test_bytes_put_after_complete_are_not_ingested_on_the_s3_store(paused_s3_api, samples) -> None:
+    """The presigned PUT URL stays valid after `complete` (S3 cannot revoke it), but
+    what it writes then is not what gets ingested."""
+    api = paused_s3_api
+    data = samples["music.ogg"].read_bytes()
+    late = other_bytes(data)
+    upload = create(api, filename="s.ogg", contentType="audio/ogg", sizeBytes=len(data))
+    assert presigned_put(upload["uploadUrl"], data, upload["uploadHeaders"]) == 200
+    done = api.client.post(f"/v0/uploads/{upload['id']}/complete", headers=api.admin)
+    assert done.status_code == 202, done.text
+
+    assert presigned_put(upload["uploadUrl"], late, upload["uploadHeaders"]) == 200
+    assert api.rt.store.size(f"incoming/{upload['id']}") == len(late)
+    run_queued_jobs(api)
+    job = job_row(api, done.json()["jobId"])
+    assert job.status == "succeeded", (job.error_name, job.error_message)
+    assert job.asset_id == hashlib.sha256(data).hexdigest()
+    assert api.rt.store.exists(f"originals/{job.asset_id}")
+    assert not api.rt.store.exists(f"originals/{hashlib.sha256(late).hexdigest()}")
+    frozen = job.params["source"]["key"]  # what the job read: no upload URL names it
+    assert frozen.startswith(f"incoming/{upload['id']}.") and job.params["staged"] is True
+    assert not api.rt.store.exists(frozen)  # ingest removed the frozen copy
+
+
+def test_ingest_refuses_staged_bytes_of_another_size(embedded_env, samples) -> None:
+    """Belt and braces: should the ingest's source not hold the declared size, the
+    job fails for good with SizeMismatchError instead of ingesting it."""
+    with running_api(run_worker=False) as api:
+        data = samples["music.ogg"].read_bytes()
+        upload = create(api, filename="m.ogg", contentType="audio/ogg", sizeBytes=len(data))
+        url = f"/v0/uploads/{upload['id']}"
+        api.client.put(f"{url}/content", content=data, headers=api.admin)
+        job_id = api.client.post(f"{url}/complete", headers=api.admin).json()["jobId"]
+        frozen = job_row(api, job_id).params["source"]["key"]
+        with api.rt.store.open_write(frozen) as writer:  # what no upload URL can do
+            writer.write(data + b"more")
+        run_queued_jobs(api)
+        job = job_row(api, job_id)
+        assert job.status == "failed" and job.error_name == "SizeMismatchError"
+        assert f"holds {len(data) + 4} bytes but {len(data)} were declared" in job.error_message
+        assert job.attempts == 1, "a permanent failure is not retried"
+        assert list(api.rt.store.list("originals/")) == []
+
+
+def test_the_worker_settles_the_upload_when_its_job_ends(api, samples) -> None:
+    """Nobody reads the session: the job's end maps the legacy token, records the
+    session's status and writes `upload.completed`, all in the job's transaction."""
+    path = samples["music.ogg"]
+    data = path.read_bytes()
+    upload = create(
+        api, filename="w.ogg", contentType="audio/ogg", sizeBytes=len(data), legacyTrackToken="t-77"
+    )
+    url = f"/v0/uploads/{upload['id']}"
+    api.client.put(f"{url}/content", content=data, headers=api.admin)
+    job_id = api.client.post(f"{url}/complete", headers=api.admin).json()["jobId"]
+    job = wait_for_job_row(api, job_id)
+    assert job.status == "succeeded", (job.error_name, job.error_message)
+    sha = sha256_of(path)
+    with api.rt.db.session() as s:
+        row = s.get(UploadRow, upload["id"])
+        assert (row.status, row.asset_id) == ("completed", sha)
+        assert s.get(LegacyTrackTokenRow, ("t-77", sha)) is not None
+        events = [e.data["upload"] for e in repo.list_events(s, "upload.completed")]
+    assert len(events) == 1
+    assert events[0]["id"] == upload["id"] and events[0]["status"] == "completed"
+    assert events[0]["assetId"] == sha and events[0]["jobId"] == job_id
+    assert events[0]["legacyTrackToken"] == "t-77" and events[0]["uploadUrl"] is None
+    assert wait_for_end(api, upload["id"])["status"] == "completed"
+    with api.rt.db.session() as s:
+        assert len(repo.list_events(s, "upload.completed")) == 1, "a read writes no second one"
+
+    bad = b"this is not audio at all " * 400
+    failing = create(api, filename="x.mp3", contentType="audio/mpeg", sizeBytes=len(bad))
+    url = f"/v0/uploads/{failing['id']}"
+    api.client.put(f"{url}/content", content=bad, headers=api.admin)
+    job = wait_for_job_row(
+        api, api.client.post(f"{url}/complete", headers=api.admin).json()["jobId"]
+    )
+    assert job.status == "failed"
+    with api.rt.db.session() as s:
+        row = s.get(UploadRow, failing["id"])
+        assert row.status == "failed" and row.error_message.startswith(job.error_name)
+        assert len(repo.list_events(s, "upload.completed")) == 1
+
+
+def test_cancelling_the_ingest_job_deletes_the_frozen_upload(embedded_env, samples) -> None:
+    with running_api(run_worker=False) as api:
+        data = samples["music.ogg"].read_bytes()
+        upload = create(api, filename="k.ogg", contentType="audio/ogg", sizeBytes=len(data))
+        url = f"/v0/uploads/{upload['id']}"
+        api.client.put(f"{url}/content", content=data, headers=api.admin)
+        job_id = api.client.post(f"{url}/complete", headers=api.admin).json()["jobId"]
+        frozen = job_row(api, job_id).params["source"]["key"]
+        assert api.rt.store.exists(frozen)
+        cancelled = api.client.post(f"/v0/jobs/{job_id}/cancel", headers=api.admin)
+        assert cancelled.status_code == 200, cancelled.text
+        assert not api.rt.store.exists(frozen)
+        with api.rt.db.session() as s:
+            assert s.get(UploadRow, upload["id"]).status == "cancelled"
+
+
+def test_an_unanswered_idempotency_claim_is_taken_over_after_the_timeout(api) -> None:
+    """A claim whose process died (no answer, older than the timeout) does not block
+    the key forever; a recent one is still "in progress"."""
+    fields = {"filename": "i.flac", "contentType": "audio/flac", "sizeBytes": 12}
+    digest = hashlib.sha256(
+        json.dumps(
+            CreateUpload.model_validate(fields).model_dump(mode="json"), sort_keys=True
+        ).encode()
+    ).hexdigest()
+    client_id = api.admin["x-client-id"]
+    timeout_s = api.rt.settings.idempotency_claim_timeout_s
+    for key, age_s in (("stale", timeout_s + 5), ("recent", 1)):
+        with api.rt.db.session() as s:
+            s.add(
+                IdempotencyKeyRow(
+                    id=str(uuid.uuid4()),
+                    client_id=client_id,
+                    route="POST /v0/uploads",
+                    key=key,
+                    request_sha256=digest,
+                    created_at=datetime.now(UTC) - timedelta(seconds=age_s),
+                )
+            )
+    recent = api.client.post(
+        "/v0/uploads", json=fields, headers={**api.admin, "Idempotency-Key": "recent"}
+    )
+    assert recent.status_code == 409 and "in progress" in recent.json()["message"]
+    headers = {**api.admin, "Idempotency-Key": "stale"}
+    first = api.client.post("/v0/uploads", json=fields, headers=headers)
+    assert first.status_code == 201, first.text
+    again = api.client.post("/v0/uploads", json=fields, headers=headers)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    with api.rt.db.session() as s:
+        assert [r.id for r in s.scalars(select(UploadRow))] == [first.json()["id"]]

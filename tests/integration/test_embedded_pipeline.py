@@ -218,3 +218,22 @@ def test_video_asset_gets_its_ladder_without_upscaling(
         with rt.store.open(r.storage_key) as f:
             assert hashlib.sha256(f.read()).hexdigest() == r.sha256
     assert len(events(rt, "rendition.ready")) == 4
+
+
+def test_ingest_deletes_only_the_copies_it_staged(rt: Runtime, samples: dict[str, Path]) -> None:
+    """A source under `incoming/` that the job does not mark `staged` (someone else's
+    bytes) is left alone; a copy the server staged for the job is removed."""
+    from mediamill.workers.submit import submit_ingest
+
+    with samples["music.ogg"].open("rb") as f:
+        rt.store.put("incoming/another-upload", f)
+    foreign = submit_ingest(rt, {"kind": "store", "key": "incoming/another-upload"}, "a.ogg", 0)
+    assert wait_job(rt, foreign.id).status == "succeeded"
+    assert rt.store.exists("incoming/another-upload")
+
+    staged = submit_local_file(rt, samples["music.flac"], stage_in_store=True)
+    assert staged.params["staged"] is True
+    key = staged.params["source"]["key"]
+    assert key.startswith("incoming/")
+    assert wait_job(rt, staged.id).status == "succeeded"
+    assert not rt.store.exists(key)

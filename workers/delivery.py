@@ -1,0 +1,74 @@
+"""Signed delivery URLs for the API: one stored file, or a package's HLS and DASH
+manifests, signed as `MEDIAMILL_SIGNING_MODE` says.
+
+The API may not import `pipeline/` (DESIGN.md's rooms), so it signs through here.
+Whatever stops a URL being made (signing not configured, a mode that cannot sign
+packages) is a ModelInvalidError: the Content Automation API's answer when it is
+"unable to sign a url"; the configuration detail goes to the log, not the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from mediamill.config.settings import ConfigError, Settings
+from mediamill.pipeline.signing import (
+    SignedUrl,
+    UrlSigner,
+    package_expires_in_s,
+    signer_from_settings,
+)
+from mediamill.schemas.errors import InvalidRequestError, ModelInvalidError
+from mediamill.schemas.packages import DASH_MANIFEST, MASTER_PLAYLIST, Package
+
+__all__ = ["PackageUrls", "SignedUrl", "sign_file_url", "sign_package_urls"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackageUrls:
+    """A package's manifest URLs, signed at one instant so they expire together."""
+
+    hls: SignedUrl
+    dash: SignedUrl
+
+
+def _signer(settings: Settings, subject: str) -> UrlSigner:
+    try:
+        return signer_from_settings(settings)
+    except ConfigError as exc:
+        log.error("cannot sign URLs: %s", exc)
+        raise ModelInvalidError(f"unable to sign a url for asset {subject}") from exc
+
+
+def sign_file_url(settings: Settings, key: str, subject: str | None = None) -> SignedUrl:
+    """A signed CDN URL for the stored object `key`, valid `file_url_expires_s`.
+    `subject` names what the caller asked for in the error (default: the key)."""
+    subject = subject or key
+    try:
+        return _signer(settings, subject).sign_file(key, settings.file_url_expires_s)
+    except InvalidRequestError as exc:
+        raise ModelInvalidError(f"unable to sign a url for asset {subject}") from exc
+
+
+def sign_package_urls(settings: Settings, package: Package) -> PackageUrls:
+    """Signed HLS and DASH manifest URLs of `package`, valid for its duration plus
+    `package_url_margin_s`. ModelInvalidError when the mode cannot sign packages
+    (s3: a presigned URL opens one object, not the segments a manifest names)."""
+    asset_id = package.asset_id
+    signer = _signer(settings, asset_id)
+    now_s = time.time()
+    expires_in_s = package_expires_in_s(settings, package.duration_ms)
+    try:
+        hls = signer.sign_package(
+            asset_id, package.package_id, expires_in_s, MASTER_PLAYLIST, now_s
+        )
+        dash = signer.sign_package(asset_id, package.package_id, expires_in_s, DASH_MANIFEST, now_s)
+    except InvalidRequestError as exc:
+        raise ModelInvalidError(
+            f"unable to sign a url for asset {asset_id}: {exc.message}"
+        ) from exc
+    return PackageUrls(hls=hls, dash=dash)
