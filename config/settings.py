@@ -115,6 +115,22 @@ class Settings(BaseSettings):
     # process died) may be taken over by a retry instead of staying "in progress".
     idempotency_claim_timeout_s: float = Field(default=60.0, gt=0)
 
+    # Webhooks. Endpoints must be https:// on public addresses, except the hosts listed
+    # here (comma-separated; for development and tests), which may be http:// and private.
+    webhook_allow_hosts: str = ""
+    # Seconds between attempts after a failure (each with jitter); after the last one
+    # the delivery is failed.
+    webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    # An endpoint failing without a success for this long is disabled.
+    webhook_disable_after_s: float = Field(default=5 * 86400.0, gt=0)
+    # After a secret rotation, deliveries are signed with both secrets this long.
+    webhook_rotation_grace_s: float = Field(default=86400.0, ge=0)
+    webhook_dispatch_interval_s: float = Field(default=1.0, gt=0)
+    # A dispatcher's claim on a delivery it is attempting (it died if it lapses).
+    webhook_delivery_lease_s: float = Field(default=60.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+
     @field_validator("broker_url", "database_url", "storage_url", "ffmpeg", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -275,3 +275,56 @@ class LegacyAssetRow(Base):
     original_filename: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpointRow(Base):
+    """A subscriber's URL and the event types it wants. The signing secret is kept (it
+    must sign every delivery); during a rotation the previous one signs too, until
+    `previous_secret_expires_at`."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"types": [...]}
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # active | disabled
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column()
+    failing_since: Mapped[datetime | None] = mapped_column()
+    last_success_at: Mapped[datetime | None] = mapped_column()
+    last_delivery_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDeliveryRow(Base):
+    """One event for one endpoint, delivered at least once. The unique (endpoint, event)
+    pair makes the fan-out idempotent; `locked_until` is the lease of the dispatcher
+    attempting it, so a dispatcher that dies mid-attempt leaves it to another."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending | retrying | delivered | failed
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    locked_until: Mapped[datetime | None] = mapped_column()
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)  # the first 1 KB
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -37,7 +37,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0005"
+    assert current_revision(db.engine) == head_revision() == "0006"
     tables = set(inspect(db.engine).get_table_names())
     assert {
         "assets",
@@ -46,6 +46,8 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
         "legacy_track_tokens",
         "renditions",
         "legacy_assets",
+        "webhook_endpoints",
+        "webhook_deliveries",
     } <= tables
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
