@@ -131,6 +131,31 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("client_id", metavar="CLIENT_ID")
     c.set_defaults(func=cmd_keys_revoke)
 
+    hooks = sub.add_parser("webhooks", help="webhook endpoints").add_subparsers(metavar="ACTION")
+    c = hooks.add_parser("add", help="register an endpoint; its secret is printed once")
+    c.add_argument("url", metavar="URL")
+    c.add_argument("--events", nargs="+", required=True, metavar="E", help="event types, or *")
+    c.add_argument("--description", default=None, metavar="D")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_webhooks_add)
+    c = hooks.add_parser("list", help="endpoints, newest first")
+    c.add_argument("--limit", type=_page_size, default=50, help="1 to 200")
+    c.add_argument("--cursor", default=None, help="nextCursor of the previous page")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_webhooks_list)
+    c = hooks.add_parser("deliveries", help="an endpoint's delivery log, newest first")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("--status", choices=["pending", "delivered", "failed", "retrying"])
+    c.add_argument("--limit", type=_page_size, default=50, help="1 to 200")
+    c.add_argument("--cursor", default=None, help="nextCursor of the previous page")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_webhooks_deliveries)
+    c = hooks.add_parser("redeliver", help="queue a delivery again, due now")
+    c.add_argument("id", metavar="ID")
+    c.add_argument("delivery_id", metavar="DELIVERY_ID")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_webhooks_redeliver)
+
     edge = sub.add_parser("edge", help="delivery edge configuration").add_subparsers(
         metavar="ACTION"
     )
@@ -597,6 +622,98 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
         if not revoke_api_key(s, args.client_id):
             raise ModelNotFoundError(f"no live API key {args.client_id}")
     print(f"revoked {args.client_id}")
+    return 0
+
+
+def cmd_webhooks_add(args: argparse.Namespace) -> int:
+    from mediamill.config.settings import get_settings
+    from mediamill.workers import webhook_admin
+
+    with _database().session() as s:
+        created = webhook_admin.create_endpoint(
+            s, get_settings(), url=args.url, events=args.events, description=args.description
+        )
+    if args.json:
+        _emit_json(created.to_json_dict())
+    else:
+        print(f"id      {created.id}")
+        print(f"url     {created.url}")
+        print(f"events  {' '.join(created.events)}")
+        print(f"secret  {created.secret}")
+        print("the secret is shown only now; store it safely", file=sys.stderr)
+    return 0
+
+
+def cmd_webhooks_list(args: argparse.Namespace) -> int:
+    from mediamill.workers import webhook_admin
+
+    with _database().session() as s:
+        data, next_cursor = webhook_admin.list_endpoints(s, limit=args.limit, cursor=args.cursor)
+    rows = [d.to_json_dict() for d in data]
+    if args.json:
+        _emit_json({"data": rows, "nextCursor": next_cursor})
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "status", "url", "events", "secret", "last delivery", "description")
+    for w in rows:
+        table.add_row(
+            w["id"],
+            w["status"] + (f" ({w['disabledReason']})" if w["disabledReason"] else ""),
+            w["url"],
+            " ".join(w["events"]),
+            "…" + w["secretHint"],
+            w["lastDeliveryAt"] or "-",
+            w["description"] or "",
+        )
+    Console().print(table)
+    if next_cursor:
+        print(f"next page: --cursor {next_cursor}", file=sys.stderr)
+    return 0
+
+
+def cmd_webhooks_deliveries(args: argparse.Namespace) -> int:
+    from mediamill.workers import webhook_admin
+
+    with _database().session() as s:
+        data, next_cursor = webhook_admin.list_deliveries(
+            s, args.id, status=args.status, limit=args.limit, cursor=args.cursor
+        )
+    rows = [d.to_json_dict() for d in data]
+    if args.json:
+        _emit_json({"data": rows, "nextCursor": next_cursor})
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "event", "status", "attempts", "http", "ms", "next retry", "error")
+    for d in rows:
+        table.add_row(
+            d["id"],
+            d["eventType"],
+            d["status"],
+            str(d["attemptCount"]),
+            str(d["httpStatus"] or "-"),
+            str(d["durationMs"] if d["durationMs"] is not None else "-"),
+            d["nextRetryAt"] or "-",
+            d["error"] or "",
+        )
+    Console().print(table)
+    if next_cursor:
+        print(f"next page: --cursor {next_cursor}", file=sys.stderr)
+    return 0
+
+
+def cmd_webhooks_redeliver(args: argparse.Namespace) -> int:
+    from mediamill.workers import webhook_admin
+
+    with _database().session() as s:
+        delivery = webhook_admin.redeliver(s, args.id, args.delivery_id)
+    if args.json:
+        _emit_json(delivery.to_json_dict())
+    else:
+        print(f"delivery {delivery.id} ({delivery.event_type}) queued again")
     return 0
 
 

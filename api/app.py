@@ -17,7 +17,7 @@ from mediamill.api.body_limit import BodyLimitMiddleware
 from mediamill.api.errors import install_error_handlers
 from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
-from mediamill.api.routes import assets, docs, events, jobs, legacy, ops, uploads
+from mediamill.api.routes import assets, docs, events, jobs, legacy, ops, uploads, webhooks
 from mediamill.config.settings import Settings, get_settings
 from mediamill.workers.runtime import Runtime, build_runtime, set_current
 
@@ -71,5 +71,6 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(docs.router)
     return app

@@ -301,7 +301,20 @@ def finish_job(row: JobRow, result: dict[str, Any] | None = None) -> None:
     row.message_id = None
     row.finished_at = now
     row.updated_at = now
-    job_ended(object_session(row), row)
+    session = object_session(row)
+    if (
+        session is not None
+        and row.parent_id is None
+        and row.asset_id
+        and row.type in (JobType.INGEST.value, JobType.ANALYSE.value)
+    ):
+        # An ingest (or analysis) ran its course: the asset is analysed and its
+        # renditions made, which is what `asset.ready` subscribers wait for.
+        asset_row = session.get(AssetRow, row.asset_id)
+        if asset_row is not None:
+            asset = asset_from_row(session, asset_row)
+            add_event(session, "asset.ready", {"asset": asset.to_json_dict()})
+    job_ended(session, row)
 
 
 def fail_job(session: Session, row: JobRow, error: MediaMillError) -> None:

@@ -11,6 +11,7 @@ import dramatiq
 
 from mediamill.workers.runtime import WORK_DIR_PREFIX, Runtime, set_current
 from mediamill.workers.sweeper import Sweeper, sweep
+from mediamill.workers.webhooks import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def _alive(pid: int) -> bool:
 
 
 class InProcessWorker:
-    """A dramatiq Worker plus the sweeper, consuming the runtime's broker."""
+    """A dramatiq Worker plus the sweeper and the webhook dispatcher, consuming the
+    runtime's broker."""
 
     # On the embedded StubBroker, a job queued by another process (`mediamill
     # ingest`) can only reach this worker through the sweeper, so look often.
@@ -53,6 +55,7 @@ class InProcessWorker:
         self.sweep = sweep
         self.worker: dramatiq.Worker | None = None
         self.sweeper: Sweeper | None = None
+        self.dispatcher: Dispatcher | None = None
 
     def start(self) -> InProcessWorker:
         set_current(self.rt)
@@ -76,9 +79,13 @@ class InProcessWorker:
         else:
             self.sweeper = Sweeper(self.rt, self.rt.settings.sweep_interval_s)
         self.sweeper.start()
+        self.dispatcher = Dispatcher(self.rt)
+        self.dispatcher.start()
         return self
 
     def stop(self, timeout_ms: int = 30_000) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self.worker is not None:
