@@ -28,6 +28,13 @@ MAX_DECODE_ERRORS = 8
 # A stream that decodes to less than its declared duration minus this much is truncated.
 TRUNCATION_TOLERANCE_S = 0.5
 TRUNCATION_TOLERANCE_RATIO = 0.02
+# Sample rates outside this range are refused before anything is sized by them: the
+# loudness meter needs the K-weighting shelf below Nyquist, and a header claiming
+# gigahertz would size a one-second block buffer in gigabytes.
+MIN_SAMPLE_RATE_HZ = 4000
+MAX_SAMPLE_RATE_HZ = 768_000
+# A WAV's data chunk header is looked for in this many first bytes.
+WAV_HEADER_SCAN_BYTES = 64 * 1024
 
 ProgressCallback = Callable[[float], None]
 
@@ -44,7 +51,31 @@ def analyse_file(path: Path | str, on_progress: ProgressCallback | None = None) 
     except av.error.FFmpegError as exc:
         raise UnsupportedMediaError(f"not a recognised media file ({exc.strerror})") from exc
     with container:
+        if container.format.name == "wav":
+            _check_wav_data_size(path, size_bytes)
         return _analyse_container(container, size_bytes, on_progress)
+
+
+def _check_wav_data_size(path: Path, size_bytes: int) -> None:
+    """ffmpeg plays a WAV whose data chunk claims more bytes than the file holds as a
+    shorter whole one, so a cut WAV would pass the truncation check: compare the claim
+    with the bytes present. 0 and 0xFFFFFFFF mean "unknown" (streaming writers)."""
+    with path.open("rb") as f:
+        head = f.read(WAV_HEADER_SCAN_BYTES)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    at = 12
+    while at + 8 <= len(head):
+        chunk, claimed = head[at : at + 4], int.from_bytes(head[at + 4 : at + 8], "little")
+        if chunk == b"data":
+            present = size_bytes - (at + 8)
+            if claimed not in (0, 0xFFFFFFFF) and present < claimed:
+                raise CorruptMediaError(
+                    f"truncated: the WAV data chunk declares {claimed} bytes, "
+                    f"the file holds {present}"
+                )
+            return
+        at += 8 + claimed + (claimed & 1)
 
 
 def _analyse_container(
@@ -105,6 +136,8 @@ _CODEC_ALIASES = {"mp3float": "mp3", "libopus": "opus", "libvorbis": "vorbis", "
 
 
 def _codec(stream: av.stream.Stream) -> str:
+    if stream.codec_context is None:  # no decoder for it (e.g. a WAV of 0-bit samples)
+        return "unknown"
     name = stream.codec_context.name
     return _CODEC_ALIASES.get(name, name)
 
@@ -164,13 +197,19 @@ class _BlockBuffer:
             self.fill += take
             offset += take
             if self.fill == self.buf.shape[1]:
-                self.meter.add(self.buf)
+                self._add(self.buf)
                 self.fill = 0
 
     def flush(self) -> None:
         if self.fill:
-            self.meter.add(self.buf[:, : self.fill])
+            self._add(self.buf[:, : self.fill])
             self.fill = 0
+
+    def _add(self, block: np.ndarray) -> None:
+        try:
+            self.meter.add(block)
+        except ValueError as exc:  # float PCM holding NaN or infinity
+            raise CorruptMediaError(f"unmeasurable audio samples ({exc})") from exc
 
 
 def _measure_audio(
@@ -185,6 +224,10 @@ def _measure_audio(
     channels = len(layout.channels)
     if rate_hz <= 0 or channels <= 0:
         raise CorruptMediaError("audio stream declares no sample rate or no channels")
+    if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:
+        raise UnsupportedMediaError(
+            f"sample rate {rate_hz} Hz is outside {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz"
+        )
     meter = LoudnessMeter(rate_hz, channel_weights([c.name for c in layout.channels]))
     # Converting to planar float in C (swresample) is cheaper than doing it in numpy.
     resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate_hz)
