@@ -479,17 +479,15 @@ def cmd_process(args: argparse.Namespace) -> int:
 def _signed_package(settings: Any, package: Any) -> dict[str, Any]:
     """A package's JSON with signed HLS and DASH URLs when it is ready (and the
     signing mode can sign packages)."""
-    from mediamill.pipeline.signing import package_expires_in_s, signer_from_settings
-    from mediamill.schemas.packages import DASH_MANIFEST, MASTER_PLAYLIST, PackageStatus
+    from mediamill.schemas.packages import PackageStatus
+    from mediamill.workers.delivery import sign_package_urls
 
     body = package.to_json_dict()
     if package.status is not PackageStatus.READY or settings.signing_mode == "s3":
         return body
-    signer = signer_from_settings(settings)
-    expires_in_s = package_expires_in_s(settings, package.duration_ms)
-    for name, manifest in (("hls", MASTER_PLAYLIST), ("dash", DASH_MANIFEST)):
-        signed = signer.sign_package(package.asset_id, package.package_id, expires_in_s, manifest)
-        body[name], body["expiresAt"] = signed.url, signed.expires_at_epoch_s
+    urls = sign_package_urls(settings, package)
+    body["hls"], body["dash"] = urls.hls.url, urls.dash.url
+    body["expiresAt"] = urls.hls.expires_at_epoch_s
     return body
 
 

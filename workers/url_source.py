@@ -180,17 +180,24 @@ class _BoundedBody(io.RawIOBase):
         return piece
 
 
+def pinned_connection(
+    source: SourceUrl, address: str, timeout_s: float
+) -> http.client.HTTPConnection:
+    """An (unopened) connection to `source` that goes to the checked `address` only,
+    with the URL's host kept for the Host header and TLS verification."""
+    if source.scheme == "https":
+        return _PinnedHTTPSConnection(
+            source.host, source.port, address, timeout_s, ssl.create_default_context()
+        )
+    return _PinnedHTTPConnection(source.host, source.port, address, timeout_s)
+
+
 def _connect(
     source: SourceUrl, addresses: list[str], timeout_s: float
 ) -> http.client.HTTPConnection:
     last: OSError | None = None
     for address in addresses:
-        if source.scheme == "https":
-            conn: http.client.HTTPConnection = _PinnedHTTPSConnection(
-                source.host, source.port, address, timeout_s, ssl.create_default_context()
-            )
-        else:
-            conn = _PinnedHTTPConnection(source.host, source.port, address, timeout_s)
+        conn = pinned_connection(source, address, timeout_s)
         try:
             conn.connect()
             return conn

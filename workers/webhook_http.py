@@ -22,10 +22,9 @@ from datetime import UTC, datetime
 
 from mediamill.schemas.errors import InvalidRequestError
 from mediamill.workers.url_source import (
-    _PinnedHTTPConnection,
-    _PinnedHTTPSConnection,
     address_allowed,
     parse_source_url,
+    pinned_connection,
 )
 
 USER_AGENT = "MediaMill-Webhooks/1"
@@ -141,12 +140,7 @@ def post_webhook(
     source = parse_source_url(url)
     last_error = "no address to connect to"
     for address in addresses:
-        if source.scheme == "https":
-            conn: http.client.HTTPConnection = _PinnedHTTPSConnection(
-                source.host, source.port, address, timeout_s, ssl.create_default_context()
-            )
-        else:
-            conn = _PinnedHTTPConnection(source.host, source.port, address, timeout_s)
+        conn = pinned_connection(source, address, timeout_s)
         try:
             try:
                 conn.connect()

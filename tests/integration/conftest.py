@@ -8,12 +8,14 @@ missing service is never a skip.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +112,48 @@ def make_s3_store(moto_server: MotoServer, bucket: str, prefix: str = "") -> Blo
     )
     store.ensure_bucket()
     return store
+
+
+@contextmanager
+def distributed_env(
+    moto_server: MotoServer,
+    broker_url: str,
+    data_dir: Path,
+    bucket_prefix: str = "mm",
+    **extra: str,
+) -> Iterator[dict[str, str]]:
+    """The environment of a distributed deployment for CLI subprocesses: a fresh
+    PostgreSQL database (dropped afterwards), `broker_url`, a new bucket on the moto S3
+    endpoint, a shared signing secret; `extra` adds or overrides MEDIAMILL_* names."""
+    from support import fresh_postgres_database
+
+    bucket = f"{bucket_prefix}-{uuid.uuid4().hex[:12]}"
+    make_s3_store(moto_server, bucket)
+    with fresh_postgres_database() as db_url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+        env.update(
+            MEDIAMILL_BROKER_URL=broker_url,
+            MEDIAMILL_DATABASE_URL=db_url,
+            MEDIAMILL_STORAGE_URL=f"s3://{bucket}",
+            MEDIAMILL_S3_ENDPOINT_URL=moto_server.endpoint_url,
+            MEDIAMILL_S3_ACCESS_KEY_ID=S3_ACCESS_KEY_ID,
+            MEDIAMILL_S3_SECRET_ACCESS_KEY=S3_SECRET_ACCESS_KEY,
+            MEDIAMILL_SIGNING_SECRET="test-signing-secret-0123456789",
+            MEDIAMILL_DATA_DIR=str(data_dir),
+            **extra,
+        )
+        yield env
+
+
+def settings_from_env(env: dict[str, str]):
+    """The Settings a process started with `env` would read (MEDIAMILL_* names only)."""
+    from mediamill.config.settings import Settings
+
+    prefix = "MEDIAMILL_"
+    return Settings(
+        _env_file=None,
+        **{k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)},
+    )
 
 
 @pytest.fixture(params=["local", "s3"])

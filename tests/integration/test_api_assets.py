@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -590,12 +589,6 @@ def test_an_asset_length_too_large_for_any_integer_is_a_400(api, samples) -> Non
 # ---- the distributed stack -----------------------------------------------------------------
 
 
-def _settings_from_env(env: dict[str, str]):
-    from mediamill.config.settings import Settings
-
-    return Settings(**{k[10:].lower(): v for k, v in env.items() if k.startswith("MEDIAMILL_")})
-
-
 def test_upload_and_metadata_on_postgres_redis_s3_with_a_worker_process(
     redis_url, postgres_url, moto_server, samples, tmp_path
 ) -> None:
@@ -604,34 +597,25 @@ def test_upload_and_metadata_on_postgres_redis_s3_with_a_worker_process(
     original's presigned S3 URL serves the very bytes; s3 signing refuses packages (409)."""
     import redis
     from api_support import running_api
-    from integration.conftest import make_s3_store
-    from support import fresh_postgres_database
+    from integration.conftest import distributed_env, settings_from_env
 
     # A Redis database of its own: other suites flush theirs.
     broker_url = redis_url.rsplit("/", 1)[0] + "/13"
     redis.Redis.from_url(broker_url).flushdb()
-    bucket = f"mm-api-{uuid.uuid4().hex[:12]}"
-    make_s3_store(moto_server, bucket)
-    with fresh_postgres_database() as db_url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
-        env.update(
-            MEDIAMILL_BROKER_URL=broker_url,
-            MEDIAMILL_DATABASE_URL=db_url,
-            MEDIAMILL_STORAGE_URL=f"s3://{bucket}",
-            MEDIAMILL_S3_ENDPOINT_URL=moto_server.endpoint_url,
-            MEDIAMILL_S3_ACCESS_KEY_ID="testing",
-            MEDIAMILL_S3_SECRET_ACCESS_KEY="testing",
-            MEDIAMILL_SIGNING_SECRET="test-signing-secret-0123456789",
-            MEDIAMILL_SIGNING_MODE="s3",
-            MEDIAMILL_DATA_DIR=str(tmp_path / "data"),
-            MEDIAMILL_SWEEP_INTERVAL_S="1",
-        )
+    with distributed_env(
+        moto_server,
+        broker_url,
+        tmp_path / "data",
+        "mm-api",
+        MEDIAMILL_SIGNING_MODE="s3",
+        MEDIAMILL_SWEEP_INTERVAL_S="1",
+    ) as env:
         subprocess.run([*CLI, "db", "upgrade"], env=env, check=True, timeout=120)
         worker = subprocess.Popen(
             [*CLI, "worker", "--threads", "2"], env=env, stderr=subprocess.PIPE, text=True
         )
         try:
-            with running_api(_settings_from_env(env), run_worker=False) as api:
+            with running_api(settings_from_env(env), run_worker=False) as api:
                 path = samples["music44.flac"]
                 r = upload(api, path, wait_s=60, headers={"legacyTrackToken": "d-1"})
                 assert r.status_code == 201, r.text

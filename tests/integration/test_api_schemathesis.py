@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,41 +76,25 @@ def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             yield live
         return
     import redis
-    from integration.conftest import make_s3_store
-    from support import fresh_postgres_database
+    from integration.conftest import distributed_env, settings_from_env
 
     redis_url = request.getfixturevalue("redis_url")
     moto = request.getfixturevalue("moto_server")
     broker_url = redis_url.rsplit("/", 1)[0] + "/12"  # a Redis database of its own
     redis.Redis.from_url(broker_url).flushdb()
-    bucket = f"mm-schemathesis-{uuid.uuid4().hex[:10]}"
-    make_s3_store(moto, bucket)
-    with fresh_postgres_database() as db_url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
-        env.update(
-            MEDIAMILL_BROKER_URL=broker_url,
-            MEDIAMILL_DATABASE_URL=db_url,
-            MEDIAMILL_STORAGE_URL=f"s3://{bucket}",
-            MEDIAMILL_S3_ENDPOINT_URL=moto.endpoint_url,
-            MEDIAMILL_S3_ACCESS_KEY_ID="testing",
-            MEDIAMILL_S3_SECRET_ACCESS_KEY="testing",
-            MEDIAMILL_SIGNING_SECRET="schemathesis-signing-secret-0123",
-            MEDIAMILL_BUCKET_EVENTS_TOKEN="schemathesis-bucket-token-0123",
-            MEDIAMILL_DATA_DIR=str(data_dir),
-        )
+    with distributed_env(
+        moto,
+        broker_url,
+        data_dir,
+        "mm-schemathesis",
+        MEDIAMILL_BUCKET_EVENTS_TOKEN="schemathesis-bucket-token-0123",
+    ) as env:
         cli = [sys.executable, "-m", "mediamill"]
         subprocess.run([*cli, "db", "upgrade"], env=env, check=True, timeout=120)
         worker = subprocess.Popen(
             [*cli, "worker", "--threads", "2"], env=env, stderr=subprocess.DEVNULL
         )
-        settings = Settings(
-            _env_file=None,
-            **{
-                k[len("MEDIAMILL_") :].lower(): v
-                for k, v in env.items()
-                if k.startswith("MEDIAMILL_")
-            },
-        )
+        settings = settings_from_env(env)
         try:
             with _serve(settings) as live:
                 yield live

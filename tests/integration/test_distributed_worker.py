@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from media_corpus import make_bad_inputs
-from support import fresh_postgres_database
 
 pytestmark = pytest.mark.integration
 
@@ -34,23 +31,11 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def stack_env(broker_url: str, moto_server, tmp_path: Path) -> Iterator[dict[str, str]]:
-    from integration.conftest import make_s3_store
+    from integration.conftest import distributed_env
 
-    bucket = f"mm-{uuid.uuid4().hex[:12]}"
-    make_s3_store(moto_server, bucket)
-    with fresh_postgres_database() as db_url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
-        env.update(
-            MEDIAMILL_BROKER_URL=broker_url,
-            MEDIAMILL_DATABASE_URL=db_url,
-            MEDIAMILL_STORAGE_URL=f"s3://{bucket}",
-            MEDIAMILL_S3_ENDPOINT_URL=moto_server.endpoint_url,
-            MEDIAMILL_S3_ACCESS_KEY_ID="testing",
-            MEDIAMILL_S3_SECRET_ACCESS_KEY="testing",
-            MEDIAMILL_SIGNING_SECRET="test-signing-secret-0123456789",
-            MEDIAMILL_DATA_DIR=str(tmp_path / "data"),
-            MEDIAMILL_SWEEP_INTERVAL_S="1",
-        )
+    with distributed_env(
+        moto_server, broker_url, tmp_path / "data", MEDIAMILL_SWEEP_INTERVAL_S="1"
+    ) as env:
         yield env
 
 
@@ -106,14 +91,11 @@ def test_worker_process_ingests_and_analyses(
         assert [j["id"] for j in only_failed["data"]] == [failed_id]
 
         # Staged uploads are gone; originals are stored under their SHA-256.
-        from mediamill.config.settings import Settings
+        from integration.conftest import settings_from_env
+
         from mediamill.storage.blobs import open_store
 
-        store = open_store(
-            Settings(
-                **{k[10:].lower(): v for k, v in stack_env.items() if k.startswith("MEDIAMILL_")}
-            )
-        )
+        store = open_store(settings_from_env(stack_env))
         assert list(store.list("incoming/")) == []
         originals = list(store.list("originals/"))
         assert f"originals/{sha}" in originals and len(originals) == 3
