@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # A running job whose row has not been touched for this long is presumed
     # orphaned (its worker died) and may be claimed again.
     job_lease_s: float = Field(default=120.0, gt=0)
+    # Redis: a worker process that has not polled Redis for this long is presumed dead,
+    # and the messages it had fetched (running or prefetched) go back on the queue at
+    # the next sweep. A live worker polls several times a second, so 15 s is a long
+    # stall; a wrong verdict only costs skipped duplicates (a job row is claimed by one
+    # message), while a long timeout leaves a dead worker's prefetched jobs idle.
+    broker_heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     # The sweeper re-enqueues jobs left in `queued` for longer than this.
     requeue_after_s: float = Field(default=300.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)

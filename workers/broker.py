@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLimit
 
@@ -41,9 +43,11 @@ def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
     if url is None:
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
     elif url.startswith(("redis://", "rediss://")):
-        from dramatiq.brokers.redis import RedisBroker
-
-        broker = RedisBroker(url=url, middleware=middleware)
+        broker = RecoveringRedisBroker(
+            url=url,
+            middleware=middleware,
+            heartbeat_timeout=int(settings.broker_heartbeat_timeout_s * 1000),
+        )
     else:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -56,3 +60,34 @@ def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
 
 def _retry_when(retries: int, exc: BaseException, *, max_retries: int) -> bool:
     return should_retry(retries, exc, max_retries)
+
+
+class RecoveringRedisBroker(RedisBroker):
+    """dramatiq's RedisBroker, plus `requeue_dead_workers()` for the sweeper.
+
+    A worker process that stopped polling Redis for `heartbeat_timeout` ms is dead to
+    the broker, and the messages it had fetched go back on their queues, but only in
+    the "maintenance" that dramatiq runs on one command in a thousand, at random. With
+    few workers that can take minutes; the sweeper calls this every sweep instead, so a
+    killed worker's messages wait the heartbeat timeout plus at most one sweep interval.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._maintain_now = threading.local()
+
+    def _should_do_maintenance(self, command: str) -> int:
+        if getattr(self._maintain_now, "on", False):
+            return 1
+        return super()._should_do_maintenance(command)
+
+    def requeue_dead_workers(self) -> None:
+        """Run dramatiq's maintenance now on every declared queue (and delay queue):
+        messages fetched by workers whose heartbeat is older than the timeout are
+        pushed back. The command carrying it (`qsize`) only reads."""
+        self._maintain_now.on = True
+        try:
+            for queue_name in sorted(self.get_declared_queues() | self.delay_queues):
+                self.do_qsize(queue_name)
+        finally:
+            self._maintain_now.on = False

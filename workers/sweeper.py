@@ -21,7 +21,18 @@ log = logging.getLogger(__name__)
 
 
 def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
-    """Re-send messages for jobs stuck in `queued` or orphaned in `running`. Returns the count."""
+    """Re-send messages for jobs stuck in `queued` or orphaned in `running`. Returns the count.
+
+    On Redis, first push the messages of dead workers back on the queue (see
+    RecoveringRedisBroker): a killed worker's prefetched messages then run again after
+    the broker heartbeat timeout, without waiting for `requeue_after_s`.
+    """
+    requeue_dead_workers = getattr(rt.broker, "requeue_dead_workers", None)
+    if requeue_dead_workers is not None:
+        try:
+            requeue_dead_workers()
+        except Exception:
+            log.warning("requeue of dead workers' messages failed", exc_info=True)
     now = utcnow()
     queued_age = rt.settings.requeue_after_s if queued_older_than_s is None else queued_older_than_s
     with rt.db.session() as s:
