@@ -119,6 +119,10 @@ def bench(path: Path, repeat: int) -> dict:
     }
 
 
+def _mark(met: bool) -> str:
+    return "✓" if met else "✗"
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| file | `mediamill analyse` | ffmpeg ebur128 | time vs ffmpeg (target ≤ 1.5x) "
@@ -131,12 +135,14 @@ def table(results: list[dict]) -> str:
         ours, ff, pl = r["ours"], r["ffmpeg"], r["pyloudnorm"]
         ours_mbs = r["sizeMB"] / r["hash"].wall_s
         ref_mbs = r["sizeMB"] / r["sha256sum"].wall_s
+        vs_ffmpeg, hashing = ours.wall_s / ff.wall_s, ours_mbs / ref_mbs
         lines.append(
             f"| {r['file']} ({r['sizeMB']:.0f} MB) | {ours.wall_s:.2f} s | {ff.wall_s:.2f} s "
-            f"| **{ours.wall_s / ff.wall_s:.2f}x** | {pl.wall_s:.2f} s "
+            f"| **{vs_ffmpeg:.2f}x** {_mark(vs_ffmpeg <= 1.5)} | {pl.wall_s:.2f} s "
             f"| {ours.wall_s / pl.wall_s:.2f}x "
-            f"| **{ours.peak_rss_mb:.0f}** / {ff.peak_rss_mb:.0f} / {pl.peak_rss_mb:.0f} MB "
-            f"| {ours_mbs:.0f} / {ref_mbs:.0f} (**{ours_mbs / ref_mbs:.2f}x**) "
+            f"| **{ours.peak_rss_mb:.0f}** {_mark(ours.peak_rss_mb < 150)} "
+            f"/ {ff.peak_rss_mb:.0f} / {pl.peak_rss_mb:.0f} MB "
+            f"| {ours_mbs:.0f} / {ref_mbs:.0f} (**{hashing:.2f}x** {_mark(hashing >= 0.8)}) "
             f"| {r['lufs']:.2f} / {r['pyloudnormLufs']:.2f} |"
         )
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 """Generate test and demo media with ffmpeg's lavfi sources (no files shipped).
 
 Usage: make_sample.py OUT [--kind music|speech|sine|surround|video] [--duration-s S]
-       [--rate HZ] [--channels N]
+       [--rate HZ] [--channels N] [--variant N]
 The codec follows OUT's extension (.flac .wav .mp3 .ogg .opus .m4a .mp4).
 """
 
@@ -25,26 +25,33 @@ AUDIO_CODEC_ARGS = {
 }
 
 
-def _music_channel(duration_s: float, rate: int, seed: int) -> ffmpeg.nodes.FilterableStream:
-    """Chords plus pink noise with a slow tremolo: broadband, with a loudness range."""
+def _music_channel(
+    duration_s: float, rate: int, seed: int, variant: int = 0
+) -> ffmpeg.nodes.FilterableStream:
+    """Chords plus pink noise with a slow tremolo: broadband, with a loudness range.
+    `variant` changes the noise (and a little the pitch), so tracks differ in content."""
     tones = [
         ffmpeg.input(f"sine=frequency={f}:sample_rate={rate}:duration={duration_s}", f="lavfi")
-        for f in (110 * seed, 220, 277.18, 329.63, 440, 880 + seed)
+        for f in (110 * seed, 220 + variant, 277.18, 329.63, 440, 880 + seed)
     ]
+    noise_seed = seed + 1000 * variant
     noise = ffmpeg.input(
-        f"anoisesrc=color=pink:sample_rate={rate}:duration={duration_s}:amplitude=0.3:seed={seed}",
+        f"anoisesrc=color=pink:sample_rate={rate}:duration={duration_s}:amplitude=0.3:"
+        f"seed={noise_seed}",
         f="lavfi",
     )
     mix = ffmpeg.filter([*tones, noise], "amix", inputs=len(tones) + 1, normalize=0)
     return mix.filter("tremolo", f=0.2 * seed, d=0.6).filter("volume", 0.25)
 
 
-def _music(duration_s: float, rate: int, channels: int = 2) -> ffmpeg.nodes.FilterableStream:
+def _music(
+    duration_s: float, rate: int, channels: int = 2, variant: int = 0
+) -> ffmpeg.nodes.FilterableStream:
     """Mono, or one different mix per channel (real stereo or 5.1, not copies)."""
     if channels == 1:
-        return _music_channel(duration_s, rate, 1)
+        return _music_channel(duration_s, rate, 1, variant)
     layout = {2: "stereo", 6: "5.1"}[channels]
-    mixes = [_music_channel(duration_s, rate, seed) for seed in range(1, channels + 1)]
+    mixes = [_music_channel(duration_s, rate, seed, variant) for seed in range(1, channels + 1)]
     return ffmpeg.filter(mixes, "join", inputs=channels, channel_layout=layout)
 
 
@@ -70,8 +77,10 @@ def make_sample(
     rate: int = 48000,
     channels: int = 2,
     timeout_s: float = 600.0,
+    variant: int = 0,
 ) -> Path:
-    """Write a generated sample to `out` and return it."""
+    """Write a generated sample to `out` and return it. `variant` (music only) makes
+    distinct content from the same recipe: 0 is the classic sample."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ext = out.suffix.lower()
@@ -94,7 +103,10 @@ def make_sample(
         source = {"music": _music, "speech": _speech, "sine": _sine, "surround": _music}[kind]
         if kind == "surround":
             channels = 6
-        audio = source(duration_s, rate, channels)
+        if kind == "music":
+            audio = _music(duration_s, rate, channels, variant)
+        else:
+            audio = source(duration_s, rate, channels)
         stream = ffmpeg.output(audio, str(out), ac=channels, ar=rate, **AUDIO_CODEC_ARGS[ext])
     args = stream.overwrite_output().compile(cmd=ffmpeg_binary())[1:]
     run_ffmpeg(args, timeout_s=timeout_s)
@@ -110,9 +122,17 @@ def main() -> None:
     p.add_argument("--duration-s", type=float, default=10.0)
     p.add_argument("--rate", type=int, default=48000)
     p.add_argument("--channels", type=int, default=2)
+    p.add_argument("--variant", type=int, default=0, help="music: distinct content per value")
     a = p.parse_args()
     print(
-        make_sample(a.out, kind=a.kind, duration_s=a.duration_s, rate=a.rate, channels=a.channels)
+        make_sample(
+            a.out,
+            kind=a.kind,
+            duration_s=a.duration_s,
+            rate=a.rate,
+            channels=a.channels,
+            variant=a.variant,
+        )
     )
 
 
