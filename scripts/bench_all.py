@@ -13,7 +13,7 @@ met (✓) or missed (✗), then each benchmark's text.
 A failing benchmark does not stop the others: its section says so, with the tail of
 its stderr, and the exit status is 1.
 
-    python scripts/bench_all.py [--write-readme]     # full run, ~25 min on 2 cores
+    python scripts/bench_all.py [--write-readme]     # full run, ~30 min on 2 cores
     python scripts/bench_all.py --quick              # smoke run: small inputs, minutes
 
 --quick writes to bench-data/performance-quick.md (never over the real report) and
