@@ -55,8 +55,13 @@ def ingest(job_id: str) -> None:
         params = dict(repo.get_job_row(s, job_id).params)
     source = params.get("source") or {}
     staged = jobs_admin.staged_source(params)
-    # Bytes the server staged have a known size: anything else is not what was checked.
-    blob, _created = _store_original(rt, source, params.get("sizeBytes") if staged else None)
+    if stored := params.get("stored"):  # an earlier run stored and recorded it, then died
+        blob = StoredBlob(stored["key"], int(stored["sizeBytes"]), stored["sha256"])
+    else:
+        # Bytes the server staged have a known size: anything else is not what was checked.
+        blob, _created = _store_original(rt, source, params.get("sizeBytes") if staged else None)
+    if staged is not None:
+        params = _drop_staged_copy(rt, job_id, staged, params, blob)
     duration_s = _declared_duration(rt, source, blob.key)
 
     with rt.db.session() as s:
@@ -94,11 +99,32 @@ def ingest(job_id: str) -> None:
             send_next = True
     if send_next:
         send_stage(rt.broker, job)
-    if staged is not None:  # only a copy the server made for this job, never a caller's key
-        try:
-            rt.store.delete(staged)
-        except MediaMillError:  # the original is safe; a leftover staged copy is not an error
-            log.warning("could not delete staged upload %s", staged, exc_info=True)
+
+
+def _drop_staged_copy(
+    rt: runtime.Runtime, job_id: str, staged: str, params: dict, blob: StoredBlob
+) -> dict:
+    """Delete the copy the server staged for this job (never a caller's key) once the
+    original is stored and recorded on the job (`params.stored`), and before the job
+    moves on: a worker killed in between leaves the job in this stage, and its next run
+    finds the original recorded, deletes the copy and carries on. (Deleting after the
+    job moved on leaked the copy whenever the worker died in between.) The params."""
+    if not params.get("stored"):
+        params = {
+            **params,
+            "stored": {"key": blob.key, "sizeBytes": blob.size_bytes, "sha256": blob.sha256},
+        }
+        with rt.db.session() as s:
+            job = owned_job(s, job_id)
+            if job is not None:
+                job.params = params
+            elif repo.get_job_row(s, job_id).status != JobStatus.CANCELLED.value:
+                return params  # taken over by another message: the copy is its source
+    try:
+        rt.store.delete(staged)
+    except MediaMillError:  # the original is safe; a leftover staged copy is not an error
+        log.warning("could not delete staged upload %s", staged, exc_info=True)
+    return params
 
 
 def _store_original(
