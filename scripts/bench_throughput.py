@@ -383,7 +383,7 @@ def run_mediamill(
             rt.broker.close()
             rt.db.dispose()
             _empty_redis(args.redis_url)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # kept when the run failed: its worker logs
     return wall_s, cpu_s, checks
 
 
@@ -629,18 +629,16 @@ def main() -> None:
         ),
     )
     results = {key: Timed(label) for key, (label, _) in approaches.items()}
-    try:
-        for r in range(a.repeat):
-            for key, (label, fn) in approaches.items():
-                print(f"  run {r + 1}/{a.repeat}: {label} ...", file=sys.stderr)
-                wall_s, cpu_s, checks = fn()
-                results[key].walls.append(wall_s)
-                results[key].cpus.append(cpu_s)
-                if checks is not None:
-                    results[key].info["checks"] = checks
-                print(f"    {wall_s:.2f} s wall, {cpu_s:.1f} s CPU", file=sys.stderr)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for r in range(a.repeat):
+        for key, (label, fn) in approaches.items():
+            print(f"  run {r + 1}/{a.repeat}: {label} ...", file=sys.stderr)
+            wall_s, cpu_s, checks = fn()  # a failure exits, leaving `work` to look into
+            results[key].walls.append(wall_s)
+            results[key].cpus.append(cpu_s)
+            if checks is not None:
+                results[key].info["checks"] = checks
+            print(f"    {wall_s:.2f} s wall, {cpu_s:.1f} s CPU", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
     threads = settings.worker_threads
     text = (
         f"Measured by `scripts/bench_throughput.py` on this machine ({os.cpu_count()} cores): "
