@@ -36,6 +36,8 @@ _NAME_BY_STATUS = {
     400: "InvalidRequestError",
     401: "AuthenticationError",
     403: "PermissionDeniedError",
+    (e.FileTooLargeError, 413),
+    (e.LimitExceededError, 422),
     404: "ModelNotFoundError",
     405: "MethodNotAllowedError",
     406: "NotAcceptableError",

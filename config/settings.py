@@ -86,6 +86,21 @@ class Settings(BaseSettings):
     cloudfront_key_pair_id: str | None = None
     cloudfront_private_key_file: Path | None = None
 
+    # Limits on what is processed (the largest file is `upload_max_bytes`, below). A
+    # job over one fails at once with a named LimitExceededError; the asset is not
+    # condemned, so raising the limit lets the same bytes through. Mux and Cloudflare
+    # Stream cap durations at 12 h and 6 h; 12 h leaves room for long recordings.
+    max_duration_s: float = Field(default=12 * 3600.0, gt=0)
+    # 8K UHD is 7680x4320; 8192 on either side also admits DCI 8K and portrait 8K.
+    max_video_width_px: int = Field(default=8192, ge=16)
+    max_video_height_px: int = Field(default=8192, ge=16)
+    # Decompression bombs: a file whose media would take fewer bits of file per second
+    # than this is refused (10 h of silence fits in 470 KB of FLAC: 105 bps). The leanest
+    # real codecs (Opus, AMR-NB) stay above 4.75 kbps, 2 kbps on average with long
+    # silences; 0 turns the check off. Decoding a file thus stops after at most (file
+    # bits / this) seconds of media: work bounded by the file's size.
+    min_media_bitrate_bps: int = Field(default=2000, ge=0)
+
     # Where stages write temporary files (outputs before they are stored).
     work_dir: Path | None = None
 

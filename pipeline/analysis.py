@@ -18,6 +18,7 @@ import av.error
 import numpy as np
 
 from mediamill.pipeline.formats import AUDIO_CODECS, VIDEO_CODECS, container_name, mime_type
+from mediamill.pipeline.limits import NO_LIMITS, MediaLimits
 from mediamill.pipeline.loudness import LoudnessMeter, channel_weights
 from mediamill.schemas.errors import CorruptMediaError, UnsupportedMediaError
 from mediamill.schemas.media import AnalysisResult, LoudnessStats, MediaInfo, VideoInfo
@@ -39,13 +40,20 @@ WAV_HEADER_SCAN_BYTES = 64 * 1024
 ProgressCallback = Callable[[float], None]
 
 
-def analyse_file(path: Path | str, on_progress: ProgressCallback | None = None) -> AnalysisResult:
-    """Probe and measure `path`. Raises CorruptMediaError or UnsupportedMediaError."""
+def analyse_file(
+    path: Path | str,
+    on_progress: ProgressCallback | None = None,
+    limits: MediaLimits = NO_LIMITS,
+) -> AnalysisResult:
+    """Probe and measure `path`. Raises CorruptMediaError or UnsupportedMediaError, or
+    a LimitExceededError when the media is over `limits` (checked before and while
+    decoding, so a decompression bomb stops early)."""
     # Absolute, so a file named like an ffmpeg protocol ("pipe:0") is still a file.
     path = Path(path).resolve()
     size_bytes = path.stat().st_size
     if size_bytes == 0:
         raise CorruptMediaError("the file is empty", path=str(path))
+    limits.check_size(size_bytes)
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -53,7 +61,7 @@ def analyse_file(path: Path | str, on_progress: ProgressCallback | None = None) 
     with container:
         if container.format.name == "wav":
             _check_wav_data_size(path, size_bytes)
-        return _analyse_container(container, size_bytes, on_progress)
+        return _analyse_container(container, size_bytes, on_progress, limits)
 
 
 def _check_wav_data_size(path: Path, size_bytes: int) -> None:
@@ -79,7 +87,10 @@ def _check_wav_data_size(path: Path, size_bytes: int) -> None:
 
 
 def _analyse_container(
-    container: av.container.InputContainer, size_bytes: int, on_progress: ProgressCallback | None
+    container: av.container.InputContainer,
+    size_bytes: int,
+    on_progress: ProgressCallback | None,
+    limits: MediaLimits,
 ) -> AnalysisResult:
     audio = next((s for s in container.streams.audio if _codec(s) in AUDIO_CODECS), None)
     video = next(
@@ -101,11 +112,17 @@ def _analyse_container(
     if name is None:
         raise UnsupportedMediaError(f"unsupported container {container.format.name!r}")
 
-    declared_s = _declared_duration_s(container, audio or video)
     if audio is not None:
-        loudness, decoded_s = _measure_audio(container, audio, declared_s, on_progress)
+        _check_audio_format(audio)
+    if video is not None:
+        limits.check_dimensions(video.codec_context.width, video.codec_context.height)
+    declared_s = _declared_duration_s(container, audio or video)
+    limits.check_duration(declared_s, size_bytes, declared=True)
+    guard = _DurationGuard(limits, size_bytes)
+    if audio is not None:
+        loudness, decoded_s = _measure_audio(container, audio, declared_s, on_progress, guard)
     else:
-        loudness, decoded_s = LoudnessStats(), _scan_video_duration_s(container, video)
+        loudness, decoded_s = LoudnessStats(), _scan_video_duration_s(container, video, guard)
     if declared_s and decoded_s < declared_s - max(
         TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_RATIO * declared_s
     ):
@@ -161,8 +178,22 @@ def _video_info(stream: av.video.stream.VideoStream) -> VideoInfo:
     )
 
 
+class _DurationGuard:
+    """Stops a decode as soon as the media decoded passes what the limits allow."""
+
+    def __init__(self, limits: MediaLimits, size_bytes: int) -> None:
+        self.limits, self.size_bytes = limits, size_bytes
+        self.max_s = limits.max_media_s(size_bytes)
+
+    def check(self, decoded_s: float) -> None:
+        if self.max_s is not None and decoded_s > self.max_s:
+            self.limits.check_duration(decoded_s, self.size_bytes, declared=False)
+
+
 def _scan_video_duration_s(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    guard: _DurationGuard,
 ) -> float:
     """Duration of a video-only file from packet timestamps, without decoding frames."""
     first: int | None = None
@@ -173,6 +204,8 @@ def _scan_video_duration_s(
                 continue
             first = packet.pts if first is None else min(first, packet.pts)
             end = max(end, packet.pts + (packet.duration or 0))
+            if stream.time_base is not None:
+                guard.check(float((end - first) * stream.time_base))
     except av.error.FFmpegError as exc:
         raise CorruptMediaError(f"unreadable video stream ({exc.strerror})") from exc
     if first is None or stream.time_base is None:
@@ -212,22 +245,28 @@ class _BlockBuffer:
             raise CorruptMediaError(f"unmeasurable audio samples ({exc})") from exc
 
 
-def _measure_audio(
-    container: av.container.InputContainer,
-    stream: av.audio.stream.AudioStream,
-    declared_s: float,
-    on_progress: ProgressCallback | None,
-) -> tuple[LoudnessStats, float]:
-    """Decode the audio stream once; return its loudness and decoded duration in seconds."""
+def _check_audio_format(stream: av.audio.stream.AudioStream) -> None:
+    """Refuse a stream whose sample rate or channel count nothing can be sized by."""
     rate_hz = stream.codec_context.sample_rate
-    layout = stream.layout
-    channels = len(layout.channels)
-    if rate_hz <= 0 or channels <= 0:
+    if rate_hz <= 0 or len(stream.layout.channels) <= 0:
         raise CorruptMediaError("audio stream declares no sample rate or no channels")
     if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:
         raise UnsupportedMediaError(
             f"sample rate {rate_hz} Hz is outside {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz"
         )
+
+
+def _measure_audio(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    declared_s: float,
+    on_progress: ProgressCallback | None,
+    guard: _DurationGuard,
+) -> tuple[LoudnessStats, float]:
+    """Decode the audio stream once; return its loudness and decoded duration in seconds."""
+    rate_hz = stream.codec_context.sample_rate
+    layout = stream.layout
+    channels = len(layout.channels)
     meter = LoudnessMeter(rate_hz, channel_weights([c.name for c in layout.channels]))
     # Converting to planar float in C (swresample) is cheaper than doing it in numpy.
     resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate_hz)
@@ -253,6 +292,7 @@ def _measure_audio(
                     raise CorruptMediaError(
                         f"undecodable audio: {errors} bad packets ({exc.strerror})"
                     ) from exc
+            guard.check(decoded_samples / rate_hz)
             if on_progress is not None and declared_s > 0:
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_INTERVAL_S:

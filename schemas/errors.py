@@ -47,6 +47,29 @@ class LowQualityError(MediaError):
     """The original cannot support the requested quality and `exact` was asked for."""
 
 
+class LimitExceededError(MediaMillError):
+    """The media is over one of the operator's limits (`MEDIAMILL_MAX_*` settings).
+    Permanent for this job, but not a verdict on the bytes: the asset is not
+    condemned, so the same file goes through once the limit is raised."""
+
+
+class FileTooLargeError(LimitExceededError):
+    """More bytes than `MEDIAMILL_UPLOAD_MAX_BYTES` allows."""
+
+
+class DurationTooLongError(LimitExceededError):
+    """Longer (declared or decoded) than `MEDIAMILL_MAX_DURATION_S` allows."""
+
+
+class DimensionsTooLargeError(LimitExceededError):
+    """Video wider or taller than `MEDIAMILL_MAX_VIDEO_WIDTH_PX` / `_HEIGHT_PX`."""
+
+
+class DecompressionBombError(LimitExceededError):
+    """Far more media than the file's size can honestly hold: its duration would mean
+    fewer than `MEDIAMILL_MIN_MEDIA_BITRATE_BPS` bits of file per second."""
+
+
 class ModelNotFoundError(MediaMillError):
     """The asset, job or object asked for does not exist."""
 
@@ -136,8 +159,13 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "CorruptMediaError",
+    "DecompressionBombError",
+    "DimensionsTooLargeError",
+    "DurationTooLongError",
     "FFmpegError",
+    "FileTooLargeError",
     "InvalidRequestError",
+    "LimitExceededError",
     "LowQualityError",
     "MediaError",
     "MediaMillError",

@@ -42,7 +42,9 @@ Corpus = dict[str, tuple[Path, Expected]]
 
 CORRUPT = "CorruptMediaError"
 UNSUPPORTED = "UnsupportedMediaError"
-TIMEOUT = "ProcessingTimeoutError"
+# Over the default limits of config/settings.py (pipeline/limits.py).
+TOO_LONG = "DurationTooLongError"
+BOMB = "DecompressionBombError"
 BAD_MEDIA = frozenset({CORRUPT, UNSUPPORTED})
 MIB = 1024 * 1024
 HUGE_TAG_BYTES = 4 * MIB
@@ -336,7 +338,7 @@ def make_hostile_corpus(out_dir: Path) -> Corpus:
         wav_bytes(sine_pcm(880, 0.2), riff_size=2**32 - 1, data_size=2**31 - 1),
         CORRUPT,
     )
-    put("flac-declares-weeks.flac", flac_total_samples(flac, 2**36 - 1), CORRUPT)
+    put("flac-declares-weeks.flac", flac_total_samples(flac, 2**36 - 1), TOO_LONG)
     put(
         "mp4-header-declares-centuries.mp4",
         patch_boxes(patch_boxes(mp4, b"mvhd", huge_mp4_duration), b"mdhd", huge_mp4_duration),
@@ -398,8 +400,10 @@ def make_hostile_corpus(out_dir: Path) -> Corpus:
 
     # Bombs: tiny files that decode to hours (declared, then undeclared length).
     hours_s = BOMB_HOURS * 3600.0
-    put("bomb-10h-silence.flac", flac_silence_bomb(hours_s, declare_length=True), TIMEOUT)
-    put("bomb-undeclared-silence.flac", flac_silence_bomb(hours_s, declare_length=False), TIMEOUT)
+    # Refused from the header before decoding; the undeclared one once decoding passes
+    # the media its size allows (file bits / MEDIAMILL_MIN_MEDIA_BITRATE_BPS).
+    put("bomb-10h-silence.flac", flac_silence_bomb(hours_s, declare_length=True), BOMB)
+    put("bomb-undeclared-silence.flac", flac_silence_bomb(hours_s, declare_length=False), BOMB)
     return corpus
 
 

@@ -14,6 +14,7 @@ import dramatiq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mediamill.pipeline.limits import MediaLimits
 from mediamill.pipeline.quality import resolve
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
@@ -133,15 +134,19 @@ def _store_original(
     """Store the source's bytes under `originals/<sha256>`. With `declared_bytes`, a
     store source of any other size fails the job for good (SizeMismatchError)."""
     kind = source.get("kind")
+    limits = MediaLimits.from_settings(rt.settings)
     if kind == "path":
         path = Path(source["path"])
         if not path.is_file():
             raise InvalidRequestError(f"source file not found: {path}")
+        limits.check_size(path.stat().st_size)
         with path.open("rb") as stream:
             return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
     if kind == "store":
+        size_bytes = rt.store.size(source["key"])
         if declared_bytes is not None:
-            _check_size(source["key"], rt.store.size(source["key"]), declared_bytes)
+            _check_size(source["key"], size_bytes, declared_bytes)
+        limits.check_size(size_bytes)
         with rt.store.open(source["key"]) as stream:
             blob, created = rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
         if declared_bytes is not None:
@@ -159,7 +164,7 @@ def _store_original(
         with open_source_url(
             source["url"],
             allow_private=settings.allow_private_url_ingest,
-            max_bytes=settings.url_ingest_max_bytes,
+            max_bytes=min(settings.url_ingest_max_bytes, settings.upload_max_bytes),
             timeout_s=settings.url_ingest_timeout_s,
             read_timeout_s=settings.url_ingest_read_timeout_s,
         ) as stream:
@@ -220,7 +225,9 @@ def analyse(job_id: str) -> None:
     progress = _ProgressWriter(rt, job_id)
     try:
         with rt.store.local_path(key) as path:
-            result = _analyse_file()(path, on_progress=progress)
+            result = _analyse_file()(
+                path, on_progress=progress, limits=MediaLimits.from_settings(rt.settings)
+            )
     except BaseException as exc:  # time limits interrupt with a BaseException
         # Bad media condemns the asset (the same bytes will fail the same way);
         # anything else (storage, a missing blob, a time limit) leaves it to be

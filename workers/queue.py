@@ -24,11 +24,12 @@ ACTOR_STAGES = {actor: stage for stage, actor in STAGE_ACTORS.items()}
 def time_limit_ms(settings: Settings, media_duration_s: float | None) -> int:
     """Wall-clock limit of one message: a base plus a factor of the media's duration.
 
-    dramatiq's 10-minute default would kill the analysis of a long recording.
+    dramatiq's 10-minute default would kill the analysis of a long recording. The
+    duration counts up to `max_duration_s`: a header declaring centuries is refused by
+    analysis, and must not buy the message a limit of centuries meanwhile.
     """
-    seconds = settings.time_limit_base_s + settings.time_limit_per_media_s * (
-        media_duration_s or 0.0
-    )
+    media_s = min(media_duration_s or 0.0, settings.max_duration_s)
+    seconds = settings.time_limit_base_s + settings.time_limit_per_media_s * media_s
     return int(seconds * 1000)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import dramatiq
 
 from mediamill.config.settings import Settings
 from mediamill.storage.blobs import BlobStore, open_store
+from mediamill.storage.blobs.base import SCRATCH_PREFIX, scratch_prefix
 from mediamill.storage.db import Database, database_for
 
 
@@ -25,14 +25,14 @@ _current: Runtime | None = None
 
 # Work directories are named after the worker's pid, so leftovers of a killed
 # worker can be told from a live one's (see workers/worker.py).
-WORK_DIR_PREFIX = "transcode-"
+WORK_DIR_PREFIX = SCRATCH_PREFIX
 
 
 def work_dir(settings: Settings) -> tempfile.TemporaryDirectory[str]:
     """A fresh directory for one stage's temporary files, removed when done."""
     settings.resolved_work_dir.mkdir(parents=True, exist_ok=True)
     return tempfile.TemporaryDirectory(
-        dir=settings.resolved_work_dir, prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"
+        dir=settings.resolved_work_dir, prefix=scratch_prefix()
     )
 
 

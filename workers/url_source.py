@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from mediamill.schemas.errors import (
+    FileTooLargeError,
     InvalidRequestError,
     ModelNotFoundError,
     ProcessingTimeoutError,
@@ -173,9 +174,10 @@ class _BoundedBody(io.RawIOBase):
             raise TransientError(f"reading {self.url} failed: {exc}") from exc
         self.read_bytes += len(piece)
         if self.read_bytes > self.max_bytes:
-            raise InvalidRequestError(
+            raise FileTooLargeError(
                 f"{self.url} is larger than {self.max_bytes} bytes, "
-                "the most a URL ingest may be (MEDIAMILL_URL_INGEST_MAX_BYTES)"
+                "the most a URL ingest may be (MEDIAMILL_URL_INGEST_MAX_BYTES, "
+                "_UPLOAD_MAX_BYTES)"
             )
         return piece
 
@@ -253,9 +255,10 @@ def open_source_url(
                 raise InvalidRequestError(f"{source.url} answered {status} {response.reason}")
             declared = response.getheader("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise InvalidRequestError(
+                raise FileTooLargeError(
                     f"{source.url} is {declared} bytes, larger than {max_bytes} bytes, "
-                    "the most a URL ingest may be (MEDIAMILL_URL_INGEST_MAX_BYTES)"
+                    "the most a URL ingest may be (MEDIAMILL_URL_INGEST_MAX_BYTES, "
+                    "_UPLOAD_MAX_BYTES)"
                 )
             yield _BoundedBody(response, source.url, max_bytes, deadline)
             return

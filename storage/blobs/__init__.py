@@ -45,6 +45,9 @@ def open_store(settings: Settings) -> BlobStore:
             region=settings.s3_region,
             multipart_threshold_bytes=settings.s3_multipart_threshold_bytes,
             multipart_chunk_bytes=settings.s3_multipart_chunk_bytes,
+            # Downloads for decoding go with the stages' scratch space, where a
+            # worker's start clears what a killed worker left.
+            tmp_dir=settings.resolved_work_dir,
         )
     raise ConfigError(f"storage URL {url!r}: expected file:///path or s3://bucket[/prefix]")
 

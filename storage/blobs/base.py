@@ -9,6 +9,7 @@ object under its key. Keys are validated before they touch a path or a URL.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -29,6 +30,16 @@ MAX_KEY_BYTES = 1024
 MAX_URL_EXPIRES_S = 7 * 24 * 3600
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._\-=/]+")
+
+# Scratch directories (stage outputs, downloads of objects to decode) are named
+# `<SCRATCH_PREFIX><pid>-<random>`, so a worker starting on the same machine can
+# remove what a killed one left behind (workers/worker.py).
+SCRATCH_PREFIX = "mediamill-"
+
+
+def scratch_prefix() -> str:
+    """The name prefix of this process's scratch directories."""
+    return f"{SCRATCH_PREFIX}{os.getpid()}-"
 
 
 @dataclass(frozen=True)

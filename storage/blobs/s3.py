@@ -38,6 +38,7 @@ from mediamill.storage.blobs.base import (
     BlobStore,
     StoredBlob,
     iter_chunks,
+    scratch_prefix,
     validate_bucket_key,
     validate_expiry,
     validate_key,
@@ -353,7 +354,9 @@ class S3BlobStore(BlobStore):
     def local_path(self, key: str) -> Iterator[Path]:
         """Download to a private temporary directory, removed (with the file) on exit."""
         full = self._full_key(key)
-        directory = Path(tempfile.mkdtemp(prefix="mediamill-blob-", dir=self.tmp_dir))
+        if self.tmp_dir is not None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        directory = Path(tempfile.mkdtemp(prefix=scratch_prefix(), dir=self.tmp_dir))
         try:
             # Keep the key's file name: some decoders sniff the extension.
             path = directory / PurePosixPath(key).name

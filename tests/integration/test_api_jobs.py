@@ -225,7 +225,7 @@ def test_create_from_an_http_url_runs_the_default_pipeline(
     for path in ("music.flac", "unsized/music.flac"):
         r = post_job(api, {"source": {"url": f"{file_server}/{path}"}})
         big = wait_job(api, r.json()["id"])
-        assert big["status"] == "failed" and big["error"]["name"] == "InvalidRequestError"
+        assert big["status"] == "failed" and big["error"]["name"] == "FileTooLargeError"
         assert "larger than 100000 bytes" in big["error"]["message"], big
     assert list(api.rt.store.list("originals/")) == [f"originals/{asset_id}"]
 

@@ -118,11 +118,11 @@ def test_transient_failures_are_retried_with_backoff(
     real = actors._analyse_file()
     calls = []
 
-    def flaky(path, on_progress=None):
+    def flaky(path, **kwargs):
         calls.append(path)
         if len(calls) < 3:
             raise StorageError("store hiccup")
-        return real(path, on_progress=on_progress)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(actors, "_analyse_file", lambda: flaky)
     monkeypatch.setattr(rt.settings, "default_audio_renditions", "")  # end at analysis
@@ -140,7 +140,7 @@ def test_transient_failures_give_up_after_max_retries(
     from mediamill.schemas.errors import StorageError
     from mediamill.workers import actors
 
-    def broken(path, on_progress=None):
+    def broken(path, **kwargs):
         raise StorageError("store is down")
 
     monkeypatch.setattr(actors, "_analyse_file", lambda: broken)

@@ -159,7 +159,7 @@ def test_worker_killed_mid_transcode_leaves_no_partial_rendition(tmp_path: Path)
         worker.wait(timeout=30)
     store = data / "store"
     assert not (store / "renditions").exists() or not any((store / "renditions").rglob("*.*"))
-    assert any((data / "work").glob("transcode-*")), "the killed worker left its work dir"
+    assert any((data / "work").glob("mediamill-*")), "the killed worker left its work dir"
     with db.session() as s:
         assert repo.get_job_row(s, job_id).status == "running"  # orphaned, for now
     worker = subprocess.Popen(
@@ -175,7 +175,7 @@ def test_worker_killed_mid_transcode_leaves_no_partial_rendition(tmp_path: Path)
             time.sleep(0.5)
         assert job.status == "succeeded", job
         assert job.attempts == 2
-        assert not any((data / "work").glob("transcode-*")), "leftovers were cleaned up"
+        assert not any((data / "work").glob("mediamill-*")), "leftovers were cleaned up"
         with db.session() as s:
             renditions = repo.list_renditions(s, job.asset_id)
         assert len(renditions) == 3 and {r.status.value for r in renditions} == {"ready"}
