@@ -9,12 +9,19 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediamill.schemas import errors as e
 
 log = logging.getLogger(__name__)
+
+# What a client is told to wait before trying again while the database is unreachable.
+DATABASE_RETRY_AFTER_S = 5
+# The database cannot be reached now (down, restarting, refusing connections, a dropped
+# connection, every pooled connection busy): worth trying again, not the request's fault.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 
 # Most specific first: the first class an error is an instance of decides.
 STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
@@ -29,6 +36,8 @@ STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
     # The Content Automation API answers a missing legacyTrackToken with 409.
     (e.ArgumentNullOrEmptyError, 409),
     (e.InvalidRequestError, 400),
+    (e.FileTooLargeError, 413),
+    (e.LimitExceededError, 422),
     (e.MediaError, 422),
     (e.TransientError, 503),
 ]
@@ -36,8 +45,6 @@ _NAME_BY_STATUS = {
     400: "InvalidRequestError",
     401: "AuthenticationError",
     403: "PermissionDeniedError",
-    (e.FileTooLargeError, 413),
-    (e.LimitExceededError, 422),
     404: "ModelNotFoundError",
     405: "MethodNotAllowedError",
     406: "NotAcceptableError",
@@ -109,6 +116,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             request, 400, "InvalidRequestError", "a value in the request cannot be stored"
         )
+
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # One line, not a traceback per request: the outage is the news, and /ready says it.
+        log.warning(
+            "request %s: the database is unavailable: %s",
+            request_id(request),
+            getattr(exc, "orig", None) or exc,
+        )
+        return error_response(
+            request,
+            503,
+            "ServiceUnavailableError",
+            "the database is unavailable; try again shortly",
+            {"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

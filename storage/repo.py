@@ -436,10 +436,30 @@ def requeue_if_unchanged(session: Session, row: JobRow) -> bool:
     return result.rowcount == 1
 
 
+def mark_unsent(session: Session, row: JobRow) -> bool:
+    """The job's message could not be sent (the broker was unreachable): clear
+    `enqueued_at`, so the next sweep sends it instead of waiting `requeue_after_s`.
+    Only if the row is still queued as it was when the send was tried (compare and
+    set on stage and `enqueued_at`): a claim or a sweep since then is never undone."""
+    result = session.execute(
+        update(JobRow)
+        .where(
+            JobRow.id == row.id,
+            JobRow.status == JobStatus.QUEUED.value,
+            JobRow.stage == row.stage,
+            JobRow.enqueued_at == row.enqueued_at,
+        )
+        .values(enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def jobs_to_resweep(
     session: Session, *, queued_before: datetime, running_before: datetime, limit: int = 500
 ) -> list[JobRow]:
-    """Jobs whose message may be lost: queued too long, or running with no heartbeat."""
+    """Jobs whose message may be lost: queued too long (or never sent: no `enqueued_at`),
+    or running with no heartbeat."""
     stmt = (
         select(JobRow)
         .where(

@@ -35,7 +35,7 @@ from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
 from mediamill.workers.middleware import owned_job
 from mediamill.workers.packages import package, package_ladder, plan_package
-from mediamill.workers.queue import QUEUE_NAME, send_stage, time_limit_ms
+from mediamill.workers.queue import QUEUE_NAME, send_committed, time_limit_ms
 from mediamill.workers.renditions import add_renditions, default_specs, transcode_time_limit_ms
 from mediamill.workers.url_source import open_source_url
 
@@ -99,7 +99,7 @@ def ingest(job_id: str) -> None:
             repo.advance_job(job, JobStage.ANALYSE)
             send_next = True
     if send_next:
-        send_stage(rt.broker, job)
+        send_committed(rt, job)
 
 
 def _drop_staged_copy(
@@ -216,7 +216,7 @@ def analyse(job_id: str) -> None:
         key = asset.storage_key
     if known:
         if send is not None:
-            send_stage(rt.broker, send)
+            send_committed(rt, send)
         return
     if not claimed:
         _wait_for_other_analysis(rt, job_id)
@@ -252,7 +252,7 @@ def analyse(job_id: str) -> None:
         if owned is not None and _plan_renditions(rt, s, owned, asset):
             send = owned
     if send is not None:
-        send_stage(rt.broker, send)
+        send_committed(rt, send)
 
 
 def _wanted_renditions(
@@ -394,7 +394,7 @@ def _after_transcode(rt: runtime.Runtime, job_id: str, asset: Asset, made: int) 
             repo.finish_job(job, {"renditions": made})
             return
         plan_package(rt.settings, job, asset)
-    send_stage(rt.broker, job)
+    send_committed(rt, job)
 
 
 def _children(s: Session, job_id: str) -> list[JobRow]:
@@ -446,7 +446,7 @@ def _wait_for_other_analysis(rt: runtime.Runtime, job_id: str) -> None:
             return
         repo.requeue_job(job)
         job.attempts -= 1  # waiting is not an attempt
-    send_stage(rt.broker, job, delay_ms=WAIT_FOR_ANALYSIS_MS)
+    send_committed(rt, job, delay_ms=WAIT_FOR_ANALYSIS_MS)
 
 
 class _ProgressWriter:

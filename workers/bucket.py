@@ -44,7 +44,7 @@ from mediamill.storage.blobs import validate_bucket_key, validate_key
 from mediamill.storage.blobs.base import validate_prefix
 from mediamill.storage.models import JobRow
 from mediamill.workers.actors import INCOMING_PREFIX
-from mediamill.workers.queue import send_stage, time_limit_ms
+from mediamill.workers.queue import send_committed, time_limit_ms
 from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import STORE_SECONDS_PER_MIB
 
@@ -85,10 +85,7 @@ def ingest_job_in(
 
 def send_job(rt: Runtime, job: JobRow) -> None:
     """Enqueue a committed job's message; a failure is left to the sweeper."""
-    try:
-        send_stage(rt.broker, job)
-    except Exception:
-        log.warning("enqueue of job %s failed; the sweeper will retry", job.id, exc_info=True)
+    send_committed(rt, job)
 
 
 # ---- judging records ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 import threading
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
@@ -24,12 +24,20 @@ from mediamill.schemas.jobs import JobStatus
 from mediamill.storage import repo
 from mediamill.storage.db import Database
 from mediamill.storage.models import JobRow
+from mediamill.workers.health import OutageLog
 from mediamill.workers.queue import ACTOR_STAGES
 
 log = logging.getLogger(__name__)
 
 # The message each worker thread is working on (set once it holds its job's claim).
 _current = threading.local()
+
+
+class ClaimError(MiddlewareError):
+    """A job could not be claimed because the database did not answer. A MiddlewareError,
+    because dramatiq logs and ignores any other error of a `before_process_message` hook
+    and runs the actor anyway: unclaimed, it could work on a job another message holds.
+    This one fails the message instead, and Retries sends it again with backoff."""
 
 
 def current_message_id() -> str | None:
@@ -99,6 +107,7 @@ class JobLifecycle(Middleware):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
+        self._heart_outage = OutageLog(log, "heartbeat")
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
@@ -115,8 +124,10 @@ class JobLifecycle(Middleware):
             try:
                 with self.db.session() as s:
                     repo.touch_jobs(s, job_ids)
-            except Exception:  # a DB outage must not kill the heartbeat thread
-                log.warning("heartbeat failed", exc_info=True)
+            except Exception as exc:  # a DB outage must not kill the heartbeat thread
+                self._heart_outage.failed(exc)
+            else:
+                self._heart_outage.succeeded()
 
     @staticmethod
     def _job_id(message: dramatiq.Message) -> str | None:
@@ -129,8 +140,11 @@ class JobLifecycle(Middleware):
         if job_id is None:
             return
         stage = ACTOR_STAGES[message.actor_name]
-        with self.db.session() as s:
-            claimed = repo.claim_job(s, job_id, stage, message.message_id, self.lease_s)
+        try:
+            with self.db.session() as s:
+                claimed = repo.claim_job(s, job_id, stage, message.message_id, self.lease_s)
+        except Exception as exc:
+            raise ClaimError(f"job {job_id} could not be claimed: {exc}") from exc
         if not claimed:
             log.info(
                 "skipping %s for job %s: not claimable in stage %s",
@@ -161,15 +175,26 @@ class JobLifecycle(Middleware):
         # `queued` before the retry message can arrive and try to claim it. The
         # decision is the same predicate Retries applies next.
         retrying = should_retry(message.options.get("retries", 0), exception, self.max_retries)
-        with self.db.session() as s:
-            # Locked as owned_job does, so a cancel cannot slip in before the write.
-            row = _lock_running(s, job_id, JobRow.message_id == message.message_id)
-            if row is None:
-                return  # finished or cancelled already, or taken over by another message
-            if retrying:
-                repo.requeue_job(row, error)
-            else:
-                repo.fail_job(s, row, error)
+        try:
+            with self.db.session() as s:
+                # Locked as owned_job does, so a cancel cannot slip in before the write.
+                row = _lock_running(s, job_id, JobRow.message_id == message.message_id)
+                if row is None:
+                    return  # finished or cancelled already, or taken over by another message
+                if retrying:
+                    repo.requeue_job(row, error)
+                else:
+                    repo.fail_job(s, row, error)
+        except Exception:
+            # The database is unreachable (often the very error the actor died of): the
+            # row stays `running` under this message, a retry of it is skipped, and once
+            # the lease lapses the sweeper sends the job again.
+            log.warning(
+                "could not record that job %s failed (%s); it runs again once its lease lapses",
+                job_id,
+                error.name,
+                exc_info=True,
+            )
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
         with self._lock:

@@ -38,7 +38,7 @@ from mediamill.storage.asset_jobs import active_jobs, lock_asset
 from mediamill.storage.models import JobRow
 from mediamill.workers import runtime
 from mediamill.workers.middleware import owned_job
-from mediamill.workers.queue import send_stage, time_limit_ms
+from mediamill.workers.queue import send_committed, time_limit_ms
 from mediamill.workers.renditions import default_specs
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def enqueue_package(
         asset = repo.asset_from_row(s, repo.get_asset_row(s, asset_id))
         job = repo.create_job(s, JobType.PACKAGE, JobStage.PACKAGE, {}, asset_id=asset_id)
         plan_package(rt.settings, job, asset)
-    send_stage(rt.broker, job)
+    send_committed(rt, job)
     return job.id
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 import dramatiq
 from dramatiq import Message
 
 from mediamill.config.settings import Settings
 from mediamill.schemas.jobs import JobStage
+from mediamill.storage import repo
 from mediamill.storage.models import JobRow
+
+if TYPE_CHECKING:
+    from mediamill.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 QUEUE_NAME = "mediamill"
 
@@ -47,3 +56,20 @@ def send_stage(broker: dramatiq.Broker, job: JobRow, *, delay_ms: int | None = N
         options=options,
     )
     return broker.enqueue(message, delay=delay_ms)
+
+
+def send_committed(rt: Runtime, job: JobRow, *, delay_ms: int | None = None) -> bool:
+    """`send_stage` for a job whose row is committed `queued`. A broker that refuses
+    (Redis restarting, unreachable) is logged, not raised: the row is marked unsent, and
+    the sweeper's next round sends it. False when the send failed."""
+    try:
+        send_stage(rt.broker, job, delay_ms=delay_ms)
+    except Exception:
+        log.warning("enqueue of job %s failed; the sweeper will send it", job.id, exc_info=True)
+        try:
+            with rt.db.session() as s:
+                repo.mark_unsent(s, job)
+        except Exception:  # the database is down too: sent after `requeue_after_s`
+            log.warning("could not mark job %s unsent", job.id, exc_info=True)
+        return False
+    return True

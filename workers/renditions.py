@@ -29,7 +29,7 @@ from mediamill.schemas.renditions import (
 )
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow, RenditionRow
-from mediamill.workers.queue import send_stage, time_limit_ms
+from mediamill.workers.queue import send_committed, time_limit_ms
 from mediamill.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,7 @@ def request_rendition(
             s.delete(job)
             result = repo.rendition_from_row(repo.get_rendition_row(s, asset_id, effective.spec_id))
     if send is not None:
-        try:
-            send_stage(rt.broker, send)
-        except Exception:
-            log.warning("enqueue of job %s failed; the sweeper will retry", send.id, exc_info=True)
+        send_committed(rt, send)
     return result
 
 

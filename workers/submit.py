@@ -13,7 +13,7 @@ from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
 from mediamill.workers.actors import INCOMING_PREFIX
-from mediamill.workers.queue import send_stage, time_limit_ms
+from mediamill.workers.queue import send_committed, time_limit_ms
 from mediamill.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,7 @@ def submit_ingest(
         job = repo.create_job(s, JobType.INGEST, JobStage.STORE, params)
         if in_transaction is not None:
             in_transaction(s, job)
-    try:
-        send_stage(rt.broker, job)
-    except Exception:
-        log.warning("enqueue of job %s failed; the sweeper will retry", job.id, exc_info=True)
+    send_committed(rt, job)
     return job
 
 

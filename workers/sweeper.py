@@ -14,7 +14,8 @@ from datetime import timedelta
 
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
-from mediamill.workers.queue import STAGE_ACTORS, send_stage
+from mediamill.workers.health import OutageLog, check_broker
+from mediamill.workers.queue import STAGE_ACTORS, send_committed
 from mediamill.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,22 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
                 resend.append(repo.get_job_row(s, row.id))
     rows = resend
     for row in rows:
-        try:
-            send_stage(rt.broker, row)
-        except Exception:
-            log.warning("re-enqueue of job %s failed; will try again", row.id, exc_info=True)
+        send_committed(rt, row)  # a failure marks the row unsent: the next sweep tries again
     if rows:
         log.info("sweeper re-enqueued %d job(s)", len(rows))
     return len(rows)
 
 
 class Sweeper(threading.Thread):
-    """Runs `sweep` every `interval_s` until stopped."""
+    """Runs `sweep` every `interval_s` until stopped.
+
+    Each tick first checks the broker; while the broker or the database cannot be
+    reached it only logs (see OutageLog). The first tick that works again sends every
+    queued job, not only those queued for `requeue_after_s`: sends failed meanwhile (in
+    actors, in the API), a claim that failed may have dead-lettered its message, and a
+    broker restarted without its append-only file lost what it held. Duplicates are
+    harmless (see above).
+    """
 
     def __init__(
         self, rt: Runtime, interval_s: float, queued_older_than_s: float | None = None
@@ -69,13 +75,24 @@ class Sweeper(threading.Thread):
         self.interval_s = interval_s
         self.queued_older_than_s = queued_older_than_s
         self.stopped = threading.Event()
+        self.outage = OutageLog(log, "sweep")
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval_s):
-            try:
-                sweep(self.rt, queued_older_than_s=self.queued_older_than_s)
-            except Exception:
-                log.warning("sweep failed", exc_info=True)
+            self.tick()
+
+    def tick(self) -> int | None:
+        """One sweep (after an outage: of every queued job). The number of jobs sent,
+        or None when the broker or the database could not be reached."""
+        try:
+            check_broker(self.rt.broker)
+            older_than_s = 0 if self.outage.failing else self.queued_older_than_s
+            sent = sweep(self.rt, queued_older_than_s=older_than_s)
+        except Exception as exc:
+            self.outage.failed(exc)
+            return None
+        self.outage.succeeded()
+        return sent
 
     def stop(self) -> None:
         self.stopped.set()

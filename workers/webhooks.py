@@ -29,6 +29,7 @@ from mediamill.schemas.errors import MediaMillError
 from mediamill.schemas.packages import Package
 from mediamill.storage import webhook_deliveries as wd
 from mediamill.workers.delivery import sign_file_url, sign_package_urls
+from mediamill.workers.health import OutageLog
 from mediamill.workers.runtime import Runtime
 from mediamill.workers.webhook_http import parse_allow_hosts, post_webhook
 
@@ -172,13 +173,16 @@ class Dispatcher(threading.Thread):
         self.stopped = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
+        self.outage = OutageLog(log, "webhook dispatch")
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval_s):
             try:
                 self.tick()
-            except Exception:
-                log.warning("webhook dispatch failed", exc_info=True)
+            except Exception as exc:  # the database is down: try again next tick
+                self.outage.failed(exc)
+            else:
+                self.outage.succeeded()
 
     def tick(self) -> int:
         """Fan out, then start attempts for the due deliveries there is room for."""

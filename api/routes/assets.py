@@ -53,7 +53,7 @@ from mediamill.storage.models import AssetRow, JobRow
 from mediamill.workers.actors import ORIGINALS_PREFIX
 from mediamill.workers.delivery import SignedUrl, sign_file_url, sign_package_urls
 from mediamill.workers.packages import enqueue_package, package_ladder
-from mediamill.workers.queue import send_stage, time_limit_ms
+from mediamill.workers.queue import send_committed, time_limit_ms
 from mediamill.workers.renditions import request_rendition
 from mediamill.workers.runtime import Runtime
 
@@ -266,10 +266,7 @@ def _start_analysis(
 
 
 def _send(rt: Runtime, job: JobRow) -> None:
-    try:
-        send_stage(rt.broker, job)
-    except Exception:  # the row is committed: the sweeper sends it later
-        log.warning("enqueue of job %s failed; the sweeper will retry", job.id, exc_info=True)
+    send_committed(rt, job)  # the row is committed: if the broker refuses, the sweeper sends it
 
 
 def ensure_analysis(rt: Runtime, asset_id: str) -> str | None:

@@ -34,7 +34,7 @@ from mediamill.storage import jobs_admin, repo
 from mediamill.storage.blobs import validate_key
 from mediamill.storage.models import JobRow
 from mediamill.workers.bucket import INTERNAL_PREFIXES
-from mediamill.workers.queue import send_stage
+from mediamill.workers.queue import send_committed
 from mediamill.workers.renditions import check_requestable
 from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import submit_ingest
@@ -210,11 +210,6 @@ def retry_job(
     rt = runtime_of(request)
     with rt.db.session() as s:
         row = jobs_admin.retry_job(s, job_id)
-    try:
-        send_stage(rt.broker, row)
-    except Exception:  # the row is queued: the sweeper sends it later
-        log.warning(
-            "enqueue of retried job %s failed; the sweeper will retry", job_id, exc_info=True
-        )
+    send_committed(rt, row)  # the row is queued: if the broker refuses, the sweeper sends it
     with rt.db.session() as s:
         return _job_response(jobs_admin.load_job(s, job_id))
