@@ -7,7 +7,8 @@ job submitted before, during and after the outage succeeds.
 
 What the API answers during an outage (see README, Run the distributed stack):
 - Redis down: `POST /v0/jobs` still answers 201. The job row is committed before its
-  message is sent; the failed send is logged and the sweeper sends it once Redis is back.
+  message is sent; the failed send marks the row unsent and the sweeper sends it once
+  Redis is back.
 - PostgreSQL down: nothing can be recorded, so routes answer a clean 503
   `ServiceUnavailableError` with `Retry-After` (never a 500 or a stack trace); the client
   submits again (with its Idempotency-Key) once `/ready` is 200.
@@ -239,8 +240,9 @@ def assert_ready(stack: Stack) -> None:
 @pytest.fixture(scope="module")
 def stack(moto_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A private Redis, a fresh PostgreSQL database, a bucket on moto, a worker process and
-    an API process; sweeps every second and resends queued jobs after 3 s, so a message
-    lost with an outage is sent again soon."""
+    an API process. Sweeps every second, but `requeue_after_s` keeps its default (300 s):
+    no job here may pass by waiting for it, only by what an outage leaves behind being
+    sent again at once. Short leases and retry backoffs keep the test short."""
     if not Path(REDIS_SERVER).exists():
         message = f"{REDIS_SERVER} is not installed"
         if IN_CI:
