@@ -15,8 +15,11 @@ References, in this same process, tracks one after another, one ffmpeg at a time
 - (A) the ffmpeg commands MediaMill's pipeline runs for each track: the one
   multi-output transcode (`build_args` for every rendition) and the packaging
   command (`pipeline/packaging._dash_args`), same arguments, same binary.
-- (B) the naive CLI: one ffmpeg command per rendition (`build_args` for one
-  output each), then the same packaging command.
+- (B) the same encodes one by one: one ffmpeg command per rendition (`build_args`
+  for one output each), then the same packaging command. This is the issue's
+  reference ("the same encodes run one by one with the ffmpeg CLI"; target
+  >= 1.0x); (A) is shown as the stricter comparison, since it already runs five
+  encoders at once in one command.
 
 The references do NOT hash the original, store anything, analyse it (probe,
 loudness, peaks), measure the outputs, write the HLS master and VOD media
@@ -495,17 +498,24 @@ def table(results: dict[str, Timed], sources: list[Source], threads: int) -> str
     ]
     if ref_b is not None:
         rows.append((ref_b, "ffmpeg CLI: per track one command per rendition + package", "", ""))
+    # The target's reference is (B): the issue's "same encodes run one by one with the
+    # ffmpeg CLI". (A) runs them five at a time in one multi-output command; it is shown
+    # as the stricter comparison.
     vs_a = ref_a.wall_s / default.wall_s
-    default_ratio = f"**{vs_a:.2f}x** vs (A)"
     if ref_b is not None:
-        default_ratio += f", {ref_b.wall_s / default.wall_s:.2f}x vs (B)"
+        vs_b = ref_b.wall_s / default.wall_s
+        default_ratio = f"**{vs_b:.2f}x** vs (B), {vs_a:.2f}x vs (A)"
+        default_target = f"≥ {TARGET_VS_REFERENCE:.1f}x vs (B) {_mark(vs_b >= TARGET_VS_REFERENCE)}"
+    else:
+        default_ratio = f"{vs_a:.2f}x vs (A)"
+        default_target = "(B) not run"
     two_vs_one = one.wall_s / two.wall_s
     rows += [
         (
             default,
             f"1 × `mediamill worker` ({threads} threads), not pinned",
             default_ratio,
-            f"≥ {TARGET_VS_REFERENCE:.1f}x vs (A) {_mark(vs_a >= TARGET_VS_REFERENCE)}",
+            default_target,
         ),
         (one, f"1 × `taskset -c 0 mediamill worker` ({threads} threads)", "1.00x", ""),
         (
