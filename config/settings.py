@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # The sweeper re-enqueues jobs left in `queued` for longer than this.
     requeue_after_s: float = Field(default=300.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
+    # The sweeper deletes temporary objects of writes that never finished (a killed
+    # writer's; never under a key) once this old. A live write's temporary object is
+    # written to continuously (local) or copied away within moments of existing (S3).
+    store_orphan_age_s: float = Field(default=3600.0, gt=0)
 
     # Renditions made automatically after analysis, as `format:bitrate:channels` items
     # (bitrate 0 for lossless formats). Audio assets get the audio profile; video

@@ -47,8 +47,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mediamill.config.settings import Settings
+    from mediamill.storage.blobs import BlobStore
+    from mediamill.storage.models import JobRow
+    from mediamill.workers.runtime import Runtime
 
 # Chaos-friendly values, used unless the environment sets its own: recovery within a
 # few seconds (row lease, Redis heartbeat, sweep), quick webhook retries, and small
@@ -58,6 +65,7 @@ CHAOS_ENV: dict[str, str] = {
     "MEDIAMILL_BROKER_HEARTBEAT_TIMEOUT_S": "3",
     "MEDIAMILL_SWEEP_INTERVAL_S": "1",
     "MEDIAMILL_REQUEUE_AFTER_S": "30",
+    "MEDIAMILL_STORE_ORPHAN_AGE_S": "5",  # what a writer killed mid-write left in the store
     "MEDIAMILL_RETRY_MIN_BACKOFF_MS": "200",
     "MEDIAMILL_RETRY_MAX_BACKOFF_MS": "2000",
     "MEDIAMILL_WEBHOOK_DISPATCH_INTERVAL_S": "0.2",
@@ -179,9 +187,9 @@ def make_media(directory: Path, plans: list[JobPlan], rng: random.Random) -> dic
 
 def job_plan_param(kind: str) -> dict | None:
     """The ingest job's `plan` (as POST /v0/jobs builds it); None: defaults + package."""
-    if kind in ("analysis", "duplicate-analysis"):
+    if kind == "analysis":
         return {"renditions": [], "defaults": False, "exact": False, "package": False}
-    if kind in ("audio-renditions", "duplicate-audio-renditions"):
+    if kind == "audio-renditions":
         return {"renditions": AUDIO_RENDITIONS, "defaults": False, "exact": False, "package": False}
     return None
 
@@ -267,7 +275,7 @@ class WorkerPool:
     new member of dramatiq's heartbeat set when it starts), so the jobs running under
     the messages it holds can be read from Redis and the database."""
 
-    def __init__(self, env: dict[str, str], rt, threads: int, log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], rt: Runtime, threads: int, log_dir: Path) -> None:
         import redis
 
         self.env, self.rt, self.threads, self.log_dir = env, rt, threads, log_dir
@@ -408,7 +416,9 @@ class Submitter:
     in the store, the job row committed, then its message sent). A package job waits
     until the job it re-packages has succeeded."""
 
-    def __init__(self, rt, plans: list[JobPlan], media: dict[int, Path], started_at: float):
+    def __init__(
+        self, rt: Runtime, plans: list[JobPlan], media: dict[int, Path], started_at: float
+    ) -> None:
         self.rt, self.plans, self.media, self.started_at = rt, plans, media, started_at
         self.pending = list(plans)
 
@@ -526,7 +536,7 @@ def _sample(items: list, n: int = 5) -> str:
     return shown + (f" ... (+{len(items) - n})" if len(items) > n else "")
 
 
-def raw_objects(store) -> tuple[dict[str, int], list[str]]:
+def raw_objects(store: BlobStore) -> tuple[dict[str, int], list[str]]:
     """Every object in the store with its size, temporary ones included (`list()`
     hides dot-names), keyed relative to the store's prefix; and the keys of unfinished
     multipart uploads (S3)."""
@@ -546,7 +556,7 @@ def raw_objects(store) -> tuple[dict[str, int], list[str]]:
     return objects, [u["Key"] for u in uploads.get("Uploads", [])]
 
 
-def object_digest(store, key: str) -> tuple[int, str] | None:
+def object_digest(store: BlobStore, key: str) -> tuple[int, str] | None:
     """(size, sha256) of the stored object, read back in full; None when missing."""
     from mediamill.schemas.errors import MediaMillError
 
@@ -579,12 +589,12 @@ def _checker(checks: list[Check]) -> Callable[[str, list, str], None]:
     return check
 
 
-def _job_problem(kind: str, job) -> str:
+def _job_problem(kind: str, job: JobRow) -> str:
     error = f" ({job.error_name}: {job.error_message})" if job.error_name else ""
     return f"{kind} job {job.id}: {job.status} at {job.stage}{error}"
 
 
-def check_state(rt, plans: list[JobPlan], media: dict[int, Path]) -> list[Check]:
+def check_state(rt: Runtime, plans: list[JobPlan], media: dict[int, Path]) -> list[Check]:
     """The database and the store as they are now: jobs, rows against stored bytes,
     duplicates, and objects no row names."""
     from sqlalchemy import func, select
@@ -712,7 +722,9 @@ def check_state(rt, plans: list[JobPlan], media: dict[int, Path]) -> list[Check]
     return checks
 
 
-def _digest_problems(store, key: str, size_bytes: int | None, sha256: str | None) -> list[str]:
+def _digest_problems(
+    store: BlobStore, key: str, size_bytes: int | None, sha256: str | None
+) -> list[str]:
     digest = object_digest(store, key)
     if digest is None:
         return [f"{key} missing"]
@@ -724,7 +736,7 @@ def _digest_problems(store, key: str, size_bytes: int | None, sha256: str | None
     return []
 
 
-def _playlist_problems(store, master_key: str, files: Mapping[str, int]) -> list[str]:
+def _playlist_problems(store: BlobStore, master_key: str, files: Mapping[str, int]) -> list[str]:
     """Every URI in the master playlist and the media playlists it names, not stored."""
     problems, todo, seen = [], [master_key], set()
     while todo:
@@ -743,7 +755,7 @@ def _playlist_problems(store, master_key: str, files: Mapping[str, int]) -> list
     return problems
 
 
-def check_events(rt, received: list[Delivery], endpoint: Mapping[str, str]) -> list[Check]:
+def check_events(rt: Runtime, received: list[Delivery], endpoint: Mapping[str, str]) -> list[Check]:
     """Every outbox event fanned out to the endpoint, delivered, and received at least
     once with a valid Standard Webhooks signature; no job.failed among them."""
     from sqlalchemy import select
@@ -830,7 +842,7 @@ def chaos_env(base: Mapping[str, str], receiver_host: str = RECEIVER_HOST) -> di
     return env
 
 
-def settings_for(env: Mapping[str, str]):
+def settings_for(env: Mapping[str, str]) -> Settings:
     """The Settings a process started with `env` reads (MEDIAMILL_* names only)."""
     from mediamill.config.settings import Settings
 
@@ -865,7 +877,7 @@ def wait_until(done: Callable[[], bool], timeout_s: float, interval_s: float = 0
     return done()
 
 
-def _settled(rt, plans: list[JobPlan]) -> bool:
+def _settled(rt: Runtime, plans: list[JobPlan]) -> bool:
     from sqlalchemy import select
 
     from mediamill.storage.models import JobRow
@@ -878,7 +890,12 @@ def _settled(rt, plans: list[JobPlan]) -> bool:
     )
 
 
-def _delivered(rt, receiver: Receiver, endpoint_id: str) -> bool:
+def _temporary_objects(store: BlobStore) -> list[str]:
+    objects, uploads = raw_objects(store)
+    return [k for k in objects if any(seg.startswith(".") for seg in k.split("/"))] + uploads
+
+
+def _delivered(rt: Runtime, receiver: Receiver, endpoint_id: str) -> bool:
     from sqlalchemy import select
 
     from mediamill.storage.models import OutboxEventRow, WebhookDeliveryRow
@@ -962,6 +979,10 @@ def run(
                 lambda: _delivered(rt, receiver, endpoint["id"]),
                 max(30.0, deadline - time.monotonic()),
             )
+            # Writers killed mid-write left temporary objects: the sweepers remove them
+            # once they are MEDIAMILL_STORE_ORPHAN_AGE_S old.
+            orphan_age_s = settings.store_orphan_age_s
+            wait_until(lambda: not _temporary_objects(rt.store), orphan_age_s + 30.0)
         finally:
             pool.stop_all()
         with receiver.lock:

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
+from mediamill.workers.actors import ORIGINALS_PREFIX
 from mediamill.workers.health import OutageLog, check_broker
 from mediamill.workers.queue import STAGE_ACTORS, send_committed
 from mediamill.workers.runtime import Runtime
@@ -34,6 +35,10 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
             requeue_dead_workers()
         except Exception:
             log.warning("requeue of dead workers' messages failed", exc_info=True)
+    try:  # what killed writers left in the store (never under a key)
+        rt.store.remove_orphans(rt.settings.store_orphan_age_s, (ORIGINALS_PREFIX,))
+    except Exception:
+        log.warning("removing orphaned temporary objects failed", exc_info=True)
     now = utcnow()
     queued_age = rt.settings.requeue_after_s if queued_older_than_s is None else queued_older_than_s
     with rt.db.session() as s:

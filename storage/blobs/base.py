@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +252,14 @@ class BlobStore(ABC):
         streams the bytes through."""
         with self.open(src) as stream:
             return self.put(dst, stream).size_bytes
+
+    def remove_orphans(self, older_than_s: float, content_prefixes: Iterable[str] = ()) -> int:
+        """Delete the temporary objects of writes that never finished (their process was
+        killed mid-write) once older than `older_than_s`; how many went. They are never
+        under a key, so no reader sees them, but nothing else would ever remove them.
+        `content_prefixes` are the prefixes given to `put_content_addressed`, under
+        which a store may keep its temporary objects."""
+        return 0
 
     @abstractmethod
     def url(self, key: str, expires_in_s: int = 3600) -> str:

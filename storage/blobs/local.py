@@ -13,8 +13,9 @@ import errno
 import hashlib
 import logging
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -273,6 +274,22 @@ class LocalBlobStore(BlobStore):
             return
         except OSError as exc:
             raise StorageError(f"cannot delete blob {key!r}", key=key) from exc
+
+    def remove_orphans(self, older_than_s: float, content_prefixes: Iterable[str] = ()) -> int:
+        """Files under `.tmp` not written to for `older_than_s`: a live writer keeps
+        writing (or renames its file away), so these belong to a killed one."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self._tmp_dir.glob("*"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # renamed away or removed meanwhile
+                continue
+            except OSError as exc:
+                raise StorageError("cannot remove a temporary file", path=str(path)) from exc
+        return removed
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under `prefix`, sorted. Walks only the directory the prefix points into."""

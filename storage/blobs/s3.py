@@ -16,7 +16,8 @@ import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
@@ -380,6 +381,31 @@ class S3BlobStore(BlobStore):
         full = self._full_key(key)
         with _s3_errors("delete_object", key):
             self.client.delete_object(Bucket=self.bucket, Key=full)
+
+    def remove_orphans(self, older_than_s: float, content_prefixes: Iterable[str] = ()) -> int:
+        """`<prefix>/.incoming/` objects older than `older_than_s`: a live
+        `put_content_addressed` copies and deletes its temporary object moments after
+        the upload completes, so these belong to a killed writer. (Unfinished multipart
+        uploads are S3's to expire: a bucket lifecycle rule's AbortIncompleteMultipartUpload.)"""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        removed = 0
+        for prefix in content_prefixes:
+            incoming = self._full(f"{validate_key(prefix)}/{INCOMING_DIR}/")
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=incoming
+            )
+            with _s3_errors("list_objects_v2", prefix):
+                old = [
+                    o["Key"]
+                    for page in pages
+                    for o in page.get("Contents", [])
+                    if o["LastModified"] < cutoff
+                ]
+            for full in old:
+                with _s3_errors("delete_object", full):
+                    self.client.delete_object(Bucket=self.bucket, Key=full)
+                removed += 1
+        return removed
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under `prefix` in S3's (sorted) order, `list_page_size` keys per request."""
