@@ -13,6 +13,6 @@ __version__ = "0.1.0"
 # OpenBLAS's own threads spin while they wait, and on a machine the workers keep
 # busy they cost twice the CPU of the analysis they were meant to speed up. Read
 # when numpy loads, so it is set here, before any room imports numpy; a value
-# already in the environment wins.
-for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
+# already in the environment wins. Only OpenBLAS's own variable (numpy's wheels ship
+# OpenBLAS): OMP_NUM_THREADS would reach every child process (`nproc` reads it too).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
