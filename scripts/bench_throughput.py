@@ -72,7 +72,7 @@ from bench_api import fresh_database  # noqa: E402
 from benchlib import write_readme_block  # noqa: E402
 from make_sample import make_sample  # noqa: E402
 
-from mediamill.config.settings import Settings  # noqa: E402
+from mediamill.config.settings import THREADS_PER_CORE, Settings  # noqa: E402
 from mediamill.pipeline.analysis import analyse_file  # noqa: E402
 from mediamill.pipeline.ffmpeg import ffmpeg_binary  # noqa: E402
 
@@ -489,7 +489,7 @@ def _mark(ok: bool) -> str:
     return "✓" if ok else "✗"
 
 
-def table(results: dict[str, Timed], sources: list[Source], threads: int) -> str:
+def table(results: dict[str, Timed], sources: list[Source], threads: int, pinned: int) -> str:
     n = len(sources)
     ref_a, ref_b = results["ref_multi"], results.get("ref_separate")
     default, one, two = results["default"], results["pinned1"], results["pinned2"]
@@ -517,10 +517,10 @@ def table(results: dict[str, Timed], sources: list[Source], threads: int) -> str
             default_ratio,
             default_target,
         ),
-        (one, f"1 × `taskset -c 0 mediamill worker` ({threads} threads)", "1.00x", ""),
+        (one, f"1 × `taskset -c 0 mediamill worker` ({pinned} threads)", "1.00x", ""),
         (
             two,
-            f"2 × `mediamill worker` ({threads} threads each), `taskset -c 0` and `-c 1`",
+            f"2 × `mediamill worker` ({pinned} threads each), `taskset -c 0` and `-c 1`",
             f"**{two_vs_one:.2f}x** vs 1 pinned",
             f"≥ {TARGET_TWO_VS_ONE:.1f}x {_mark(two_vs_one >= TARGET_TWO_VS_ONE)}",
         ),
@@ -649,7 +649,9 @@ def main() -> None:
                 results[key].info["checks"] = checks
             print(f"    {wall_s:.2f} s wall, {cpu_s:.1f} s CPU", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
-    threads = settings.worker_threads
+    # Default threads: THREADS_PER_CORE per core of the worker's affinity.
+    threads = settings.resolved_worker_threads
+    pinned = settings.worker_threads or THREADS_PER_CORE
     text = (
         f"Measured by `scripts/bench_throughput.py` on this machine ({os.cpu_count()} cores): "
         f"a batch of {len(sources)} short tracks, each an audio upload with the default "
@@ -659,7 +661,7 @@ def main() -> None:
         "worker` processes on PostgreSQL + Redis + a local directory store, from the first "
         "submission until every job is terminal. Throughput ratios are ratios of wall times "
         "on the same batch.\n\n"
-        + table(results, sources, threads)
+        + table(results, sources, threads, pinned)
         + "\n\n"
         + notes(results, sources, a.repeat)
     )

@@ -51,7 +51,7 @@ class InProcessWorker:
 
     def __init__(self, rt: Runtime, threads: int | None = None, *, sweep: bool = True) -> None:
         self.rt = rt
-        self.threads = threads or rt.settings.worker_threads
+        self.threads = threads or rt.settings.resolved_worker_threads
         self.sweep = sweep
         self.worker: dramatiq.Worker | None = None
         self.sweeper: Sweeper | None = None

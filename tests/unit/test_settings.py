@@ -65,3 +65,13 @@ def test_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not s.embedded
     assert s.resolved_storage_url == "s3://bucket/prefix"
     assert s.ffmpeg_path == "/usr/bin/ffmpeg"
+
+
+def test_worker_threads_default_to_two_per_core_of_the_affinity(monkeypatch) -> None:
+    from mediamill.config.settings import THREADS_PER_CORE, Settings
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert Settings(_env_file=None).resolved_worker_threads == THREADS_PER_CORE
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert Settings(_env_file=None).resolved_worker_threads == 8 * THREADS_PER_CORE
+    assert Settings(_env_file=None, worker_threads=3).resolved_worker_threads == 3
