@@ -69,3 +69,20 @@ def fresh_postgres_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def wait_job(rt, job_id: str, timeout_s: float = 60):
+    """The job once it is terminal (read from `rt`'s database), polled every 50 ms;
+    AssertionError after `timeout_s`."""
+    import time
+
+    from mediamill.storage import repo
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with rt.db.session() as s:
+            job = repo.load_job(s, job_id)
+        if job.status.terminal:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {job}")

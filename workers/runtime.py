@@ -9,7 +9,7 @@ import dramatiq
 
 from mediamill.config.settings import Settings
 from mediamill.storage.blobs import BlobStore, open_store
-from mediamill.storage.blobs.base import SCRATCH_PREFIX, scratch_prefix
+from mediamill.storage.blobs.base import scratch_prefix
 from mediamill.storage.db import Database, database_for
 
 
@@ -22,10 +22,6 @@ class Runtime:
 
 
 _current: Runtime | None = None
-
-# Work directories are named after the worker's pid, so leftovers of a killed
-# worker can be told from a live one's (see workers/worker.py).
-WORK_DIR_PREFIX = SCRATCH_PREFIX
 
 
 def work_dir(settings: Settings) -> tempfile.TemporaryDirectory[str]:

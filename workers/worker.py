@@ -9,7 +9,8 @@ from pathlib import Path
 
 import dramatiq
 
-from mediamill.workers.runtime import WORK_DIR_PREFIX, Runtime, set_current
+from mediamill.storage.blobs.base import SCRATCH_PREFIX
+from mediamill.workers.runtime import Runtime, set_current
 from mediamill.workers.sweeper import Sweeper, sweep
 from mediamill.workers.webhooks import Dispatcher
 
@@ -20,8 +21,8 @@ def remove_orphaned_work_dirs(work_dir: Path) -> int:
     """Delete work directories whose worker process is gone (killed mid-stage).
     A live worker's directories, on this machine or sharing this disk, are kept."""
     removed = 0
-    for path in work_dir.glob(f"{WORK_DIR_PREFIX}*"):
-        pid_text = path.name[len(WORK_DIR_PREFIX) :].split("-", 1)[0]
+    for path in work_dir.glob(f"{SCRATCH_PREFIX}*"):
+        pid_text = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
         if pid_text.isdigit() and not _alive(int(pid_text)):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from media_corpus import make_bad_inputs
+from support import wait_job
 
 from mediamill.config.settings import get_settings
-from mediamill.schemas.jobs import Job
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
 from mediamill.workers.runtime import Runtime, build_runtime
@@ -30,17 +30,6 @@ def rt(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     runtime = build_runtime(get_settings())
     with InProcessWorker(runtime, threads=2):
         yield runtime
-
-
-def wait_job(rt: Runtime, job_id: str, timeout_s: float = 60) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with rt.db.session() as s:
-            job = repo.load_job(s, job_id)
-        if job.status.terminal:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 def events(rt: Runtime, event_type: str) -> list:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from support import wait_job
 
 from mediamill.config.settings import get_settings
-from mediamill.schemas.jobs import Job, JobStage, JobType
+from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
 from mediamill.workers.runtime import Runtime, build_runtime
@@ -36,17 +37,6 @@ def rt(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     monkeypatch.setenv("MEDIAMILL_PACKAGE_AUDIO_LADDER", "")
     get_settings.cache_clear()
     return build_runtime(get_settings())
-
-
-def wait_job(rt: Runtime, job_id: str, timeout_s: float = 60) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with rt.db.session() as s:
-            job = repo.load_job(s, job_id)
-        if job.status.terminal:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 def wait_row(rt: Runtime, job_id: str, predicate, what: str, timeout_s: float = 60) -> JobRow:

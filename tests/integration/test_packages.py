@@ -8,9 +8,9 @@ from pathlib import Path
 
 import m3u8
 import pytest
+from support import wait_job
 
 from mediamill.config.settings import get_settings
-from mediamill.schemas.jobs import Job
 from mediamill.schemas.packages import package_id_for
 from mediamill.storage import repo
 from mediamill.workers.packages import enqueue_package
@@ -27,19 +27,6 @@ def rt(embedded_env: Path) -> Runtime:
     runtime = build_runtime(get_settings())
     with InProcessWorker(runtime, threads=2):
         yield runtime
-
-
-def _wait(rt: Runtime, job_id: str, timeout_s: float = 120) -> Job:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with rt.db.session() as s:
-            job = repo.load_job(s, job_id)
-        if job.status.terminal:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 def _referenced(rt: Runtime, prefix: str) -> set[str]:
@@ -59,7 +46,8 @@ def _referenced(rt: Runtime, prefix: str) -> set[str]:
 
 
 def test_video_upload_ends_with_a_package_of_its_ladder(rt: Runtime, samples) -> None:
-    job = _wait(rt, submit_local_file(rt, samples["video.mp4"], stage_in_store=False).id)
+    job_id = submit_local_file(rt, samples["video.mp4"], stage_in_store=False).id
+    job = wait_job(rt, job_id, timeout_s=120)
     assert job.status == "succeeded" and job.stage == "done", job
     with rt.db.session() as s:
         (package,) = repo.list_packages(s, job.asset_id)
@@ -85,7 +73,8 @@ def test_video_upload_ends_with_a_package_of_its_ladder(rt: Runtime, samples) ->
 def test_audio_upload_ends_with_an_aac_ladder_package_and_repackaging_is_in_place(
     rt: Runtime, samples
 ) -> None:
-    job = _wait(rt, submit_local_file(rt, samples["music.flac"], stage_in_store=False).id)
+    job_id = submit_local_file(rt, samples["music.flac"], stage_in_store=False).id
+    job = wait_job(rt, job_id, timeout_s=120)
     assert job.status == "succeeded", job
     with rt.db.session() as s:
         (package,) = repo.list_packages(s, job.asset_id)
@@ -94,7 +83,7 @@ def test_audio_upload_ends_with_an_aac_ladder_package_and_repackaging_is_in_plac
     prefix = f"packages/{job.asset_id}/{package.package_id}"
     before = {key: rt.store.size(key) for key in rt.store.list(prefix + "/")}
 
-    again = _wait(rt, enqueue_package(rt, job.asset_id))
+    again = wait_job(rt, enqueue_package(rt, job.asset_id), timeout_s=120)
     assert again.status == "succeeded" and again.result == {"packageId": package.package_id}
     with rt.db.session() as s:
         (repackaged,) = repo.list_packages(s, job.asset_id)

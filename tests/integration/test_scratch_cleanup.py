@@ -9,14 +9,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from support import make_sample
+from support import make_sample, wait_job
 
 from mediamill.config.settings import get_settings
-from mediamill.schemas.jobs import Job
 from mediamill.storage import repo
 from mediamill.storage.blobs.base import SCRATCH_PREFIX
 from mediamill.workers.runtime import Runtime, build_runtime
@@ -53,17 +51,6 @@ def worker(embedded_env: Path, moto_server, monkeypatch: pytest.MonkeyPatch):
     moto_server.reset()
 
 
-def wait_job(rt: Runtime, job_id: str, timeout_s: float = 120) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with rt.db.session() as s:
-            job = repo.load_job(s, job_id)
-        if job.status.terminal:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {job.status}")
-
-
 def scratch(rt: Runtime) -> list[Path]:
     """Everything under the work dir, and this process's scratch dirs in the system tmp."""
     work = rt.settings.resolved_work_dir
@@ -78,7 +65,7 @@ def stored_under(rt: Runtime, prefix: str) -> list[str]:
 def test_success_leaves_no_scratch(worker: InProcessWorker, tmp_path: Path) -> None:
     rt = worker.rt
     source = make_sample(tmp_path / "a.flac", kind="music", duration_s=3.0)
-    job = wait_job(rt, submit_local_file(rt, source, stage_in_store=True).id)
+    job = wait_job(rt, submit_local_file(rt, source, stage_in_store=True).id, timeout_s=120)
     assert job.status == "succeeded", job.error
     with rt.db.session() as s:
         renditions = repo.list_renditions(s, job.asset_id)
@@ -97,7 +84,7 @@ def test_an_ffmpeg_run_past_its_limit_leaves_no_scratch(
     monkeypatch.setattr(actors, "transcode_time_limit_ms", lambda *a: 300)
     rt = worker.rt
     source = make_sample(tmp_path / "long.flac", kind="music", duration_s=120.0)
-    job = wait_job(rt, submit_local_file(rt, source, stage_in_store=True).id)
+    job = wait_job(rt, submit_local_file(rt, source, stage_in_store=True).id, timeout_s=120)
     assert job.status == "failed" and job.error.name == "ProcessingTimeoutError", job
     assert job.stage == "transcode"
     assert stored_under(rt, "renditions/") == []
@@ -123,7 +110,7 @@ def test_a_failed_store_write_is_retried_and_leaves_no_scratch(
 
     monkeypatch.setattr(rt.store, "put", put)
     source = make_sample(tmp_path / "b.flac", kind="music", duration_s=3.0, variant=1)
-    job = wait_job(rt, submit_local_file(rt, source, stage_in_store=True).id)
+    job = wait_job(rt, submit_local_file(rt, source, stage_in_store=True).id, timeout_s=120)
     assert job.status == "succeeded", job.error
     assert len(failures) == 1  # the transcode failed once, then was retried
     with rt.db.session() as s:
