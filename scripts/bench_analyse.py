@@ -168,8 +168,7 @@ def main() -> None:
     text = (
         f"Measured by `scripts/bench_analyse.py` on this machine ({cpu} cores); "
         "medians of repeated runs, each command a child process "
-        "(wall time, peak RSS from wait4).\n\n"
-        + table(results)
+        "(wall time, peak RSS from wait4).\n\n" + table(results)
     )
     print(text)
     if a.write_readme:

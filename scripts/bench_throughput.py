@@ -133,6 +133,7 @@ class Timed:
     label: str
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
+    machine_cpus: list[float] = field(default_factory=list)  # every process, MediaMill runs
     info: dict = field(default_factory=dict)
 
     @property
@@ -280,6 +281,13 @@ def verify_reference(sources: list[Source], out_dir: Path) -> None:
 # --- MediaMill ---------------------------------------------------------------------
 
 
+def _machine_busy_s() -> float:
+    """CPU time every process on the machine has used since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])  # idle + iowait
+    return (sum(int(v) for v in fields[:8]) - idle) / CLK_TCK
+
+
 def _proc_cpu_s(pid: int) -> float:
     """User + system time of a process and of the children it has waited for."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -374,14 +382,17 @@ def run_mediamill(
         try:
             with workers(env, cpu_sets, run_dir) as procs:
                 cpu_before = sum(_proc_cpu_s(p.pid) for p in procs)
+                machine_before = _machine_busy_s()
                 start = time.perf_counter()
                 job_ids = [
                     submit_local_file(rt, src.path, stage_in_store=True).id for src in sources
                 ]
                 _wait_terminal(rt, job_ids, procs, run_dir, start + args.timeout_s)
                 wall_s = time.perf_counter() - start
+                machine_s = _machine_busy_s() - machine_before
                 cpu_s = sum(_proc_cpu_s(p.pid) for p in procs) - cpu_before
             checks = verify_mediamill(rt, sources, job_ids)
+            checks["machine_cpu_s"] = machine_s
         finally:
             rt.broker.close()
             rt.db.dispose()
@@ -580,7 +591,27 @@ def notes(results: dict[str, Timed], sources: list[Source], repeat: int) -> str:
         "and stops when the last job is terminal (polled every 0.1 s). Worker CPU includes "
         "their ffmpeg processes; PostgreSQL, Redis and the submitting process are not "
         "counted. With one pinned worker, PostgreSQL and Redis can still use the other "
-        f"core.{per_run}"
+        f"core.{per_run}\n" + _others_note(results["pinned1"], results["pinned2"])
+    )
+
+
+def _others_note(one: Timed, two: Timed) -> str:
+    """How much CPU the rest of the machine (PostgreSQL, Redis, the submitting and
+    polling bench process) took beside the workers: with two pinned workers it comes
+    out of their cores, which is why that ratio stays under 2x."""
+    parts = []
+    for t in (one, two):
+        others_s = statistics.median(t.machine_cpus) - t.cpu_s
+        busy = statistics.median(t.machine_cpus) / t.wall_s
+        parts.append(
+            f"{t.label}: {others_s:.1f} s of other processes' CPU beside the workers' "
+            f"{t.cpu_s:.1f} s; the machine's {os.cpu_count()} cores {busy:.2f} busy"
+        )
+    return (
+        "- CPU of every process on the machine, from /proc/stat over the same interval "
+        "(medians): " + "; ".join(parts) + ". With two pinned workers, what PostgreSQL, "
+        "Redis and the submitter use comes out of the workers' cores; with one, it has "
+        "the other core."
     )
 
 
@@ -589,7 +620,7 @@ def main() -> None:
     p.add_argument("--tracks", type=int, default=40)
     p.add_argument("--min-duration-s", type=float, default=20.0)
     p.add_argument("--max-duration-s", type=float, default=30.0)
-    p.add_argument("--repeat", type=int, default=1, help="runs of each approach (median)")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each approach (median)")
     p.add_argument("--no-separate", action="store_true", help="skip reference (B)")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="per MediaMill run")
     p.add_argument("--data-dir", type=Path, default=ROOT / "bench-data")
@@ -606,6 +637,12 @@ def main() -> None:
         help="a Redis database for the run alone: it is emptied before and after each run",
     )
     p.add_argument("--write-readme", action="store_true")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated runs to do (ref_multi, ref_separate, default, pinned1, "
+        "pinned2): prints their times, no table",
+    )
     a = p.parse_args()
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("the pinned runs need at least 2 cores")
@@ -638,6 +675,11 @@ def main() -> None:
             lambda: run_mediamill(sources, ["0", "1"], work / "mm", a),
         ),
     )
+    if a.only:
+        wanted = a.only.split(",")
+        if unknown := set(wanted) - set(approaches):
+            raise SystemExit(f"unknown runs: {', '.join(sorted(unknown))}")
+        approaches = {key: approaches[key] for key in wanted}
     results = {key: Timed(label) for key, (label, _) in approaches.items()}
     for r in range(a.repeat):
         for key, (label, fn) in approaches.items():
@@ -647,8 +689,14 @@ def main() -> None:
             results[key].cpus.append(cpu_s)
             if checks is not None:
                 results[key].info["checks"] = checks
-            print(f"    {wall_s:.2f} s wall, {cpu_s:.1f} s CPU", file=sys.stderr)
+                results[key].machine_cpus.append(checks["machine_cpu_s"])
+            machine = f", all processes {checks['machine_cpu_s']:.1f} s CPU" if checks else ""
+            print(f"    {wall_s:.2f} s wall, {cpu_s:.1f} s CPU{machine}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
+    if a.only:
+        for t in results.values():
+            print(f"{t.label}: {', '.join(f'{w:.2f} s' for w in t.walls)} wall")
+        return
     # Default threads: THREADS_PER_CORE per core of the worker's affinity.
     threads = settings.resolved_worker_threads
     pinned = settings.worker_threads or THREADS_PER_CORE
