@@ -83,3 +83,22 @@ def test_minio_notifies_the_api_with_the_bearer_token_the_api_expects() -> None:
     setup = " ".join(SERVICES["minio-setup"]["command"])
     assert "arn:minio:sqs::MEDIAMILL:webhook" in setup and "--prefix inbox/" in setup
     assert Settings().bucket_events_prefix == "inbox/"
+
+
+def test_the_bucket_is_created_at_start_and_minio_is_reachable_only_inside_the_stack() -> None:
+    setup = " ".join(SERVICES["minio-setup"]["command"])
+    bucket = COMPOSE["x-mediamill-env"]["MEDIAMILL_STORAGE_URL"].removeprefix("s3://")
+    assert f"mc mb --ignore-existing local/{bucket}" in setup
+    # renditions/ and packages/ are anonymously readable for the edge: a published MinIO
+    # port would serve them without a signature.
+    assert "anonymous set download" in setup
+    assert "ports" not in SERVICES["minio"]
+    assert SERVICES["edge"]["depends_on"]["minio-setup"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_the_readme_explains_how_to_run_the_stack() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run the distributed stack", 1)[1].split("\n## ", 1)[0]
+    assert "docker compose up" in section and "--scale worker=" in section
