@@ -39,11 +39,14 @@ package file must be in the store, or the benchmark fails. Runs:
 - 2 pinned: `taskset -c 0 mediamill worker` and `taskset -c 1 mediamill worker`.
 
 Worker CPU time is the workers' user + system time including the ffmpeg processes
-they ran (from /proc); PostgreSQL and Redis are not counted. MEDIAMILL_* variables
+they ran (from /proc); PostgreSQL and Redis are not counted there, but the notes give
+what every process on the machine used beside them (/proc/stat). MEDIAMILL_* variables
 of the calling shell are ignored (except MEDIAMILL_FFMPEG), so both sides run the
-defaults.
+defaults. Each approach runs 3 times, round robin, and the table gives medians: one run
+on a shared host can swing by 5%.
 
-    python scripts/bench_throughput.py [--tracks 40] [--repeat 1] [--write-readme]
+    python scripts/bench_throughput.py [--tracks 40] [--repeat 3] [--write-readme]
+    python scripts/bench_throughput.py --only pinned1,pinned2 --repeat 1   # a quick look
 """
 
 from __future__ import annotations
