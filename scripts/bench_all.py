@@ -102,7 +102,16 @@ BENCHES = (
         "Throughput",
         "bench_throughput.py",
         "default workers ≥ 1.0x the ffmpeg CLI one by one; 2 pinned workers ≥ 1.8x 1 pinned",
-        quick_args=("--tracks", "4", "--min-duration-s", "5", "--max-duration-s", "6"),
+        quick_args=(
+            "--tracks",
+            "4",
+            "--min-duration-s",
+            "5",
+            "--max-duration-s",
+            "6",
+            "--repeat",
+            "1",
+        ),
     ),
 )
 
