@@ -176,10 +176,13 @@ def test_time_limit_stops_an_overlong_analysis_without_retrying(
     """A stage past its (duration-scaled) limit fails with ProcessingTimeoutError at once."""
     from support import make_sample
 
-    # A sine compresses to a small file (quick to store) but takes as long to decode.
-    path = make_sample(tmp_path / "long.flac", kind="sine", duration_s=900)
+    # A sine compresses to a small file (quick to store) but takes as long to decode:
+    # 30 min analyse in about 6 s here, while the 1.18 s limit strikes within 2.2 s
+    # (dramatiq's TimeLimit looks once a second). With 15 min and a 1.45 s limit, a fast
+    # host finished the analysis before the limit struck.
+    path = make_sample(tmp_path / "long.flac", kind="sine", duration_s=1800)
     monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_BASE_S", "1.0")
-    monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_PER_MEDIA_S", "0.0005")
+    monkeypatch.setenv("MEDIAMILL_TIME_LIMIT_PER_MEDIA_S", "0.0001")
     get_settings.cache_clear()
     runtime = build_runtime(get_settings())
     with InProcessWorker(runtime, threads=1):
@@ -189,7 +192,7 @@ def test_time_limit_stops_an_overlong_analysis_without_retrying(
     with runtime.db.session() as s:
         params = repo.get_job_row(s, job.id).params
         asset = repo.get_asset_row(s, job.asset_id)
-    assert params["timeLimitMs"] == 1450  # 1.0 s + 0.0005 s per second of 900 s media
+    assert params["timeLimitMs"] == 1180  # 1.0 s + 0.0001 s per second of 1800 s media
     assert asset.status == "stored", "a timeout does not condemn the media"
 
 
