@@ -365,18 +365,16 @@ class WorkerPool:
     ) -> Kill:
         """SIGKILL a random worker among those running a job (waiting up to `wait_s` for
         one, calling `idle` meanwhile), and record the jobs it was running that it can
-        no longer finish. The chosen worker's jobs are read again just before the kill:
-        a stage that ended since it was chosen sends the search back to waiting."""
+        no longer finish. Workers are looked at in random order and the first one
+        running a job is killed at once, so its jobs are read just before the signal."""
         deadline = time.monotonic() + wait_s
         while True:
-            busy = [w for w in self.workers.values() if self.running_jobs(w)]
-            if busy:
-                worker = rng.choice(busy)
+            candidates = rng.sample(list(self.workers.values()), len(self.workers))
+            for worker in candidates:
                 before = {job_id: (stage, mid) for job_id, stage, mid in self.running_jobs(worker)}
                 if before:
                     break
-            elif time.monotonic() > deadline:
-                worker, before = rng.choice(list(self.workers.values())), {}
+            if before or time.monotonic() > deadline:  # past it: an idle worker, a miss
                 break
             idle()
             time.sleep(0.1)
@@ -966,9 +964,10 @@ def run(
             # prefetched: a kill then cuts running jobs short and strands queued ones.
             backlog = 2 * opts.workers * opts.threads
             submitter.top_up(backlog, opts.kills)
-            attempts = 0
-            while _hits(report.kills) < opts.kills and attempts < MAX_KILLS_PER_HIT * opts.kills:
-                attempts += 1
+            while (
+                _hits(report.kills) < opts.kills
+                and len(report.kills) < MAX_KILLS_PER_HIT * opts.kills
+            ):
                 # Work is held back for the kills to come, this one included: what the
                 # workers have may all be done by the time it comes, and then `idle`
                 # submits one more job for it to cut short.
