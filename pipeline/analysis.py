@@ -34,6 +34,8 @@ TRUNCATION_TOLERANCE_RATIO = 0.02
 # gigahertz would size a one-second block buffer in gigabytes.
 MIN_SAMPLE_RATE_HZ = 4000
 MAX_SAMPLE_RATE_HZ = 768_000
+# The column's width: a custom channel order is described channel by channel.
+MAX_LAYOUT_NAME_CHARS = 64
 # A WAV's data chunk header is looked for in this many first bytes.
 WAV_HEADER_SCAN_BYTES = 64 * 1024
 
@@ -140,7 +142,7 @@ def _analyse_container(
         codec=_codec(audio) if audio is not None else _codec(video),
         bitrate_bps=bitrate_bps,
         channels=audio.codec_context.channels if audio is not None else None,
-        channel_layout=audio.layout.name if audio is not None else None,
+        channel_layout=audio.layout.name[:MAX_LAYOUT_NAME_CHARS] if audio is not None else None,
         sample_rate_hz=audio.codec_context.sample_rate if audio is not None else None,
         duration_ms=duration_ms,
         video=_video_info(video) if video is not None else None,
@@ -256,6 +258,22 @@ def _check_audio_format(stream: av.audio.stream.AudioStream) -> None:
         )
 
 
+def packed_samples(frame: av.AudioFrame, channels: int) -> np.ndarray:
+    """The samples of a packed `flt` frame as a (channels, samples) float32 view.
+
+    PyAV (<= 18.1 at least) counts a frame's planes by walking `extended_data` until a
+    NULL pointer. A planar frame of 8 channels fills all eight `data` slots, so the walk
+    reads past them; with more channels `extended_data` is an array of exactly that many
+    pointers and the walk runs off the heap. Either way `to_ndarray()` and `planes`
+    dereference garbage and the process dies with SIGSEGV. A packed frame has one plane
+    (`data[1]` is NULL), so only packed frames are ever converted here.
+    """
+    if frame.format.name != "flt":
+        raise ValueError(f"expected a packed flt frame, got {frame.format.name}")
+    interleaved = np.frombuffer(frame.planes[0], dtype=np.float32, count=frame.samples * channels)
+    return interleaved.reshape(frame.samples, channels).T
+
+
 def _measure_audio(
     container: av.container.InputContainer,
     stream: av.audio.stream.AudioStream,
@@ -268,8 +286,9 @@ def _measure_audio(
     layout = stream.layout
     channels = len(layout.channels)
     meter = LoudnessMeter(rate_hz, channel_weights([c.name for c in layout.channels]))
-    # Converting to planar float in C (swresample) is cheaper than doing it in numpy.
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate_hz)
+    # Converting to float in C (swresample) is cheaper than doing it in numpy. Packed,
+    # not planar: see `packed_samples` for the PyAV bug planar frames of 8+ channels hit.
+    resampler = av.AudioResampler(format="flt", layout=layout, rate=rate_hz)
     blocks = _BlockBuffer(meter, channels, int(rate_hz * BLOCK_S))
     decoded_samples = 0
     errors = 0
@@ -279,7 +298,7 @@ def _measure_audio(
         nonlocal decoded_samples
         for frame in frames:
             for out in resampler.resample(frame):
-                blocks.push(out.to_ndarray())
+                blocks.push(packed_samples(out, channels))
                 decoded_samples += out.samples
 
     try:
@@ -303,7 +322,7 @@ def _measure_audio(
             raise CorruptMediaError(f"unreadable audio stream ({exc.strerror})") from exc
         # A demuxer error after some audio: the truncation check below decides.
     for out in resampler.resample(None):
-        blocks.push(out.to_ndarray())
+        blocks.push(packed_samples(out, channels))
         decoded_samples += out.samples
     blocks.flush()
     if on_progress is not None:

@@ -21,7 +21,8 @@ class _MonoChain:
     """abuffer -> biquad x N -> abuffersink for one channel.
 
     One graph per channel: multichannel graphs in unspecified channel order are
-    remixed by ffmpeg, and PyAV cannot build frames of more than eight planes.
+    remixed by ffmpeg, and PyAV miscounts the planes of planar frames of eight or more
+    channels (see `analysis.packed_samples`). Mono `dbl` frames are packed, one plane.
     """
 
     def __init__(self, sos: list[list[float]], sample_rate_hz: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -127,13 +128,16 @@ def _audio_chain(a, out: Output, media: MediaInfo):
     spec = out.spec
     channels = spec.channels or 2
     rate = spec.sample_rate_hz or media.sample_rate_hz or 48000
+    target = "mono" if channels == 1 else "stereo"
+    if is_unnamed_layout(media.channel_layout):
+        a = a.filter("pan", unnamed_downmix(media.channels or 1, channels))
     # One explicit rematrix for every format: swresample's standard downmix (centre and
     # surrounds at -3 dB, LFE left out), normalised so no output can clip. Left to
     # auto-negotiation, swresample normalises for integer formats but not for float
     # ones, and the same request would come out 8 dB apart between mp3 and opus.
-    a = a.filter(
-        "aresample", osr=rate, ochl="mono" if channels == 1 else "stereo", rematrix_maxval=1.0
-    ).filter("aformat", channel_layouts="mono" if channels == 1 else "stereo")
+    a = a.filter("aresample", osr=rate, ochl=target, rematrix_maxval=1.0).filter(
+        "aformat", channel_layouts=target
+    )
     if out.gain_db:
         a = a.filter("volume", volume=f"{out.gain_db:.4f}dB")
     if out.limit_dbtp is not None:
@@ -154,6 +158,32 @@ def _audio_chain(a, out: Output, media: MediaInfo):
             .filter("aresample", rate)
         )
     return a
+
+
+def is_unnamed_layout(layout: str | None) -> bool:
+    """True for a layout whose channels have no positions ("12 channels", or a custom
+    order such as "4 channels (FL+FR+USR3+NONE)"): swresample has no standard downmix
+    for it, and the ffmpeg CLI would guess one that drops a channel as "LFE"."""
+    return layout is None or re.match(r"\d+ channels\b", layout) is not None
+
+
+def unnamed_downmix(in_channels: int, out_channels: int) -> str:
+    """A `pan` matrix for channels without positions, so none is dropped or favoured:
+    mono is the mean of every channel; stereo takes the even-numbered channels (0, 2,
+    ...) to the left and the odd ones to the right, each side their mean (a single
+    channel feeds both). Means cannot clip, and a signal copied into every channel keeps
+    its level."""
+    # "<" makes pan renormalise the gains to a sum of 1: the mean, and no "=" for
+    # ffmpeg-python to escape.
+    def mean(out: str, indices: list[int]) -> str:
+        return f"{out}<" + "+".join(f"c{i}" for i in indices)
+
+    everything = list(range(in_channels))
+    if out_channels == 1:
+        return f"mono|{mean('c0', everything)}"
+    left = everything[0::2]
+    right = everything[1::2] or left
+    return f"stereo|{mean('c0', left)}|{mean('c1', right)}"
 
 
 def _audio_args(spec: RenditionSpec) -> dict[str, str]:

@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 
 import ffmpeg
+import numpy as np
+import soundfile
 
 from mediamill.pipeline.ffmpeg import ffmpeg_binary, run_ffmpeg
 
@@ -110,6 +112,46 @@ def make_sample(
         stream = ffmpeg.output(audio, str(out), ac=channels, ar=rate, **AUDIO_CODEC_ARGS[ext])
     args = stream.overwrite_output().compile(cmd=ffmpeg_binary())[1:]
     run_ffmpeg(args, timeout_s=timeout_s)
+    return out
+
+
+# Encoder arguments for multichannel files: FLAC stops at 8 channels and ffmpeg's AAC
+# encoder at its standard layouts; Opus's mapping family 255 takes up to 255 channels.
+MULTICHANNEL_CODEC_ARGS = {
+    ".wav": ["-c:a", "pcm_s16le"],
+    ".flac": ["-c:a", "flac"],
+    ".opus": ["-c:a", "libopus", "-b:a", "512k", "-mapping_family", "255"],
+    ".m4a": ["-c:a", "aac", "-b:a", "512k"],
+}
+
+
+def write_multichannel(
+    out: Path, samples: np.ndarray, rate: int, layout: str | None = None
+) -> Path:
+    """Write `samples` (frames x channels, float, within +-1) to `out` with the channel
+    layout `layout` (an ffmpeg name such as "7.1.4"), or with unnamed channels when
+    None (WAV, Opus). The codec follows the extension (MULTICHANNEL_CODEC_ARGS)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    channels = samples.shape[1]
+    if layout is None and out.suffix.lower() == ".wav":
+        # ffmpeg would write the default layout of the count into the WAV's channel
+        # mask; libsndfile writes none.
+        soundfile.write(out, samples, rate, subtype="PCM_16")
+        return out
+    raw = out.with_name(out.name + ".f32")
+    np.ascontiguousarray(samples, dtype="<f4").tofile(raw)
+    try:
+        run_ffmpeg(
+            [
+                "-y", "-f", "f32le", "-ar", str(rate),
+                "-ch_layout", layout or f"{channels}c", "-i", str(raw),
+                *MULTICHANNEL_CODEC_ARGS[out.suffix.lower()], str(out),
+            ],
+            timeout_s=120,
+        )
+    finally:
+        raw.unlink(missing_ok=True)
     return out
 
 

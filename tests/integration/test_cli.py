@@ -14,13 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from media_corpus import make_bad_inputs
-from support import make_sample
+from support import _load_script, make_sample
 
 from mediamill.pipeline.signing import NginxSigner
 
 pytestmark = pytest.mark.integration
+write_multichannel = _load_script("make_sample").write_multichannel
 
 CLI = [sys.executable, "-m", "mediamill"]
 ASSET_FIELDS = {
@@ -104,6 +107,43 @@ def test_process_json_shape_and_dedupe(env: dict[str, str], samples: dict[str, P
     again = json.loads(mm(env, "process", str(samples["speech.wav"]), "--json").stdout)
     assert again["asset"]["originalAssetId"] == out["asset"]["originalAssetId"]
     assert again["job"]["result"] == {"deduplicated": True}
+
+
+@pytest.mark.parametrize(
+    ("channels", "layout", "ext"),
+    [(8, "7.1", ".wav"), (8, "7.1", ".flac"), (12, "7.1.4", ".wav"), (16, None, ".opus"),
+     (24, None, ".wav")],
+)
+def test_process_multichannel_audio(
+    env: dict[str, str], tmp_path: Path, channels: int, layout: str | None, ext: str
+) -> None:
+    """8 to 24 channels, named and unnamed: analysed, every default rendition downmixed
+    to stereo and measured, packaged; each stored output decodes with 2 channels."""
+    rng = np.random.default_rng(channels)
+    t = np.arange(3 * 48000) / 48000
+    data = np.stack(
+        [0.1 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.01 * rng.standard_normal(t.size)
+         for i in range(channels)],
+        axis=1,
+    )
+    source = write_multichannel(tmp_path / f"multi{ext}", data, 48000, layout)
+    proc = mm(env, "process", str(source), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["asset"]["channels"] == channels and out["asset"]["lufs"] is not None
+    assert out["job"]["status"] == "succeeded"
+    assert len(out["renditions"]) == 5
+    store = Path(env["MEDIAMILL_DATA_DIR"]) / "store"
+    for rendition in out["renditions"]:
+        assert rendition["status"] == "ready" and rendition["channels"] == 2, rendition
+        with av.open(str(store / rendition["storageKey"])) as c:
+            stream = c.streams.audio[0]
+            assert stream.codec_context.channels == 2
+            decoded = sum(f.samples for f in c.decode(stream))
+        assert abs(decoded / stream.sample_rate - 3.0) < 0.1, rendition["storageKey"]
+    (package,) = out["packages"]
+    assert package["status"] == "ready"
+    assert (store / package["masterKey"]).is_file() and (store / package["manifestKey"]).is_file()
 
 
 def test_bad_input_exits_non_zero_with_the_error_name(
