@@ -308,12 +308,17 @@ def _print_jobs_table(jobs: list[dict[str, Any]]) -> None:
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
-    """Probe and measure FILE; hashing runs in a thread beside the decode (one wall-clock pass)."""
-    from mediamill.pipeline.analysis import analyse_file
+    """Probe and measure FILE; hashing runs in a thread beside the decode (one wall-clock
+    pass), the decode in a child process (a file that crashes the decoder is reported
+    as WorkerCrashedError, not a dead command)."""
+    from mediamill.config.settings import get_settings
     from mediamill.pipeline.hashing import sha256_file
     from mediamill.schemas.media import Asset
+    from mediamill.workers.native import NativePool
 
     path = _existing_file(args.file)
+    # The child imports while this process starts hashing.
+    native = NativePool(1, test_crashes=get_settings().test_crashes).start()
     digest: dict[str, Any] = {}
 
     def hash_file() -> None:
@@ -323,9 +328,10 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     hasher.start()
     try:
         with _progress(_interactive(args), "analyse") as update:
-            result = analyse_file(path, on_progress=lambda f: update(f, None))
+            result = native.analyse(path, on_progress=lambda f: update(f, None))
     finally:
         hasher.join()
+        native.close()
     asset = Asset.from_analysis(digest["sha"], digest["size"], result)
     body = asset.model_dump(
         mode="json",
@@ -344,14 +350,16 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from mediamill.pipeline.analysis import analyse_file
+    from mediamill.config.settings import get_settings
     from mediamill.pipeline.hashing import sha256_file
     from mediamill.pipeline.quality import resolve
     from mediamill.pipeline.transcode import plan_output, produce
     from mediamill.schemas.media import Asset
     from mediamill.schemas.renditions import LoudnessTarget, RenditionFormat, RenditionSpec
+    from mediamill.workers.native import NativePool
 
     path = _existing_file(args.file)
+    native = NativePool(1, test_crashes=get_settings().test_crashes).start()
     requested = RenditionSpec(
         format=RenditionFormat(args.format),
         bitrate_bps=args.bitrate,
@@ -361,8 +369,8 @@ def cmd_transcode(args: argparse.Namespace) -> int:
         if args.loudness is not None
         else None,
     )
-    with _progress(_interactive(args), "analyse") as update:
-        source = analyse_file(path, on_progress=lambda f: update(f, "analyse"))
+    with native, _progress(_interactive(args), "analyse") as update:
+        source = native.analyse(path, on_progress=lambda f: update(f, "analyse"))
         asset = Asset.from_analysis(*sha256_file(path), source)
         spec, notes = resolve(requested, asset, args.exact)
         settings_limit = 600 + 2 * (asset.duration_ms or 0) / 1000
@@ -374,6 +382,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
                 source.media,
                 timeout_s=settings_limit,
                 on_progress=lambda f: update(f, "transcode"),
+                measure=lambda p: native.analyse(p, stage="transcode"),
             )
             args.output.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(made.output.path, args.output)

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     # A running job whose row has not been touched for this long is presumed
     # orphaned (its worker died) and may be claimed again.
     job_lease_s: float = Field(default=120.0, gt=0)
+    # A job whose worker was lost (its lease lapsed: the process was killed, or died in
+    # native code) runs again at most this many times in one stage, then fails with
+    # WorkerCrashedError: a file that kills whole workers must not do so for ever.
+    max_lost_runs: int = Field(default=2, ge=0)
+    # Tests only: native children die by the signal a file starting with
+    # "MEDIAMILL-TEST-CRASH SIGSEGV" names (workers/native_child.py). Never set it in
+    # production: such a file would then crash a decoding process on purpose.
+    test_crashes: bool = False
     # Redis: a worker process that has not polled Redis for this long is presumed dead,
     # and the messages it had fetched (running or prefetched) go back on the queue at
     # the next sweep. A live worker polls several times a second, so 15 s is a long

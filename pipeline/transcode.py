@@ -240,8 +240,10 @@ def produce(
     *,
     timeout_s: float,
     on_progress: Callable[[float], None] | None = None,
+    measure: Callable[[Path], AnalysisResult] = analyse_file,
 ) -> list[Produced]:
-    """Encode all outputs in one pass, measure each, and correct missed loudness targets."""
+    """Encode all outputs in one pass, measure each (with `measure`: workers pass one
+    that decodes in a child process), and correct missed loudness targets."""
     duration_s = (media.duration_ms or 0) / 1000
     run_ffmpeg(
         build_args(source, outputs, media),
@@ -251,12 +253,12 @@ def produce(
     )
 
     def finish(out: Output) -> Produced:
-        measured = analyse_file(out.path)
+        measured = measure(out.path)
         encodes = 1
         while encodes <= MAX_CORRECTIONS and (fixed := _correction(out, measured)) is not None:
             out = fixed
             run_ffmpeg(build_args(source, [out], media), timeout_s=timeout_s)
-            measured = analyse_file(out.path)
+            measured = measure(out.path)
             encodes += 1
         return Produced(out, measured, encodes)
 

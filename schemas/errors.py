@@ -43,6 +43,13 @@ class UnsupportedMediaError(MediaError):
     """Not a format we handle: unknown container, no audio or video stream, unknown codec."""
 
 
+class WorkerCrashedError(MediaError):
+    """The process decoding the media died (SIGSEGV, SIGABRT, out of memory) in the
+    stage `context['stage']`, again on a second try in a fresh process, or the worker
+    running the stage was lost more often than `MEDIAMILL_MAX_LOST_RUNS` allows. The
+    bytes are taken to be what kills the decoder: retrying cannot help."""
+
+
 class LowQualityError(MediaError):
     """The original cannot support the requested quality and `exact` was asked for."""
 
@@ -179,5 +186,6 @@ __all__ = [
     "TransientError",
     "UnsupportedMediaError",
     "UnsupportedRenditionError",
+    "WorkerCrashedError",
     "error_from_name",
 ]

@@ -183,14 +183,12 @@ def _check_size(key: str, size_bytes: int, declared_bytes: int) -> None:
 
 def _declared_duration(rt: runtime.Runtime, source: dict, key: str) -> float | None:
     """The media's declared duration, read from its header only (a local file, or the
-    first bytes of a streamed read), to size the analysis time limit."""
-    from mediamill.pipeline.probe import probe_duration_s
-
+    first bytes of a streamed read) in a native child, to size the analysis time limit."""
     try:
         if source.get("kind") == "path":
-            return probe_duration_s(source["path"])
+            return rt.native().probe_duration_s(source["path"])
         with rt.store.open(key) as stream:
-            return probe_duration_s(stream)
+            return rt.native().probe_duration_s(stream)
     except MediaMillError:
         return None  # analysis will name the problem
 
@@ -225,7 +223,7 @@ def analyse(job_id: str) -> None:
     progress = _ProgressWriter(rt, job_id)
     try:
         with rt.store.local_path(key) as path:
-            result = _analyse_file()(
+            result = rt.native().analyse(
                 path, on_progress=progress, limits=MediaLimits.from_settings(rt.settings)
             )
     except BaseException as exc:  # time limits interrupt with a BaseException
@@ -339,7 +337,12 @@ def transcode(job_id: str) -> None:
                 for i, spec in enumerate(specs)
             ]
             produced = produce(
-                source, outputs, media, timeout_s=time_limit_s * 0.95, on_progress=progress
+                source,
+                outputs,
+                media,
+                timeout_s=time_limit_s * 0.95,
+                on_progress=progress,
+                measure=lambda path: rt.native().analyse(path, stage="transcode"),
             )
             for row_id, spec, made in zip(row_ids, specs, produced, strict=True):
                 key = f"renditions/{asset.original_asset_id}/{spec.spec_id}.{spec.format.extension}"
@@ -428,14 +431,6 @@ def _finish_child(
                     error.message,
                 )
                 child.finished_at = child.updated_at = utcnow()
-
-
-def _analyse_file():
-    """The analysis stage, imported on first use: processes that only enqueue
-    (API, CLI) never load the decoding and DSP libraries."""
-    from mediamill.pipeline.analysis import analyse_file
-
-    return analyse_file
 
 
 def _wait_for_other_analysis(rt: runtime.Runtime, job_id: str) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import dramatiq
 
@@ -11,6 +12,7 @@ from mediamill.config.settings import Settings
 from mediamill.storage.blobs import BlobStore, open_store
 from mediamill.storage.blobs.base import scratch_prefix
 from mediamill.storage.db import Database, database_for
+from mediamill.workers.native import NativePool
 
 
 @dataclass
@@ -19,6 +21,25 @@ class Runtime:
     db: Database
     store: BlobStore
     broker: dramatiq.Broker
+    _native: NativePool | None = field(default=None, repr=False)
+    _native_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def native(self) -> NativePool:
+        """The pool of child processes that run native media code for this process
+        (one child per worker thread), made on first use; workers start it at boot."""
+        with self._native_lock:
+            if self._native is None:
+                self._native = NativePool(
+                    self.settings.resolved_worker_threads,
+                    test_crashes=self.settings.test_crashes,
+                )
+            return self._native
+
+    def close_native(self) -> None:
+        with self._native_lock:
+            pool, self._native = self._native, None
+        if pool is not None:
+            pool.close()
 
 
 _current: Runtime | None = None

@@ -61,6 +61,7 @@ class InProcessWorker:
     def start(self) -> InProcessWorker:
         set_current(self.rt)
         remove_orphaned_work_dirs(self.rt.settings.resolved_work_dir)
+        self.rt.native().start()  # children import while the worker boots
         # dramatiq's CLI emits process_boot; we run workers ourselves, so we do
         # (TimeLimit starts its watchdog thread on it).
         self.rt.broker.emit_after("process_boot")
@@ -91,6 +92,7 @@ class InProcessWorker:
             self.sweeper.stop()
         if self.worker is not None:
             self.worker.stop(timeout=timeout_ms)
+        self.rt.close_native()
         self.rt.broker.close()
 
     def __enter__(self) -> InProcessWorker:
