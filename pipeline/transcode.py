@@ -240,10 +240,11 @@ def produce(
     *,
     timeout_s: float,
     on_progress: Callable[[float], None] | None = None,
-    measure: Callable[[Path], AnalysisResult] = analyse_file,
+    measure: Callable[[Path], AnalysisResult] | None = None,
 ) -> list[Produced]:
     """Encode all outputs in one pass, measure each (with `measure`: workers pass one
     that decodes in a child process), and correct missed loudness targets."""
+    measure = measure or analyse_file
     duration_s = (media.duration_ms or 0) / 1000
     run_ffmpeg(
         build_args(source, outputs, media),

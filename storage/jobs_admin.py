@@ -190,7 +190,7 @@ def retry_job(session: Session, job_id: str) -> JobRow:
             asset.error_name = asset.error_message = None
             asset.modified_at = now
     repo.requeue_job(row)  # keeps the last error in view until the retry settles it
-    row.attempts = 0
+    row.attempts = row.lost_runs = 0
     row.progress = 0.0
     row.finished_at = None
     return row

@@ -105,6 +105,8 @@ class JobRow(Base):
     stage: Mapped[str] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Runs of the current stage whose worker was lost (no heartbeat within the lease).
+    lost_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error_name: Mapped[str | None] = mapped_column(String(64))

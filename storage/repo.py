@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
@@ -224,6 +224,10 @@ def claim_job(session: Session, job_id: str, stage: str, message_id: str, lease_
         .values(
             status=JobStatus.RUNNING.value,
             attempts=JobRow.attempts + 1,
+            # Taking over a running job means its worker was lost (SQL reads the old
+            # status on the right-hand side).
+            lost_runs=JobRow.lost_runs
+            + case((JobRow.status == JobStatus.RUNNING.value, 1), else_=0),
             message_id=message_id,
             updated_at=now,
         )
@@ -284,7 +288,7 @@ def advance_job(row: JobRow, stage: JobStage) -> None:
     row.stage = stage.value
     row.status = JobStatus.QUEUED.value
     row.progress = 0.0
-    row.attempts = 0
+    row.attempts = row.lost_runs = 0
     row.enqueued_at = now
     row.updated_at = now
     row.message_id = None
@@ -340,6 +344,22 @@ def job_ended(session: Session | None, row: JobRow) -> None:
     from mediamill.storage.uploads import settle_upload_of_job  # uploads imports this module
 
     settle_upload_of_job(session, row)
+
+
+def fail_lost_job(session: Session, row: JobRow, error: MediaMillError) -> None:
+    """Fail a job whose stage lost its worker too often, and condemn the asset it was
+    analysing: the bytes are taken to be what kills workers, and a later read must not
+    start their analysis again."""
+    if row.stage == JobStage.ANALYSE.value and row.asset_id:
+        asset = session.get(AssetRow, row.asset_id)
+        if asset is not None and asset.status in (
+            AssetStatus.STORED.value,
+            AssetStatus.ANALYSING.value,
+        ):
+            asset.status = AssetStatus.FAILED.value
+            asset.error_name, asset.error_message = error.name, error.message
+            asset.modified_at = utcnow()
+    fail_job(session, row, error)
 
 
 def requeue_job(row: JobRow, error: MediaMillError | None = None) -> None:
@@ -430,7 +450,13 @@ def requeue_if_unchanged(session: Session, row: JobRow) -> bool:
             JobRow.status == row.status,
             JobRow.updated_at == row.updated_at,
         )
-        .values(status=JobStatus.QUEUED.value, enqueued_at=now, updated_at=now, message_id=None)
+        .values(
+            status=JobStatus.QUEUED.value,
+            enqueued_at=now,
+            updated_at=now,
+            message_id=None,
+            lost_runs=JobRow.lost_runs + (1 if row.status == JobStatus.RUNNING.value else 0),
+        )
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

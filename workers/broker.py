@@ -37,7 +37,12 @@ def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
             max_backoff=settings.retry_max_backoff_ms,
             retry_when=functools.partial(_retry_when, max_retries=settings.max_retries),
         ),
-        JobLifecycle(db, lease_s=settings.job_lease_s, max_retries=settings.max_retries),
+        JobLifecycle(
+            db,
+            lease_s=settings.job_lease_s,
+            max_retries=settings.max_retries,
+            max_lost_runs=settings.max_lost_runs,
+        ),
     ]
     url = settings.broker_url
     if url is None:

@@ -19,7 +19,12 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.base import utcnow
-from mediamill.schemas.errors import MediaMillError, ProcessingTimeoutError, TransientError
+from mediamill.schemas.errors import (
+    MediaMillError,
+    ProcessingTimeoutError,
+    TransientError,
+    WorkerCrashedError,
+)
 from mediamill.schemas.jobs import JobStatus
 from mediamill.storage import repo
 from mediamill.storage.db import Database
@@ -99,10 +104,13 @@ def should_retry(retries_so_far: int, exc: BaseException, max_retries: int) -> b
 class JobLifecycle(Middleware):
     """Claims, heartbeats and settles the job row behind each message."""
 
-    def __init__(self, db: Database, lease_s: float, max_retries: int) -> None:
+    def __init__(
+        self, db: Database, lease_s: float, max_retries: int, max_lost_runs: int = 2
+    ) -> None:
         self.db = db
         self.lease_s = lease_s
         self.max_retries = max_retries
+        self.max_lost_runs = max_lost_runs
         self._active: dict[str, str] = {}  # message id -> job id
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -129,6 +137,22 @@ class JobLifecycle(Middleware):
             else:
                 self._heart_outage.succeeded()
 
+    def _lost_too_often(self, s: Session, job_id: str, stage: str) -> bool:
+        """A job whose stage lost its worker more than `max_lost_runs` times fails here
+        instead of running again: whatever kills whole workers (a file that crashes
+        native code outside the children, memory) must not go round the fleet for ever."""
+        row = repo.get_job_row(s, job_id)
+        if row.lost_runs <= self.max_lost_runs:
+            return False
+        error = WorkerCrashedError(
+            f"the {stage} stage lost its worker {row.lost_runs} times (no heartbeat within "
+            f"the lease; MEDIAMILL_MAX_LOST_RUNS={self.max_lost_runs})",
+            stage=stage,
+        )
+        log.error("job %s: %s", job_id, error.message)
+        repo.fail_lost_job(s, row, error)
+        return True
+
     @staticmethod
     def _job_id(message: dramatiq.Message) -> str | None:
         if message.actor_name not in ACTOR_STAGES or not message.args:
@@ -143,6 +167,8 @@ class JobLifecycle(Middleware):
         try:
             with self.db.session() as s:
                 claimed = repo.claim_job(s, job_id, stage, message.message_id, self.lease_s)
+                if claimed and self._lost_too_often(s, job_id, stage):
+                    claimed = False
         except Exception as exc:
             raise ClaimError(f"job {job_id} could not be claimed: {exc}") from exc
         if not claimed:

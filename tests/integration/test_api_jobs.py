@@ -496,17 +496,18 @@ def test_cancel_of_a_queued_job_means_no_worker_ever_runs_it(paused_api, samples
 
 
 def test_cancel_during_analysis_stops_the_job_there(api, samples, monkeypatch) -> None:
-    from mediamill.workers import actors
+    from mediamill.workers.native import NativePool
 
     release, entered = threading.Event(), threading.Event()
-    real = actors._analyse_file()
+    real = NativePool.analyse
 
-    def held_analysis(path, **kwargs):
-        entered.set()
-        assert release.wait(60), "the test never released the analysis"
-        return real(path, **kwargs)
+    def held_analysis(pool, path, **kwargs):
+        if kwargs.get("stage", "analyse") == "analyse":
+            entered.set()
+            assert release.wait(60), "the test never released the analysis"
+        return real(pool, path, **kwargs)
 
-    monkeypatch.setattr(actors, "_analyse_file", lambda: held_analysis)
+    monkeypatch.setattr(NativePool, "analyse", held_analysis)
     key = put_sample(api, samples["speech.wav"], "media/speech.wav")
     job_id = post_job(api, {"source": {"key": key}}).json()["id"]
     wait_until(entered.is_set, what="the analysis to start")
@@ -630,21 +631,23 @@ def test_retry_remakes_only_the_failed_rendition(api, samples, monkeypatch) -> N
 
 
 def test_retry_after_a_transient_then_permanent_failure(fast_retry_api, samples, monkeypatch):
-    from mediamill.workers import actors
+    from mediamill.workers.native import NativePool
 
     api = fast_retry_api
-    real = actors._analyse_file()
+    real = NativePool.analyse
     calls: list[str] = []
 
-    def analyse_file(path, **kwargs):
+    def analyse_file(pool, path, **kwargs):
+        if kwargs.get("stage", "analyse") != "analyse":  # measuring outputs
+            return real(pool, path, **kwargs)
         calls.append(str(path))
         if len(calls) == 1:
             raise TransientError("the disk hiccuped")
         if len(calls) == 2:
             raise ProcessingTimeoutError("the analysis ran past its time limit")
-        return real(path, **kwargs)
+        return real(pool, path, **kwargs)
 
-    monkeypatch.setattr(actors, "_analyse_file", lambda: analyse_file)
+    monkeypatch.setattr(NativePool, "analyse", analyse_file)
     key = put_sample(api, samples["speech.wav"], "media/speech.wav")
     job_id = post_job(api, {"source": {"key": key}, "package": False}).json()["id"]
     failed = wait_job(api, job_id)

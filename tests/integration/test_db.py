@@ -37,7 +37,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0006"
+    assert current_revision(db.engine) == head_revision() == "0007"
     tables = set(inspect(db.engine).get_table_names())
     assert {
         "assets",

@@ -102,18 +102,18 @@ def test_transient_failures_are_retried_with_backoff(
     rt: Runtime, samples: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mediamill.schemas.errors import StorageError
-    from mediamill.workers import actors
+    from mediamill.workers.native import NativePool
 
-    real = actors._analyse_file()
+    real = NativePool.analyse
     calls = []
 
-    def flaky(path, **kwargs):
+    def flaky(pool, path, **kwargs):
         calls.append(path)
         if len(calls) < 3:
             raise StorageError("store hiccup")
-        return real(path, **kwargs)
+        return real(pool, path, **kwargs)
 
-    monkeypatch.setattr(actors, "_analyse_file", lambda: flaky)
+    monkeypatch.setattr(NativePool, "analyse", flaky)
     monkeypatch.setattr(rt.settings, "default_audio_renditions", "")  # end at analysis
     monkeypatch.setattr(rt.settings, "package_audio_ladder", "")
     job = wait_job(rt, submit_local_file(rt, samples["music44.flac"], stage_in_store=False).id)
@@ -127,12 +127,12 @@ def test_transient_failures_give_up_after_max_retries(
     rt: Runtime, samples: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mediamill.schemas.errors import StorageError
-    from mediamill.workers import actors
+    from mediamill.workers.native import NativePool
 
-    def broken(path, **kwargs):
+    def broken(pool, path, **kwargs):
         raise StorageError("store is down")
 
-    monkeypatch.setattr(actors, "_analyse_file", lambda: broken)
+    monkeypatch.setattr(NativePool, "analyse", broken)
     job = wait_job(rt, submit_local_file(rt, samples["music.ogg"], stage_in_store=False).id)
     assert job.status == "failed" and job.error.name == "StorageError"
     assert job.attempts == rt.settings.max_retries + 1
