@@ -22,6 +22,7 @@ from mediamill.schemas.errors import (
     LowQualityError,
     MediaError,
     MediaMillError,
+    ModelNotFoundError,
     SizeMismatchError,
     UnsupportedRenditionError,
     error_from_name,
@@ -63,7 +64,9 @@ def ingest(job_id: str) -> None:
         blob, _created = _store_original(rt, source, params.get("sizeBytes") if staged else None)
     if staged is not None:
         params = _drop_staged_copy(rt, job_id, staged, params, blob)
-    duration_s = _declared_duration(rt, source, blob.key)
+    duration_s = _known_duration(rt, blob.sha256)
+    if duration_s is None:
+        duration_s = _declared_duration(rt, source, blob.key)
 
     with rt.db.session() as s:
         created = repo.insert_asset_if_absent(
@@ -179,6 +182,21 @@ def _check_size(key: str, size_bytes: int, declared_bytes: int) -> None:
             "declared: it changed after it was checked, so it is not ingested (upload again)",
             key=key,
         )
+
+
+def _known_duration(rt: runtime.Runtime, asset_id: str) -> float | None:
+    """The duration of bytes analysed before (0 for bytes that failed): their header
+    need not be read again, and bytes that crashed a decoder are not handed to one."""
+    with rt.db.session() as s:
+        try:
+            row = repo.get_asset_row(s, asset_id)
+        except ModelNotFoundError:
+            return None
+        if row.status == AssetStatus.FAILED.value:
+            return 0.0
+        if row.status == AssetStatus.ANALYSED.value:
+            return (row.duration_ms or 0) / 1000
+    return None
 
 
 def _declared_duration(rt: runtime.Runtime, source: dict, key: str) -> float | None:
