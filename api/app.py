@@ -29,7 +29,8 @@ def create_app(
     run_worker: bool | None = None,
 ) -> FastAPI:
     """An app over `runtime` (built from `settings` when not given). `run_worker`
-    defaults to True on the embedded default only."""
+    defaults to True without a broker URL: the queue is then in this process, and
+    nothing else could run what it holds."""
     settings = runtime.settings if runtime is not None else settings or get_settings()
     metrics = ApiMetrics()
 
@@ -40,7 +41,7 @@ def create_app(
         app.state.runtime = rt
         metrics.add_state_collector(lambda: ops.read_state(rt))
         with contextlib.ExitStack() as stack:
-            if run_worker if run_worker is not None else settings.embedded:
+            if run_worker if run_worker is not None else settings.in_process_queue:
                 from mediamill.workers.worker import InProcessWorker
 
                 stack.enter_context(InProcessWorker(rt))

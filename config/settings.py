@@ -205,6 +205,20 @@ class Settings(BaseSettings):
         return self.broker_url is None and self.database_url is None and self.storage_url is None
 
     @property
+    def in_process_queue(self) -> bool:
+        """No broker URL: the queue is in this process, so this process must run the
+        worker that consumes it, whatever the database and store are."""
+        return self.broker_url is None
+
+    @property
+    def mode(self) -> Literal["embedded", "single node", "distributed"]:
+        """embedded: nothing configured; single node: a database or store configured but
+        no broker (one process queues and works); distributed: a shared broker."""
+        if self.embedded:
+            return "embedded"
+        return "single node" if self.in_process_queue else "distributed"
+
+    @property
     def resolved_worker_threads(self) -> int:
         """`worker_threads`, else THREADS_PER_CORE per core this process may use."""
         if self.worker_threads is not None:
@@ -247,18 +261,19 @@ class Settings(BaseSettings):
     def resolved_signing_secret(self) -> str:
         """The URL/event signing secret.
 
-        Embedded: generated once and kept in the data dir. Otherwise it must be
-        set, since every API and worker process has to sign with the same one.
+        Without a broker (embedded, single node): generated once and kept in the data
+        dir. With one it must be set, since every API and worker process has to sign
+        with the same one.
         """
         if self.signing_secret is not None:
             value = self.signing_secret.get_secret_value()
             if len(value) < 16:
                 raise ConfigError("MEDIAMILL_SIGNING_SECRET must be at least 16 characters")
             return value
-        if not self.embedded:
+        if not self.in_process_queue:
             raise ConfigError(
-                "MEDIAMILL_SIGNING_SECRET must be set when a broker, database or storage URL "
-                "is configured (every process must share it)"
+                "MEDIAMILL_SIGNING_SECRET must be set when a broker URL is configured "
+                "(every API and worker process must sign with the same one)"
             )
         path = self.resolved_data_dir / SIGNING_SECRET_FILE
         if not path.exists():

@@ -48,6 +48,20 @@ def test_signing_secret_is_required_when_distributed(tmp_path: Path) -> None:
     assert given.resolved_signing_secret() == "a-long-enough-secret"
 
 
+def test_modes_follow_what_is_configured(tmp_path: Path) -> None:
+    """No broker URL means the in-process queue, whatever the database and store are:
+    that process runs the worker, and keeps its own signing secret."""
+    assert Settings(data_dir=tmp_path).mode == "embedded"
+    for single in (
+        Settings(data_dir=tmp_path, storage_url=(tmp_path / "media").as_uri()),
+        Settings(data_dir=tmp_path, database_url="postgresql+psycopg://x@127.0.0.1/db"),
+    ):
+        assert single.mode == "single node" and single.in_process_queue
+        assert len(single.resolved_signing_secret()) >= 32
+    distributed = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0")
+    assert distributed.mode == "distributed" and not distributed.in_process_queue
+
+
 def test_unknown_urls_are_refused() -> None:
     with pytest.raises(ValidationError):
         Settings(broker_url="kafka://x")
