@@ -74,4 +74,5 @@ def create_app(
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(docs.router)
+    docs.install_openapi(app, public=settings.public_docs)
     return app

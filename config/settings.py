@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     work_dir: Path | None = None
 
     log_level: str = "INFO"
+    # /openapi.json, /docs and /redoc answer without a key (false: a read key).
+    public_docs: bool = True
 
     # Ingest from an http(s) URL (`POST /v0/jobs`): at most this many bytes, fetched
     # within this many seconds (a stalled read gives up after the read timeout).

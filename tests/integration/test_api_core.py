@@ -35,7 +35,7 @@ def test_every_route_but_health_and_ready_needs_a_key(api) -> None:
     routes = list(iter_route_contexts(api.client.app.routes))
     paths = {route.path for route in routes}
     assert {"/v0/assets", "/v0/jobs", "/openapi.json", "/docs", "/redoc"} <= paths
-    open_paths = {"/health", "/ready"}
+    open_paths = {"/health", "/ready", "/openapi.json", "/docs", "/redoc"}
     for route in routes:
         assert isinstance(route.original_route, APIRoute), route.path
         if route.path in open_paths:
@@ -132,17 +132,40 @@ def test_metrics_expose_jobs_queue_depth_stage_durations_and_latency(api, sample
     )
 
 
-def test_openapi_and_docs_are_served_with_a_key(api) -> None:
-    for path in ("/openapi.json", "/docs", "/redoc"):
-        r = api.client.get(path)
-        assert r.status_code == 401 and r.json()["name"] == "AuthenticationError", path
-    spec = api.client.get("/openapi.json", headers=api.read).json()
+def test_openapi_and_docs_are_public_and_declare_the_key(api) -> None:
+    spec = api.client.get("/openapi.json").json()  # no key
     assert spec["info"]["title"] == "MediaMill" and "/v0/version" in spec["paths"]
     assert not {"/openapi.json", "/docs", "/redoc"} & set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "`<clientId>.<token>` of a key from `mediamill keys create`",
+    }
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            wanted = None if path in ("/health", "/ready") else [{"ApiKey": []}]
+            assert operation.get("security") == wanted, path
     for path in ("/docs", "/redoc"):
-        page = api.client.get(path, headers=api.admin)
+        page = api.client.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "/openapi.json" in page.text
+    # The key the schema declares is the one the routes take.
+    r = api.client.get("/v0/version", headers=api.read)  # the X-API-Key form
+    assert r.status_code == 200, r.text
+
+
+def test_docs_closed_with_public_docs_off(embedded_env) -> None:
+    from api_support import running_api
+
+    from mediamill.config.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=embedded_env, public_docs=False)
+    with running_api(settings, run_worker=False) as closed:
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            r = closed.client.get(path)
+            assert r.status_code == 401 and r.json()["name"] == "AuthenticationError", path
+            assert closed.client.get(path, headers=closed.read).status_code == 200, path
 
 
 def test_idempotency_key_replays_the_first_answer(api) -> None:
