@@ -78,3 +78,9 @@ class _StateCollector(Collector):
         for queue, n in sorted(state.get("queueDepth", {}).items()):
             depth.add_metric([queue], n)
         yield depth
+        live = GaugeMetricFamily(
+            "mediamill_workers_live",
+            "Worker processes whose heartbeat is within MEDIAMILL_WORKER_STALE_S",
+        )
+        live.add_metric([], state.get("workersLive", {}).get("", 0))
+        yield live

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # native code) runs again at most this many times in one stage, then fails with
     # WorkerCrashedError: a file that kills whole workers must not do so for ever.
     max_lost_runs: int = Field(default=2, ge=0)
+    # Every worker process refreshes a heartbeat row (every quarter of this); /ready
+    # fails `workers` when jobs are queued and no worker was seen for this long.
+    worker_stale_s: float = Field(default=60.0, gt=0)
     # Tests only: native children die by the signal a file starting with
     # "MEDIAMILL-TEST-CRASH SIGSEGV" names (workers/native_child.py). Never set it in
     # production: such a file would then crash a decoding process on purpose.

@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+import threading
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import dramatiq
 
+from mediamill.schemas.base import utcnow
+from mediamill.storage import workers as worker_rows
 from mediamill.storage.blobs.base import SCRATCH_PREFIX
+from mediamill.workers.health import OutageLog
 from mediamill.workers.runtime import Runtime, set_current
 from mediamill.workers.sweeper import Sweeper, sweep
 from mediamill.workers.webhooks import Dispatcher
@@ -41,6 +48,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class WorkerHeartbeat(threading.Thread):
+    """Keeps this worker's row in `workers` fresh every quarter of
+    `MEDIAMILL_WORKER_STALE_S`, and removes it on a clean stop; rows of workers killed
+    without one age out, and are dropped after ten times that."""
+
+    def __init__(self, rt: Runtime, threads: int) -> None:
+        super().__init__(name="mediamill-worker-heartbeat", daemon=True)
+        self.rt, self.threads = rt, threads
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.interval_s = rt.settings.worker_stale_s / 4
+        self.stopped = threading.Event()
+        self.outage = OutageLog(log, "worker heartbeat")
+
+    def run(self) -> None:
+        while True:
+            self.beat()
+            if self.stopped.wait(self.interval_s):
+                return
+
+    def beat(self) -> None:
+        try:
+            with self.rt.db.session() as s:
+                worker_rows.beat(
+                    s, self.worker_id, socket.gethostname(), os.getpid(), self.threads
+                )
+                stale = timedelta(seconds=10 * self.rt.settings.worker_stale_s)
+                worker_rows.forget_stale(s, utcnow() - stale)
+        except Exception as exc:  # an outage must not kill the heartbeat
+            self.outage.failed(exc)
+        else:
+            self.outage.succeeded()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
+        try:
+            with self.rt.db.session() as s:
+                worker_rows.remove(s, self.worker_id)
+        except Exception:
+            log.warning("could not remove worker row %s", self.worker_id, exc_info=True)
+
+
 class InProcessWorker:
     """A dramatiq Worker plus the sweeper and the webhook dispatcher, consuming the
     runtime's broker."""
@@ -57,6 +106,7 @@ class InProcessWorker:
         self.worker: dramatiq.Worker | None = None
         self.sweeper: Sweeper | None = None
         self.dispatcher: Dispatcher | None = None
+        self.heartbeat: WorkerHeartbeat | None = None
 
     def start(self) -> InProcessWorker:
         set_current(self.rt)
@@ -69,6 +119,8 @@ class InProcessWorker:
             self.rt.broker, worker_threads=self.threads, worker_timeout=200
         )
         self.worker.start()
+        self.heartbeat = WorkerHeartbeat(self.rt, self.threads)
+        self.heartbeat.start()
         if not self.sweep:
             return self
         if self.rt.settings.broker_url is None:
@@ -92,6 +144,8 @@ class InProcessWorker:
             self.sweeper.stop()
         if self.worker is not None:
             self.worker.stop(timeout=timeout_ms)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self.rt.close_native()
         self.rt.broker.close()
 

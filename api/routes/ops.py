@@ -14,6 +14,7 @@ from mediamill.api.auth import require_read
 from mediamill.api.deps import runtime_of
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
+from mediamill.storage.workers import live_workers, queued_jobs
 from mediamill.workers.health import check_broker, queue_depth
 from mediamill.workers.queue import QUEUE_NAME
 
@@ -30,9 +31,10 @@ def health() -> dict[str, str]:
 
 @router.get("/ready", tags=["operations"])
 def ready(request: Request) -> JSONResponse:
-    """Readiness: the database, the broker and the blob store all answer; 503 names
-    what failed (each only as "failed": why is logged, not told to a caller without
-    a key)."""
+    """Readiness: the database, the broker and the blob store all answer, and no job
+    waits with no worker alive (`workers`: none seen for `MEDIAMILL_WORKER_STALE_S`
+    while jobs are queued); 503 names what failed (each only as "failed": why is
+    logged, not told to a caller without a key)."""
     rt = runtime_of(request)
     checks: dict[str, str] = {}
 
@@ -49,9 +51,19 @@ def ready(request: Request) -> JSONResponse:
         with rt.db.session() as s:
             s.execute(text("SELECT 1"))
 
+    def workers() -> None:
+        with rt.db.session() as s:
+            seen_since = utcnow() - timedelta(seconds=rt.settings.worker_stale_s)
+            if queued_jobs(s) and not live_workers(s, seen_since):
+                raise RuntimeError(
+                    f"jobs are queued and no worker was seen for {rt.settings.worker_stale_s} s"
+                )
+
     probe("database", database)
     probe("broker", lambda: check_broker(rt.broker))
     probe("store", lambda: rt.store.exists("ready-probe"))
+    if checks["database"] == "ok":
+        probe("workers", workers)
     failed = [name for name, state in checks.items() if state != "ok"]
     if failed:
         return JSONResponse(
@@ -80,6 +92,8 @@ def read_state(rt) -> dict[str, dict]:
     """What the metrics collector reads on each scrape."""
     with rt.db.session() as s:
         state = repo.job_metrics(s, utcnow() - METRICS_WINDOW)
+        seen_since = utcnow() - timedelta(seconds=rt.settings.worker_stale_s)
+        state["workersLive"] = {"": live_workers(s, seen_since)}
     state["queueDepth"] = {QUEUE_NAME: queue_depth(rt.broker)}
     return state
 

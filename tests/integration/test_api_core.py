@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from mediamill.api.auth import Principal, require_admin
 from mediamill.api.idempotency import idempotent
-from mediamill.storage import idempotency
+from mediamill.storage import idempotency, repo
 from mediamill.storage.api_keys import create_api_key, revoke_api_key
 from mediamill.storage.models import IdempotencyKeyRow, JobRow, LegacyAssetRow, UploadRow
 
@@ -91,7 +91,7 @@ def test_request_id_and_api_version_are_echoed(api) -> None:
 def test_ready_reports_each_dependency_and_503_names_the_failure(api, monkeypatch, caplog) -> None:
     r = api.client.get("/ready")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
+    assert r.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok", "workers": "ok"}
 
     def broken(key: str) -> bool:
         raise OSError("disk gone at s3://user:secret@internal-host")
@@ -102,7 +102,9 @@ def test_ready_reports_each_dependency_and_503_names_the_failure(api, monkeypatc
     assert r.status_code == 503
     assert r.json()["name"] == "ServiceUnavailableError"
     assert r.json()["message"] == "not ready: store"
-    assert r.json()["checks"] == {"database": "ok", "broker": "ok", "store": "failed"}
+    assert r.json()["checks"] == {
+        "database": "ok", "broker": "ok", "store": "failed", "workers": "ok"
+    }  # fmt: skip
     # /ready takes no key: why it failed (hosts, users) is logged, never answered.
     assert "internal-host" not in r.text and "disk gone" not in r.text
     assert "readiness check store failed" in caplog.text and "internal-host" in caplog.text
@@ -166,6 +168,40 @@ def test_docs_closed_with_public_docs_off(embedded_env) -> None:
             r = closed.client.get(path)
             assert r.status_code == 401 and r.json()["name"] == "AuthenticationError", path
             assert closed.client.get(path, headers=closed.read).status_code == 200, path
+
+
+def test_ready_fails_workers_when_jobs_wait_and_no_worker_lives(embedded_env) -> None:
+    """An API without its worker (as a broker-less deployment was before): queued work
+    nothing consumes is a 503 naming `workers`; a worker's heartbeat clears it, and
+    /metrics counts live workers."""
+    from datetime import timedelta
+
+    from api_support import running_api
+
+    from mediamill.config.settings import Settings
+    from mediamill.schemas.base import utcnow
+    from mediamill.schemas.jobs import JobStage, JobType
+    from mediamill.storage import workers as worker_rows
+    from mediamill.storage.models import WorkerRow
+
+    settings = Settings(_env_file=None, data_dir=embedded_env, worker_stale_s=30)
+    with running_api(settings, run_worker=False) as api:
+        assert api.client.get("/ready").status_code == 200  # nothing queued: nothing owed
+        with api.rt.db.session() as s:
+            repo.create_job(s, JobType.INGEST, JobStage.STORE, {})
+        r = api.client.get("/ready")
+        assert r.status_code == 503 and r.json()["checks"]["workers"] == "failed", r.text
+        assert r.json()["message"] == "not ready: workers"
+        with api.rt.db.session() as s:
+            worker_rows.beat(s, "host:1:abc", "host", 1, 2)
+        assert api.client.get("/ready").status_code == 200
+        metrics = api.client.get("/metrics", headers=api.read).text
+        assert "mediamill_workers_live 1.0" in metrics
+        with api.rt.db.session() as s:  # its heartbeat stopped a stale period ago
+            row = s.get(WorkerRow, "host:1:abc")
+            row.seen_at = utcnow() - timedelta(seconds=31)
+        assert api.client.get("/ready").status_code == 503
+        assert "mediamill_workers_live 0.0" in api.client.get("/metrics", headers=api.read).text
 
 
 def test_idempotency_key_replays_the_first_answer(api) -> None:
