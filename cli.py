@@ -58,6 +58,41 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_ERROR
 
 
+def _valid_config() -> bool:
+    """Check the whole configuration before taking work: False after printing every
+    problem on its own `error: ConfigError: ...` line (the caller exits non-zero)."""
+    from mediamill.config.settings import get_settings
+    from mediamill.workers.config_check import check_configuration
+
+    report = check_configuration(get_settings())
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not report.ok:
+        for problem in report.problems:
+            _print_error("ConfigError", problem)
+    return report.ok
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """The effective configuration (secrets masked), the mode, and every problem."""
+    from mediamill.config.settings import get_settings
+    from mediamill.workers.config_check import check_configuration
+
+    report = check_configuration(get_settings(), services=not args.no_services)
+    if args.json:
+        _emit_json({**report.model_dump(), "ok": report.ok})
+    else:
+        print(f"mode      {report.mode}")
+        for name, value in report.effective.items():
+            print(f"  {name:34} {value}")
+        for warning in report.warnings:
+            print(f"warning: {warning}")
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        print("configuration ok" if report.ok else f"{len(report.problems)} problem(s)")
+    return 0 if report.ok else EXIT_ERROR
+
+
 def _print_error(name: str, message: str) -> None:
     print(f"error: {name}: {message}", file=sys.stderr)
 
@@ -111,6 +146,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--cursor", default=None, help="nextCursor of the previous page")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_jobs_list)
+
+    config = sub.add_parser("config", help="the configuration").add_subparsers(metavar="ACTION")
+    c = config.add_parser(
+        "check", help="print the effective configuration, the mode and every problem"
+    )
+    c.add_argument("--json", action="store_true")
+    c.add_argument(
+        "--no-services", action="store_true", help="do not connect to the database, broker, store"
+    )
+    c.set_defaults(func=cmd_config_check)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(metavar="ACTION")
     c = db.add_parser("upgrade", help="apply Alembic migrations")
@@ -451,6 +496,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     from mediamill.workers.worker import InProcessWorker
 
     path = _existing_file(args.file)
+    if not _valid_config():
+        return EXIT_ERROR
     rt = _runtime(in_process_queue=True)
     # No sweeper: this run does its own file only, never other queued jobs.
     with InProcessWorker(rt, sweep=False), _progress(_interactive(args), "process") as update:
@@ -522,6 +569,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.log_level is None:
         logging.getLogger().setLevel(logging.INFO)
+    if not _valid_config():
+        return EXIT_ERROR
     rt = _runtime()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -583,6 +632,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from mediamill.api.app import create_app
 
+    if not _valid_config():
+        return EXIT_ERROR
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -824,6 +875,8 @@ def cmd_listen_bucket(args: argparse.Namespace) -> int:
     from mediamill.schemas.errors import InvalidRequestError, MediaMillError
     from mediamill.workers import bucket
 
+    if not _valid_config():
+        return EXIT_ERROR
     rt = _runtime()
     own_bucket, store_prefix = bucket.store_bucket(rt)
     if args.bucket != own_bucket:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # native code) runs again at most this many times in one stage, then fails with
     # WorkerCrashedError: a file that kills whole workers must not do so for ever.
     max_lost_runs: int = Field(default=2, ge=0)
+    # serve, worker, process and listen-bucket check the whole configuration before
+    # taking work, waiting up to this long for the database, broker and store.
+    startup_wait_s: float = Field(default=30.0, ge=0)
     # Every worker process refreshes a heartbeat row (every quarter of this); /ready
     # fails `workers` when jobs are queued and no worker was seen for this long.
     worker_stale_s: float = Field(default=60.0, gt=0)
