@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
-from make_sample import make_sample  # noqa: E402
+from make_sample import make_sample, write_multichannel  # noqa: E402
 from media_corpus import make_bad_inputs  # noqa: E402
 
 from mediamill.pipeline.ffmpeg import run_ffmpeg  # noqa: E402
@@ -101,6 +101,19 @@ def wav_bytes(
         + struct.pack("<I", data_size & 0xFFFFFFFF)
         + pcm
     )
+
+
+def wav_extensible(pcm: bytes, *, channels: int, channel_mask: int, rate_hz: int = 48000) -> bytes:
+    """A WAVE_FORMAT_EXTENSIBLE 16-bit PCM WAV with the channel mask given, whether or
+    not it names as many channels as there are (a layout no decoder can name)."""
+    guid_pcm = bytes.fromhex("0100000000001000800000aa00389b71")
+    block = channels * 2
+    fmt = struct.pack(
+        "<HHIIHHHHI", 0xFFFE, channels, rate_hz, rate_hz * block, block, 16, 22, 16, channel_mask
+    ) + guid_pcm
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(pcm)) + pcm
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def sine_pcm(freq_hz: float, duration_s: float, rate_hz: int = 48000, channels: int = 2) -> bytes:
@@ -300,6 +313,7 @@ def make_hostile_corpus(out_dir: Path) -> Corpus:
             timeout_s=60,
         )
         mp4_faststart = faststart.read_bytes()
+        odd = _odd_but_valid(src)
         # make_bad_inputs: empty, random, text, truncated FLAC and MP3, subtitles only.
         bad = make_bad_inputs(src / "bad", src / "s.flac", src / "s.mp3")
         for name, (path, expected) in bad.items():
@@ -398,6 +412,27 @@ def make_hostile_corpus(out_dir: Path) -> Corpus:
         SUCCEEDS,
     )
 
+    # Odd but valid (issue 13): many channels, extreme shapes, edit lists, chains,
+    # many tracks, a few milliseconds. Each goes through, or fails with its named error.
+    for name, (data, expected) in odd.items():
+        put(name, data, expected)
+    t = np.arange(48000) / 48000
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    put(
+        "mask-names-2-of-6.wav",
+        wav_extensible(np.repeat(tone[:, None], 6, axis=1).tobytes(), channels=6, channel_mask=3),
+        SUCCEEDS,
+    )
+    put(
+        "mask-reserved-bits.wav",
+        wav_extensible(
+            np.repeat(tone[:, None], 4, axis=1).tobytes(), channels=4, channel_mask=0xF0000000
+        ),
+        SUCCEEDS,
+    )
+    floats = np.tile(np.array([np.nan, np.inf, -np.inf, 0.5], dtype="<f4"), 24000)
+    put("nan-and-infinity.wav", wav_bytes(floats.tobytes(), bits=32, audio_format=3), CORRUPT)
+
     # Bombs: tiny files that decode to hours (declared, then undeclared length).
     hours_s = BOMB_HOURS * 3600.0
     # Refused from the header before decoding; the undeclared one once decoding passes
@@ -405,6 +440,58 @@ def make_hostile_corpus(out_dir: Path) -> Corpus:
     put("bomb-10h-silence.flac", flac_silence_bomb(hours_s, declare_length=True), BOMB)
     put("bomb-undeclared-silence.flac", flac_silence_bomb(hours_s, declare_length=False), BOMB)
     return corpus
+
+
+def _odd_but_valid(src: Path) -> dict[str, tuple[bytes, Expected]]:
+    """Files made with ffmpeg that are legal but unusual, with their expected outcome."""
+    out: dict[str, tuple[bytes, Expected]] = {}
+    rng = np.random.default_rng(13)
+    t = np.arange(int(1.5 * 48000)) / 48000
+    for channels, layout, ext in (
+        (8, "7.1", ".flac"), (12, "7.1.4", ".wav"), (16, None, ".opus"), (24, None, ".wav"),
+    ):  # fmt: skip
+        data = np.stack(
+            [0.1 * np.sin(2 * np.pi * (150 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
+             for i in range(channels)],
+            axis=1,
+        )  # fmt: skip
+        path = write_multichannel(src / f"{channels}ch{ext}", data, 48000, layout)
+        out[f"{channels}-channels{ext}"] = (path.read_bytes(), SUCCEEDS)
+
+    def made(name: str, args: list[str]) -> bytes:
+        path = src / name
+        run_ffmpeg(["-y", *args, str(path)], timeout_s=60)
+        return path.read_bytes()
+
+    video = ("-c:v", "libx264", "-preset", "ultrafast")
+    out["1x1.mp4"] = (
+        made("1x1.mp4", ["-f", "lavfi", "-i", "testsrc2=size=2x2:rate=10:duration=1",
+                         "-vf", "scale=1:1", *video, "-pix_fmt", "yuv444p"]),
+        SUCCEEDS,  # no rung at or below its height: no rendition, no package
+    )  # fmt: skip
+    out["10000x10.mp4"] = (
+        made("10000x10.mp4", ["-f", "lavfi", "-i", "testsrc2=size=10000x10:rate=10:duration=1",
+                              *video, "-pix_fmt", "yuv420p"]),
+        "DimensionsTooLargeError",
+    )  # fmt: skip
+    made("tone.m4a", ["-f", "lavfi", "-i", "sine=440:duration=2", "-c:a", "aac"])
+    out["edit-list-negative-start.mp4"] = (
+        made("neg.mp4", ["-itsoffset", "-0.5", "-i", str(src / "tone.m4a"), "-c", "copy"]),
+        SUCCEEDS,
+    )
+    first = made("o1.ogg", ["-f", "lavfi", "-i", "sine=440:duration=1:sample_rate=44100",
+                            "-c:a", "libvorbis"])  # fmt: skip
+    second = made("o2.ogg", ["-f", "lavfi", "-i", "sine=880:duration=1:sample_rate=48000",
+                             "-c:a", "libvorbis"])  # fmt: skip
+    out["chained-44k-then-48k.ogg"] = (first + second, SUCCEEDS)  # the first link is measured
+    tracks = [a for f in (220, 330, 440, 550, 660) for a in ("-f", "lavfi", "-i", f"sine={f}:d=2")]
+    maps = [a for i in range(5) for a in ("-map", str(i))]
+    out["five-audio-tracks.mkv"] = (made("five.mkv", [*tracks, *maps, "-c:a", "flac"]), SUCCEEDS)
+    out["50-ms.wav"] = (
+        made("short.wav", ["-f", "lavfi", "-i", "sine=440:duration=0.05", "-c:a", "pcm_s16le"]),
+        SUCCEEDS,  # shorter than one 400 ms block: loudness null, not an error
+    )
+    return out
 
 
 def main() -> None:
