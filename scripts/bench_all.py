@@ -72,7 +72,7 @@ BENCHES = (
         "analysis",
         "Analysis",
         "bench_analyse.py",
-        "time ≤ 1.5x ffmpeg ebur128; peak RSS < 150 MB; hashing ≥ 0.8x sha256sum",
+        "time ≤ 1.0x ffmpeg ebur128; peak RSS < 150 MB; hashing ≥ 0.8x sha256sum",
         quick_args=("--minutes", "1", "--repeat", "1"),
     ),
     Bench(
