@@ -628,13 +628,13 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn; on the embedded default the app runs a worker too."""
-    import uvicorn
-
     from mediamill.api.app import create_app
+    from mediamill.api.server import serve
+    from mediamill.config.settings import get_settings
 
     if not _valid_config():
         return EXIT_ERROR
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    serve(create_app(), get_settings(), args.host, args.port)
     return 0
 
 

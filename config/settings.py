@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # /openapi.json, /docs and /redoc answer without a key (false: a read key).
     public_docs: bool = True
+    # `serve` against slow and excess clients (api/server.py): connections past the cap
+    # are closed unread; headers must arrive within the header timeout; a body that
+    # stops arriving for the body timeout is cut; idle keep-alive connections close.
+    http_max_connections: int = Field(default=10_000, ge=1)
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    http_keepalive_timeout_s: float = Field(default=5.0, gt=0)
+    http_backlog: int = Field(default=2048, ge=1)
 
     # Ingest from an http(s) URL (`POST /v0/jobs`): at most this many bytes, fetched
     # within this many seconds (a stalled read gives up after the read timeout).

@@ -1,0 +1,184 @@
+"""Slow and excess clients cannot stop `mediamill serve` (api/server.py): 5,000
+connections that each send a request line, headers and one byte of a declared body,
+with no key, held open on loopback; /health from another client still answers within
+a second, memory stays bounded, and everything recovers when they close. Then the
+guards themselves: the connection cap, the header deadline and the body idle timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "mediamill"]
+SLOW_CLIENTS = 5000
+HOLD_S = 10.0
+SLOW_REQUEST = (
+    b"POST /v0/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 1000\r\n\r\n{"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _health_s(port: int) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+        assert json.load(r) == {"status": "ok"}
+    return time.monotonic() - started
+
+
+class Server:
+    def __init__(self, tmp_path: Path, **settings: str) -> None:
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+        env["MEDIAMILL_DATA_DIR"] = str(tmp_path / "data")
+        env.update(settings)
+        self.log = tmp_path / "serve.log"
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _health_s(self.port)
+                return
+            except OSError:
+                assert self.process.poll() is None, self.log.read_text()
+                assert time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def more_files() -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, SLOW_CLIENTS * 2 + 1024)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _open_slow(port: int, n: int) -> list[socket.socket]:
+    sockets = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(SLOW_REQUEST)
+        sockets.append(s)
+    return sockets
+
+
+def _closed_by_server(s: socket.socket, within_s: float) -> bool:
+    s.settimeout(within_s)
+    try:
+        while chunk := s.recv(4096):  # a response, if any, then the close
+            del chunk
+        return True
+    except TimeoutError:
+        return False
+    except OSError:  # reset: aborted
+        return True
+
+
+def test_five_thousand_slow_clients_do_not_stop_the_api(tmp_path: Path, more_files) -> None:
+    server = Server(tmp_path, MEDIAMILL_HTTP_BODY_TIMEOUT_S="120")
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            _health_s(server.port)
+        rss_before = _rss_mb(server.process.pid)
+        sockets = _open_slow(server.port, SLOW_CLIENTS)
+        held_until = time.monotonic() + HOLD_S
+        worst_s = 0.0
+        while time.monotonic() < held_until:
+            worst_s = max(worst_s, _health_s(server.port))
+            time.sleep(0.5)
+        rss_held = _rss_mb(server.process.pid)
+        assert worst_s < 1.0, worst_s
+        assert rss_held - rss_before < 100, (rss_before, rss_held)
+        assert server.process.poll() is None
+        for s in sockets:
+            s.close()
+        sockets = []
+        deadline = time.monotonic() + 10
+        while _health_s(server.port) > 0.2:
+            assert time.monotonic() < deadline
+        log = server.log.read_text()
+        assert len(log.splitlines()) < 200, log[-3000:]  # no line per client
+    finally:
+        for s in sockets:
+            s.close()
+        server.stop()
+
+
+def test_the_cap_and_the_timeouts_cut_what_they_should(tmp_path: Path, more_files) -> None:
+    server = Server(
+        tmp_path,
+        MEDIAMILL_HTTP_MAX_CONNECTIONS="50",
+        MEDIAMILL_HTTP_HEADER_TIMEOUT_S="1",
+        MEDIAMILL_HTTP_BODY_TIMEOUT_S="1",
+    )
+    try:
+        held = _open_slow(server.port, 50)
+        refused = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        assert _closed_by_server(refused, 2.0), "a connection past the cap was kept"
+        assert all(_closed_by_server(s, 5.0) for s in held), "a stalled body was kept"
+        for s in held:
+            s.close()
+        # A slowloris: headers a byte at a time, never finished.
+        loris = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        started = time.monotonic()
+        cut = False
+        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100:
+            try:
+                loris.sendall(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            time.sleep(0.1)
+        assert cut or _closed_by_server(loris, 2.0)
+        assert time.monotonic() - started < 5  # the header deadline, not the byte rate
+        # A slow but live upload (a chunk every 0.5 s) is not cut by the idle timeout.
+        live = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        live.sendall(
+            b"POST /v0/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 8\r\n\r\n"
+        )
+        for piece in (b"{", b'"a"', b":1", b"}  "):
+            time.sleep(0.5)
+            live.sendall(piece)
+        answer = live.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 401"), answer  # no key: refused, but answered
+        live.close()
+        assert _health_s(server.port) < 1.0
+        assert "connections cut" in server.log.read_text()
+    finally:
+        server.stop()
