@@ -208,6 +208,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="%(default)s")
     c.add_argument("--root", type=Path, metavar="DIR", help="default: the file:// store")
     c.add_argument("--state-dir", type=Path, metavar="DIR", help="pid, logs; DATA_DIR/edge")
+    c.add_argument(
+        "--api", metavar="UPSTREAM", help="also proxy the API at HOST:PORT (slow-client limits)"
+    )
+    c.add_argument("--api-listen", default="0.0.0.0:8000", metavar="HOST:PORT", help="%(default)s")
+    c.add_argument(
+        "--api-only", action="store_true",
+        help="print only the API proxy (http-level directives and server) for nginx's conf.d",
+    )  # fmt: skip
     c.set_defaults(func=cmd_edge_nginx_conf)
 
     c = sub.add_parser("sign", help="a signed delivery URL for a stored file or a package")
@@ -781,11 +789,27 @@ def cmd_edge_nginx_conf(args: argparse.Namespace) -> int:
     The state dir (pid, logs, temp files) is created here: nginx refuses to start
     without it, and it is how the printed file runs unprivileged.
     """
-    from mediamill.config.edge import render_nginx_conf
+    from mediamill.config.edge import ApiProxy, render_api_proxy, render_nginx_conf
     from mediamill.config.settings import ConfigError, get_settings
     from mediamill.storage.blobs import LocalBlobStore, open_store
 
     settings = get_settings()
+    api = None
+    if args.api is not None:
+        api = ApiProxy(
+            upstream=args.api,
+            listen=args.api_listen,
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+            keepalive_timeout_s=settings.http_keepalive_timeout_s,
+            max_connections_per_ip=settings.edge_api_connections_per_ip,
+            max_body_bytes=settings.upload_max_bytes,
+        )
+    if args.api_only:
+        if api is None:
+            raise ConfigError("--api-only needs --api UPSTREAM")
+        sys.stdout.write(render_api_proxy(api))
+        return 0
     if args.root is not None:
         root = args.root.expanduser().resolve()
     else:
@@ -804,6 +828,7 @@ def cmd_edge_nginx_conf(args: argparse.Namespace) -> int:
         root=root,
         secret=settings.resolved_signing_secret(),
         state_dir=state_dir,
+        api=api,
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     sys.stdout.write(conf)

@@ -19,6 +19,7 @@ the state directory, so it runs unprivileged with `nginx -p STATE -c FILE`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mediamill.config.settings import ConfigError
@@ -91,6 +92,78 @@ def checked_dir(path: Path | str, what: str) -> str:
     return PurePosixPath(resolved).as_posix()
 
 
+_UPSTREAM = re.compile(
+    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$"
+)
+
+
+@dataclass(frozen=True)
+class ApiProxy:
+    """The nginx server in front of `mediamill serve`: where it listens, the API's
+    HOST:PORT, and the limits that keep slow or greedy clients off the API (nginx
+    buffers each request whole before it reaches the upstream)."""
+
+    upstream: str
+    listen: str = "0.0.0.0:8000"
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 5.0
+    max_connections_per_ip: int = 100
+    max_body_bytes: int = 5 * 1024**3
+
+    def checked(self) -> ApiProxy:
+        port = int(self.upstream.rsplit(":", 1)[1]) if _UPSTREAM.match(self.upstream) else 0
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--api must be HOST:PORT of the API, not {self.upstream!r}")
+        checked_listen(self.listen)
+        if min(self.header_timeout_s, self.body_timeout_s, self.keepalive_timeout_s) <= 0:
+            raise ConfigError("the API proxy's timeouts must be positive")
+        if self.max_connections_per_ip < 1 or self.max_body_bytes < 1:
+            raise ConfigError("the API proxy's limits must be positive")
+        return self
+
+
+def render_api_proxy(proxy: ApiProxy, indent: str = "") -> str:
+    """The http-level directives and `server` block proxying to the API: a file for
+    nginx's conf.d, or part of `render_nginx_conf`."""
+    p = proxy.checked()
+    text = f"""# MediaMill API behind nginx (`mediamill edge nginx-conf --api {p.upstream}`):
+# requests are read whole here, so a client that sends its headers or body slowly
+# holds an nginx connection, never the API's, and is cut after the timeouts below.
+limit_conn_zone $binary_remote_addr zone=mediamill_api_conn:10m;
+upstream mediamill_api {{
+    server {p.upstream};
+    keepalive 32;
+}}
+server {{
+    listen {p.listen};
+    server_name _;
+    client_header_timeout {_seconds(p.header_timeout_s)};
+    client_body_timeout {_seconds(p.body_timeout_s)};
+    keepalive_timeout {_seconds(p.keepalive_timeout_s)};
+    send_timeout {_seconds(p.body_timeout_s)};
+    client_max_body_size {p.max_body_bytes};
+    limit_conn mediamill_api_conn {p.max_connections_per_ip};
+    limit_conn_status 503;
+    limit_conn_log_level warn;
+    location / {{
+        proxy_pass http://mediamill_api;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_read_timeout 3600s;
+    }}
+}}
+"""
+    return "".join(f"{indent}{line}" if line else line for line in text.splitlines(True))
+
+
+def _seconds(value: float) -> str:
+    return f"{max(1, round(value))}s"
+
+
 def _types_block(indent: str) -> str:
     by_type: dict[str, list[str]] = {}
     for ext, content_type in EDGE_CONTENT_TYPES.items():
@@ -107,6 +180,7 @@ def render_nginx_conf(
     state_dir: Path | str,
     manifest_max_age_s: int = MANIFEST_MAX_AGE_S,
     media_max_age_s: int = MEDIA_MAX_AGE_S,
+    api: ApiProxy | None = None,
 ) -> str:
     """A complete nginx.conf serving the local store at `root` behind signed URLs.
 
@@ -118,6 +192,7 @@ def render_nginx_conf(
     root_dir = checked_dir(root, "the store root")
     state = checked_dir(state_dir, "the state directory")
     secret = checked_secret(secret)
+    api_block = "" if api is None else "\n" + render_api_proxy(api, "    ")
     if manifest_max_age_s < 0 or media_max_age_s < 0:
         raise ConfigError("cache lifetimes cannot be negative")
     media_exts = "|".join(e for e in EDGE_CONTENT_TYPES if e not in {"m3u8", "mpd"})
@@ -139,7 +214,7 @@ pid {state}/nginx.pid;
 error_log {state}/error.log warn;
 
 events {{
-    worker_connections 1024;
+    worker_connections 4096;
 }}
 
 http {{
@@ -226,5 +301,5 @@ http {{
             try_files $uri =404;
         }}
     }}
-}}
+{api_block}}}
 """

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(default=30.0, gt=0)
     http_keepalive_timeout_s: float = Field(default=5.0, gt=0)
     http_backlog: int = Field(default=2048, ge=1)
+    # The nginx API proxy (`mediamill edge nginx-conf --api`): requests at once per
+    # client address; past it nginx answers 503.
+    edge_api_connections_per_ip: int = Field(default=100, ge=1)
 
     # Ingest from an http(s) URL (`POST /v0/jobs`): at most this many bytes, fetched
     # within this many seconds (a stalled read gives up after the read timeout).

@@ -25,6 +25,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -828,3 +829,118 @@ def test_minio_edge_serves_packages_under_the_signed_prefix(minio_edge: Edge) ->
     old = minio_edge.signer.sign_package(asset_id, "pkg", 60, now_s=time.time() - 3600).url
     assert fetch(old).status == 410
     assert fetch(hls.replace("/p/", "/p/x")).status == 403
+
+
+# ---- the API behind the edge (`nginx-conf --api`) ---------------------------------------------
+
+
+def _cut_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the server answered and/or closed the connection within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_the_edge_keeps_slow_and_greedy_clients_off_the_api(tmp_path: Path) -> None:
+    """`mediamill edge nginx-conf --api` in front of a real `mediamill serve`: requests
+    pass through; slow headers and stalled bodies are cut by nginx's timeouts, and past
+    the per-address connection limit nginx answers 503 while the API never sees them."""
+    nginx_binary()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+    env.update(
+        MEDIAMILL_DATA_DIR=str(tmp_path / "data"),
+        MEDIAMILL_HTTP_HEADER_TIMEOUT_S="1",
+        MEDIAMILL_HTTP_BODY_TIMEOUT_S="1",
+        MEDIAMILL_EDGE_API_CONNECTIONS_PER_IP="20",
+    )
+    api_port, edge_port, api_edge_port = free_port(), free_port(), free_port()
+    (tmp_path / "store").mkdir()
+    state = tmp_path / "state"
+    conf = subprocess.run(
+        [
+            sys.executable, "-m", "mediamill", "edge", "nginx-conf",
+            "--listen", f"127.0.0.1:{edge_port}", "--root", str(tmp_path / "store"),
+            "--state-dir", str(state), "--api", f"127.0.0.1:{api_port}",
+            "--api-listen", f"127.0.0.1:{api_edge_port}",
+        ],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "client_header_timeout 1s;" in conf and "limit_conn mediamill_api_conn 20;" in conf
+    (tmp_path / "nginx.conf").write_text(conf)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "mediamill", "serve", "--port", str(api_port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "api.log").open("w"),
+    )  # fmt: skip
+    try:
+        with running_nginx(tmp_path / "nginx.conf", state, edge_port):
+            through = f"http://127.0.0.1:{api_edge_port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    health = raw_get(through, "/health")
+                    if health.status == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "api.log").read_text()
+                time.sleep(0.2)
+            assert json.loads(health.body) == {"status": "ok"}
+            # A slowloris: a header byte every 0.2 s is cut at the header timeout.
+            loris = socket.create_connection(("127.0.0.1", api_edge_port), timeout=5)
+            started, cut = time.monotonic(), False
+            for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+                try:
+                    loris.sendall(bytes([byte]))
+                except OSError:
+                    cut = True
+                    break
+                time.sleep(0.2)
+            assert cut or _cut_within(loris, 3), "a slowloris was kept"
+            assert time.monotonic() - started < 9
+            # Stalled bodies: the first 20 wait at nginx, the rest are 503 at once.
+            stalled = []
+            for _ in range(25):
+                s = socket.create_connection(("127.0.0.1", api_edge_port), timeout=5)
+                s.sendall(b"POST /v0/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+                stalled.append(s)
+            time.sleep(0.3)
+            refused = 0
+            for s in stalled[20:]:
+                s.settimeout(2)
+                refused += s.recv(64).startswith(b"HTTP/1.1 503")
+            assert refused == 5
+            assert all(_cut_within(s, 4) for s in stalled[:20]), "a stalled body was kept"
+            for s in stalled:
+                s.close()
+            assert raw_get(through, "/health").status == 200
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+
+def test_the_compose_api_proxy_file_is_valid_nginx(tmp_path: Path) -> None:
+    """config/nginx/api-proxy.conf as the nginx image includes it (inside `http`); the
+    upstream name `api` resolves only in the compose network, so it is pointed at the
+    loopback for `nginx -t`, which resolves upstreams."""
+    text = (ROOT / "config/nginx/api-proxy.conf").read_text()
+    assert text.count("server api:8000;") == 1
+    (tmp_path / "api-proxy.conf").write_text(
+        text.replace("server api:8000;", "server 127.0.0.1:8000;")
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n"
+        f"  include {tmp_path}/api-proxy.conf;\n}}\n"
+    )
+    proc = subprocess.run(
+        [nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(conf)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr

@@ -71,6 +71,32 @@ def test_every_mounted_file_exists_and_the_edge_template_uses_only_given_variabl
     assert used and used <= set(_env(SERVICES["edge"])), used
 
 
+def test_the_api_is_reached_only_through_the_edge_with_the_generated_proxy() -> None:
+    """The edge publishes :8000 with the API proxy `mediamill edge nginx-conf --api
+    api:8000 --api-only` prints for the default settings (the file is that output:
+    regenerate it when either changes); the API publishes no port of its own."""
+    from mediamill.config.edge import ApiProxy, render_api_proxy
+
+    assert "ports" not in SERVICES["api"]
+    assert "8000:8000" in SERVICES["edge"]["ports"]
+    assert "./config/nginx/api-proxy.conf:/etc/nginx/conf.d/api-proxy.conf:ro" in (
+        SERVICES["edge"]["volumes"]
+    )
+    defaults = Settings(_env_file=None)
+    expected = render_api_proxy(
+        ApiProxy(
+            upstream="api:8000",
+            header_timeout_s=defaults.http_header_timeout_s,
+            body_timeout_s=defaults.http_body_timeout_s,
+            keepalive_timeout_s=defaults.http_keepalive_timeout_s,
+            max_connections_per_ip=defaults.edge_api_connections_per_ip,
+            max_body_bytes=defaults.upload_max_bytes,
+        )
+    )
+    assert (ROOT / "config/nginx/api-proxy.conf").read_text() == expected
+    assert SERVICES["edge"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
 def test_minio_notifies_the_api_with_the_bearer_token_the_api_expects() -> None:
     minio = _env(SERVICES["minio"])
     assert minio["MINIO_NOTIFY_WEBHOOK_ENABLE_MEDIAMILL"] == "on"
