@@ -66,7 +66,10 @@ def test_every_problem_is_named_and_secrets_are_masked(env: dict[str, str]) -> N
     assert report["effective"]["signing_secret"] == "**********"
 
 
-@pytest.mark.parametrize("command", [["worker"], ["serve", "--port", "1"], ["process", "x"]])
+@pytest.mark.parametrize(
+    "command",
+    [["worker"], ["serve", "--port", "1"], ["process", "x"], ["listen-bucket", "mediamill"]],
+)
 def test_processes_refuse_to_start_with_one_line_per_problem(
     env: dict[str, str], tmp_path: Path, command: list[str]
 ) -> None:

@@ -4,6 +4,7 @@ SIGSEGV and by SIGKILL among ten good ones."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -130,3 +131,34 @@ def test_a_crashing_file_fails_its_job_and_every_worker_goes_on(
             worker.terminate()
         for worker in workers:
             assert worker.wait(timeout=60) == 0
+
+
+def test_a_read_of_a_crashed_asset_does_not_decode_it_again(embedded_env, tmp_path: Path) -> None:
+    """The server, with its in-process worker, survives the crash; the asset is failed,
+    so GET /v0/assets/{id}/streams answers at once and starts no analysis."""
+    from api_support import running_api
+
+    from mediamill.config.settings import Settings
+    from mediamill.storage import repo
+    from mediamill.storage.models import JobRow
+
+    settings = Settings(_env_file=None, data_dir=embedded_env, test_crashes=True)
+    path = crash_file(tmp_path, "SIGSEGV")
+    with running_api(settings) as api:
+        with path.open("rb") as f:
+            r = api.client.post(
+                "/v0/assets?wait=30", headers=api.admin, files={"assetfile": ("x.wav", f)}
+            )
+        # The upload waited for the analysis: its answer is the crash, named.
+        assert r.status_code == 422, r.text
+        assert r.json()["name"] == "WorkerCrashedError" and "SIGSEGV" in r.json()["message"]
+        asset_id = hashlib.sha256(path.read_bytes()).hexdigest()
+        with api.rt.db.session() as s:
+            jobs_before = s.query(JobRow).count()
+            assert repo.get_asset_row(s, asset_id).error_name == "WorkerCrashedError"
+        for _ in range(3):
+            r = api.client.get(f"/v0/assets/{asset_id}/streams", headers=api.read)
+            assert r.status_code != 200 and r.json()["name"] == "ModelInvalidError", r.text
+        with api.rt.db.session() as s:
+            assert s.query(JobRow).count() == jobs_before  # nothing started
+        assert api.client.get("/health").status_code == 200
