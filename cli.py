@@ -796,15 +796,7 @@ def cmd_edge_nginx_conf(args: argparse.Namespace) -> int:
     settings = get_settings()
     api = None
     if args.api is not None:
-        api = ApiProxy(
-            upstream=args.api,
-            listen=args.api_listen,
-            header_timeout_s=settings.http_header_timeout_s,
-            body_timeout_s=settings.http_body_timeout_s,
-            keepalive_timeout_s=settings.http_keepalive_timeout_s,
-            max_connections_per_ip=settings.edge_api_connections_per_ip,
-            max_body_bytes=settings.upload_max_bytes,
-        )
+        api = ApiProxy.from_settings(settings, args.api, args.api_listen)
     if args.api_only:
         if api is None:
             raise ConfigError("--api-only needs --api UPSTREAM")

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mediamill.config.settings import ConfigError
+from mediamill.config.settings import ConfigError, Settings
 
 # Content types by extension (nginx's stock mime.types lacks several of these).
 EDGE_CONTENT_TYPES: dict[str, str] = {
@@ -110,6 +110,21 @@ class ApiProxy:
     keepalive_timeout_s: float = 5.0
     max_connections_per_ip: int = 100
     max_body_bytes: int = 5 * 1024**3
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, upstream: str, listen: str = "0.0.0.0:8000"
+    ) -> ApiProxy:
+        """The proxy with the same timeouts `serve` applies, and the upload size limit."""
+        return cls(
+            upstream=upstream,
+            listen=listen,
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+            keepalive_timeout_s=settings.http_keepalive_timeout_s,
+            max_connections_per_ip=settings.edge_api_connections_per_ip,
+            max_body_bytes=settings.upload_max_bytes,
+        )
 
     def checked(self) -> ApiProxy:
         port = int(self.upstream.rsplit(":", 1)[1]) if _UPSTREAM.match(self.upstream) else 0

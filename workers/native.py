@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mediamill.pipeline.limits import NO_LIMITS, MediaLimits
-from mediamill.schemas.errors import WorkerCrashedError, error_from_name
+from mediamill.schemas.errors import TransientError, WorkerCrashedError, error_from_name
 from mediamill.schemas.media import AnalysisResult
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ def receive_message(sock: socket.socket) -> dict[str, Any] | None:
 
 
 class _ChildDiedError(Exception):
-    def __init__(self, how: str) -> None:
+    def __init__(self, how: str, by_signal: bool) -> None:
         super().__init__(how)
-        self.how = how
+        self.how, self.by_signal = how, by_signal
 
 
 class _Child:
@@ -112,18 +112,19 @@ class _Child:
             self.sock.settimeout(None)
         message = receive_message(self.sock) if started else None
         if message is None:
-            raise _ChildDiedError(self.exit_description())
+            raise self.died()
         return message
 
-    def exit_description(self) -> str:
+    def died(self) -> _ChildDiedError:
+        """How the child ended, once its connection closed."""
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # hung up but still running: end it
             self.kill()
-            return "closed its connection"
+            return _ChildDiedError("closed its connection", by_signal=False)
         if code < 0:
-            return f"died by {signal.Signals(-code).name}"
-        return f"exited with status {code}"
+            return _ChildDiedError(f"died by {signal.Signals(-code).name}", by_signal=True)
+        return _ChildDiedError(f"exited with status {code}", by_signal=False)
 
     def kill(self) -> None:
         if self.alive:
@@ -150,10 +151,13 @@ class NativePool:
         self._live = 0
         self._closed = False
 
-    def start(self) -> NativePool:
-        """Start every child now, so no task waits for a child's imports."""
+    def start(self, count: int | None = None) -> NativePool:
+        """Start `count` children now (default: all `size`), so tasks do not wait for a
+        child's imports; more start when every child is busy, up to `size`."""
         with self._lock:
-            missing, self._live = self.size - self._live, self.size
+            wanted = min(self.size, count or self.size)
+            missing = max(0, wanted - self._live)
+            self._live += missing
         for _ in range(missing):
             self._idle.put(_Child(self._env))
         return self
@@ -227,6 +231,10 @@ class NativePool:
                 log.warning(
                     "the %s stage's native process %s (try %d)", stage, died.how, attempt + 1
                 )
+                if not died.by_signal:  # not the media: Python itself failed to run
+                    raise TransientError(
+                        f"the {stage} stage's decoding process {died.how} before answering"
+                    ) from None
                 if attempt == self.crash_retries:
                     raise WorkerCrashedError(
                         f"the {stage} stage crashed: its decoding process {died.how} "
@@ -258,7 +266,7 @@ class NativePool:
             if pass_fd is not None:
                 socket.send_fds(child.sock, [b"F"], [pass_fd])
         except OSError:
-            raise _ChildDiedError(child.exit_description()) from None
+            raise child.died() from None
         while True:
             message = child.receive()
             if message is None:

@@ -111,7 +111,9 @@ class InProcessWorker:
     def start(self) -> InProcessWorker:
         set_current(self.rt)
         remove_orphaned_work_dirs(self.rt.settings.resolved_work_dir)
-        self.rt.native().start()  # children import while the worker boots
+        # Children import while the worker boots; the pool grows to one per thread
+        # as work comes (a short `mediamill process` does not start four).
+        self.rt.native().start(min(2, self.threads))
         # dramatiq's CLI emits process_boot; we run workers ourselves, so we do
         # (TimeLimit starts its watchdog thread on it).
         self.rt.broker.emit_after("process_boot")

@@ -82,17 +82,7 @@ def test_the_api_is_reached_only_through_the_edge_with_the_generated_proxy() -> 
     assert "./config/nginx/api-proxy.conf:/etc/nginx/conf.d/api-proxy.conf:ro" in (
         SERVICES["edge"]["volumes"]
     )
-    defaults = Settings(_env_file=None)
-    expected = render_api_proxy(
-        ApiProxy(
-            upstream="api:8000",
-            header_timeout_s=defaults.http_header_timeout_s,
-            body_timeout_s=defaults.http_body_timeout_s,
-            keepalive_timeout_s=defaults.http_keepalive_timeout_s,
-            max_connections_per_ip=defaults.edge_api_connections_per_ip,
-            max_body_bytes=defaults.upload_max_bytes,
-        )
-    )
+    expected = render_api_proxy(ApiProxy.from_settings(Settings(_env_file=None), "api:8000"))
     assert (ROOT / "config/nginx/api-proxy.conf").read_text() == expected
     assert SERVICES["edge"]["depends_on"]["api"]["condition"] == "service_healthy"
 

@@ -5,7 +5,6 @@ analysing: a file that kills whole workers cannot go round the fleet for ever.""
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import dramatiq
 import pytest
@@ -22,14 +21,6 @@ from mediamill.workers.middleware import JobLifecycle
 
 LEASE_S = 60.0
 ASSET_ID = "a" * 64
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def _analysing_job(db: Database) -> str:

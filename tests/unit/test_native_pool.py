@@ -11,6 +11,7 @@ import pytest
 from mediamill.pipeline.analysis import analyse_file
 from mediamill.schemas.errors import (
     CorruptMediaError,
+    TransientError,
     UnsupportedMediaError,
     WorkerCrashedError,
 )
@@ -54,6 +55,15 @@ def test_a_crash_fails_the_task_after_one_retry_and_the_pool_goes_on(
     # Two children died and were replaced; the next task runs.
     assert pool.analyse(samples["music.flac"]).media.channels == 2
     assert not children_before & {c.proc.pid for c in list(pool._idle.queue)}
+
+
+def test_a_child_that_exits_without_a_signal_is_a_transient_error(
+    pool: NativePool, tmp_path: Path
+) -> None:
+    """An exit status is Python failing (an import, the environment), not the bytes: the
+    job is retried later and the asset is not condemned."""
+    with pytest.raises(TransientError, match="exited with status 3 before answering"):
+        pool.analyse(_crash_file(tmp_path, "EXIT"))
 
 
 def test_crash_files_are_plain_bad_media_unless_tests_enable_them(tmp_path: Path) -> None:

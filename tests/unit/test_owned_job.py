@@ -7,7 +7,6 @@ same holds where JobLifecycle settles a failed message.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import dramatiq
 import pytest
@@ -23,14 +22,6 @@ from mediamill.workers.middleware import JobLifecycle, owned_job
 MESSAGE_ID = "message-1"
 # How long the interleaved cancel gets to commit while the worker holds its check.
 CANCEL_WINDOW_S = 1.0
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
