@@ -909,13 +909,18 @@ def test_the_edge_keeps_slow_and_greedy_clients_off_the_api(tmp_path: Path) -> N
                 s = socket.create_connection(("127.0.0.1", api_edge_port), timeout=5)
                 s.sendall(b"POST /v0/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
                 stalled.append(s)
-            time.sleep(0.3)
-            refused = 0
-            for s in stalled[20:]:
-                s.settimeout(2)
-                refused += s.recv(64).startswith(b"HTTP/1.1 503")
-            assert refused == 5
-            assert all(_cut_within(s, 4) for s in stalled[:20]), "a stalled body was kept"
+            # nginx's workers take them in any order: count, do not expect positions.
+            answers = []
+            for s in stalled:
+                s.settimeout(4)
+                try:
+                    answers.append(s.recv(64)[:12])
+                except TimeoutError:
+                    answers.append(b"kept")
+                except OSError:
+                    answers.append(b"reset")
+            assert answers.count(b"HTTP/1.1 503") == 5, answers
+            assert b"kept" not in answers, "a stalled body was kept past the body timeout"
             for s in stalled:
                 s.close()
             assert raw_get(through, "/health").status == 200
