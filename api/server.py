@@ -14,8 +14,9 @@ answering. `GuardedH11Protocol` adds, per connection:
   arriving for that long is cut, however large the upload (like nginx's
   `client_body_timeout`);
 - request buffering: a request with a body up to MAX_BUFFERED_BODY_BYTES reaches the
-  parser and the app only once it has all arrived, so a stalled client costs a few
-  hundred bytes, not a running ASGI task (about 26 KB each, measured);
+  parser and the app only once it has all arrived, so a stalled client costs its bytes
+  so far (at most the head and 16 KiB), not a running ASGI task (about 26 KB each,
+  measured); pipelined requests are handed over one at a time;
 
 and the process's open-file limit is raised to its hard limit so the cap, not the
 kernel, decides. What it cuts is counted and logged once every
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 import threading
 import time
@@ -42,8 +44,9 @@ log = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0
 # Requests with bodies up to this size are held until they have all arrived; larger
 # ones (uploads) stream to the app as they come.
-MAX_BUFFERED_BODY_BYTES = 64 * 1024
+MAX_BUFFERED_BODY_BYTES = 16 * 1024
 MAX_HEAD_BYTES = 16 * 1024  # h11's default limit on an incomplete request head
+_HEAD_END = re.compile(rb"\r?\n\r?\n")  # h11 accepts bare LF line ends too
 # File descriptors kept for everything but client sockets (database, broker, store,
 # native children, logs).
 RESERVED_FDS = 256
@@ -111,29 +114,49 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._buffering:
             # A request is handed to the parser and the app only once it has all
-            # arrived (or streams a large body): a client stalling half-way holds a
-            # few hundred bytes here, not a parser state and a running ASGI task.
+            # arrived (or streams a large body): a client stalling half-way holds its
+            # bytes here, not a parser state and a running ASGI task.
+            self._unset_keepalive_if_required()  # a request began: its own timeouts
             self._pending += data
-            phase = _request_phase(self._pending)
+            phase, end = _request_phase(self._pending)
             if phase == "headers":
                 self._arm(phase, self.header_timeout_s)
                 return
             if phase == "body":
                 self._arm(phase, self.body_timeout_s)
                 return
-            data, self._pending, self._buffering = self._pending, b"", False
+            if end is None:  # streamed: everything goes to the parser from here
+                data, self._pending = self._pending, b""
+            else:  # complete: this request only; a pipelined next one waits its turn
+                data, self._pending = self._pending[:end], self._pending[end:]
+            self._buffering = False
             self._disarm()
         super().data_received(data)
+        self._arm_for_parser_state()
+
+    def _arm_for_parser_state(self) -> None:
+        """Timeouts for what the parser itself holds (a streamed body, or part of a
+        pipelined request it was given while the previous one ran)."""
         state = self.conn.their_state
         if state is h11.SEND_BODY:
             self._arm("body", self.body_timeout_s)  # idle timeout: re-armed per chunk
+        elif state is h11.IDLE and self.conn.trailing_data[0]:
+            self._arm("headers", self.header_timeout_s)
         elif state is not h11.IDLE:
             self._disarm()  # the request has all arrived
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE:
+        if self.transport.is_closing():
+            return
+        idle = self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE
+        if idle and not self.conn.trailing_data[0]:
             self._buffering = True  # the next request on this connection is held again
+            if self._pending:
+                pending, self._pending = self._pending, b""
+                self.data_received(pending)
+        else:  # the parser holds (part of) the next request already
+            self._arm_for_parser_state()
 
     def _arm(self, phase: str, timeout_s: float) -> None:
         if self._read_timer is not None:
@@ -152,6 +175,9 @@ class GuardedH11Protocol(H11Protocol):
     def _read_timed_out(self) -> None:
         self._read_timer = None
         if self.transport.is_closing():
+            return
+        if self.flow is not None and self.flow.read_paused:  # we stopped reading, not them
+            self._arm(self._phase or "body", self.body_timeout_s)
             return
         shed.count(f"too slow sending {self._phase}")
         self.transport.abort()
@@ -178,27 +204,29 @@ class _OncePerWindow(logging.Filter):
         return True
 
 
-def _request_phase(data: bytes) -> str:
-    """What a buffered request still waits for: "headers", "body", or "ready" (all here,
-    or a body to stream: chunked, or over MAX_BUFFERED_BODY_BYTES; or too much head for
-    h11 to take, which it then refuses)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return "headers" if len(data) <= MAX_HEAD_BYTES else "ready"
+def _request_phase(data: bytes) -> tuple[str, int | None]:
+    """What a buffered request still waits for: ("headers" | "body", None), or ("ready",
+    where the request ends in `data`), or ("ready", None) when the rest streams to the
+    parser (chunked, over MAX_BUFFERED_BODY_BYTES, `Expect: 100-continue`, or a head
+    too large or malformed, which h11 then refuses)."""
+    head = _HEAD_END.search(data)
+    if head is None:
+        return ("headers", None) if len(data) <= MAX_HEAD_BYTES else ("ready", None)
     length = 0
-    for line in data[:end].split(b"\r\n")[1:]:
+    for line in re.split(rb"\r?\n", data[: head.start()])[1:]:
         name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"transfer-encoding":
-            return "ready"
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == b"transfer-encoding" or (name == b"expect" and value == b"100-continue"):
+            return "ready", None  # the client waits for the app's 100 before its body
         if name == b"content-length":
             try:
-                length = int(value.strip())
+                length = int(value)
             except ValueError:
-                return "ready"  # h11 answers 400
+                return "ready", None  # h11 answers 400
     if length > MAX_BUFFERED_BODY_BYTES:
-        return "ready"
-    return "ready" if len(data) - (end + 4) >= length else "body"
+        return "ready", None
+    end = head.end() + length
+    return ("ready", end) if len(data) >= end else ("body", None)
 
 
 def raise_open_file_limit() -> int:

@@ -44,10 +44,10 @@ class UnsupportedMediaError(MediaError):
 
 
 class WorkerCrashedError(MediaError):
-    """The process decoding the media died (SIGSEGV, SIGABRT, out of memory) in the
-    stage `context['stage']`, again on a second try in a fresh process, or the worker
-    running the stage was lost more often than `MEDIAMILL_MAX_LOST_RUNS` allows. The
-    bytes are taken to be what kills the decoder: retrying cannot help."""
+    """The process decoding the media died by a signal (SIGSEGV, SIGABRT, out of memory)
+    in the stage `context['stage']`, again on a second try in a fresh process: the bytes
+    are taken to be what kills the decoder, so retrying cannot help. Also: the worker
+    running the stage was lost more often than `MEDIAMILL_MAX_LOST_RUNS` allows."""
 
 
 class LowQualityError(MediaError):

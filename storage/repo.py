@@ -347,17 +347,14 @@ def job_ended(session: Session | None, row: JobRow) -> None:
 
 
 def fail_lost_job(session: Session, row: JobRow, error: MediaMillError) -> None:
-    """Fail a job whose stage lost its worker too often, and condemn the asset it was
-    analysing: the bytes are taken to be what kills workers, and a later read must not
-    start their analysis again."""
+    """Fail a job whose stage lost its worker too often. The asset it was analysing is
+    not condemned but left `stored`: a lapsed lease does not prove the bytes killed the
+    worker (a long database outage lapses leases too), and what crashes in native code
+    is already caught, and condemned, by the native pool."""
     if row.stage == JobStage.ANALYSE.value and row.asset_id:
         asset = session.get(AssetRow, row.asset_id)
-        if asset is not None and asset.status in (
-            AssetStatus.STORED.value,
-            AssetStatus.ANALYSING.value,
-        ):
-            asset.status = AssetStatus.FAILED.value
-            asset.error_name, asset.error_message = error.name, error.message
+        if asset is not None and asset.status == AssetStatus.ANALYSING.value:
+            asset.status = AssetStatus.STORED.value
             asset.modified_at = utcnow()
     fail_job(session, row, error)
 

@@ -139,8 +139,8 @@ class JobLifecycle(Middleware):
 
     def _lost_too_often(self, s: Session, job_id: str, stage: str) -> bool:
         """A job whose stage lost its worker more than `max_lost_runs` times fails here
-        instead of running again: whatever kills whole workers (a file that crashes
-        native code outside the children, memory) must not go round the fleet for ever."""
+        instead of running again: whatever kills whole workers (memory, native code
+        outside the children) must not go round the fleet for ever."""
         row = repo.get_job_row(s, job_id)
         if row.lost_runs <= self.max_lost_runs:
             return False

@@ -108,9 +108,14 @@ class _Child:
             started = self.sock.recv(1, socket.MSG_PEEK)
         except TimeoutError:
             return None
+        except OSError:  # a reset: the child died with our request unread
+            raise self.died() from None
         finally:
             self.sock.settimeout(None)
-        message = receive_message(self.sock) if started else None
+        try:
+            message = receive_message(self.sock) if started else None
+        except (OSError, ValueError):  # reset, or cut off mid-message
+            raise self.died() from None
         if message is None:
             raise self.died()
         return message
@@ -123,7 +128,11 @@ class _Child:
             self.kill()
             return _ChildDiedError("closed its connection", by_signal=False)
         if code < 0:
-            return _ChildDiedError(f"died by {signal.Signals(-code).name}", by_signal=True)
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-code}"
+            return _ChildDiedError(f"died by {name}", by_signal=True)
         return _ChildDiedError(f"exited with status {code}", by_signal=False)
 
     def kill(self) -> None:
@@ -207,7 +216,10 @@ class NativePool:
         feeder = threading.Thread(target=_feed, args=(source, write_fd), daemon=True)
         feeder.start()
         try:
-            return self._call("probe_duration", {"path": None}, stage, pass_fd=read_fd)
+            # Not retried: a second child would read on from where the first stopped.
+            return self._call(
+                "probe_duration", {"path": None}, stage, pass_fd=read_fd, retries=0
+            )
         finally:
             os.close(read_fd)
             feeder.join(FEEDER_JOIN_S)
@@ -221,12 +233,18 @@ class NativePool:
         stage: str,
         on_progress: Callable[[float], None] | None = None,
         pass_fd: int | None = None,
+        retries: int | None = None,
     ) -> Any:
-        for attempt in range(self.crash_retries + 1):
+        retries = self.crash_retries if retries is None else retries
+        for attempt in range(retries + 1):
             child = self._acquire()
+            owned = True  # until released or discarded, whatever interrupts us
             try:
                 reply = self._exchange(child, task, args, on_progress, pass_fd)
+                owned = False
+                self._release(child)
             except _ChildDiedError as died:
+                owned = False
                 self._discard(child)
                 log.warning(
                     "the %s stage's native process %s (try %d)", stage, died.how, attempt + 1
@@ -235,7 +253,7 @@ class NativePool:
                     raise TransientError(
                         f"the {stage} stage's decoding process {died.how} before answering"
                     ) from None
-                if attempt == self.crash_retries:
+                if attempt == retries:
                     raise WorkerCrashedError(
                         f"the {stage} stage crashed: its decoding process {died.how} "
                         f"({attempt + 1} tries)",
@@ -243,10 +261,9 @@ class NativePool:
                         how=died.how,
                     ) from None
                 continue
-            except BaseException:  # a time limit or shutdown: the child may be mid-task
-                self._discard(child)
-                raise
-            self._release(child)
+            finally:
+                if owned:  # a time limit or shutdown: the child may be mid-task
+                    self._discard(child)
             if "error" in reply:
                 error = reply["error"]
                 raise error_from_name(str(error.get("name")), str(error.get("message")))
@@ -294,15 +311,18 @@ class NativePool:
                             self._live -= 1
                         raise
                 continue
-            if child.alive:
-                return child
+            try:
+                if child.alive:
+                    return child
+            except BaseException:
+                self._discard(child)
+                raise
             self._discard(child)  # died while idle: the next round starts another
 
     def _release(self, child: _Child) -> None:
-        if self._closed:
-            self._discard(child)
-        else:
-            self._idle.put(child)
+        self._idle.put(child)
+        if self._closed:  # closed meanwhile: stop what is idle, this child included
+            self.close()
 
     def _discard(self, child: _Child) -> None:
         with self._lock:

@@ -182,3 +182,44 @@ def test_the_cap_and_the_timeouts_cut_what_they_should(tmp_path: Path, more_file
         assert "connections cut" in server.log.read_text()
     finally:
         server.stop()
+
+
+def _exchange(port: int, payload: bytes, wait_s: float = 1.0) -> bytes:
+    """Send `payload`, then read until the server closes or `wait_s` of silence."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(payload)
+        s.settimeout(wait_s)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def test_buffering_keeps_http_semantics(tmp_path: Path) -> None:
+    """Held requests still behave as HTTP/1.1 says: pipelined requests are answered in
+    turn (and a stalled pipelined one is cut like any other), bare-LF heads parse, and
+    `Expect: 100-continue` gets its 100 before the client sends the body."""
+    server = Server(
+        tmp_path, MEDIAMILL_HTTP_BODY_TIMEOUT_S="2", MEDIAMILL_HTTP_HEADER_TIMEOUT_S="2"
+    )
+    try:
+        get = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert _exchange(server.port, get + get).count(b"HTTP/1.1 200") == 2
+        assert _exchange(server.port, b"GET /health HTTP/1.0\n\n").startswith(b"HTTP/1.1 200")
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(
+                b"POST /v0/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            s.settimeout(2)
+            assert s.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        started = time.monotonic()
+        stalled = get + b"POST /v0/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n1"
+        answered = _exchange(server.port, stalled, wait_s=8)
+        assert answered.count(b"HTTP/1.1 200") == 1
+        assert time.monotonic() - started < 6  # cut at the body timeout, not kept
+    finally:
+        server.stop()

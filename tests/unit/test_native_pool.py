@@ -66,6 +66,15 @@ def test_a_child_that_exits_without_a_signal_is_a_transient_error(
         pool.analyse(_crash_file(tmp_path, "EXIT"))
 
 
+def test_a_child_that_cannot_start_is_a_transient_error(tmp_path: Path) -> None:
+    """A child whose interpreter cannot even start (here: no standard library) dies with
+    the request unread, which resets the socket: still our TransientError."""
+    with NativePool(1) as broken:
+        broken._env["PYTHONHOME"] = str(tmp_path / "nowhere")
+        with pytest.raises(TransientError, match="before answering"):
+            broken.probe_duration_s(tmp_path / "x.wav")
+
+
 def test_crash_files_are_plain_bad_media_unless_tests_enable_them(tmp_path: Path) -> None:
     with NativePool(1).start() as production, pytest.raises(UnsupportedMediaError):
         production.analyse(_crash_file(tmp_path, "SIGSEGV"))
