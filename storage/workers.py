@@ -3,7 +3,7 @@ operator (and /ready) can tell queued work that nothing will consume."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -35,7 +35,9 @@ def remove(session: Session, worker_id: str) -> None:
     session.execute(delete(WorkerRow).where(WorkerRow.id == worker_id))
 
 
-def live_workers(session: Session, seen_since: datetime) -> int:
+def live_workers(session: Session, stale_s: float) -> int:
+    """Workers whose heartbeat is at most `stale_s` old."""
+    seen_since = utcnow() - timedelta(seconds=stale_s)
     return int(
         session.scalar(select(func.count()).where(WorkerRow.seen_at >= seen_since)) or 0
     )

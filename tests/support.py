@@ -6,6 +6,7 @@ import importlib.util
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,3 +87,31 @@ def wait_job(rt, job_id: str, timeout_s: float = 60):
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def closed_by_peer(sock: socket.socket, within_s: float) -> bool:
+    """True when the server answered and/or closed the connection within `within_s`."""
+    sock.settimeout(within_s)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except TimeoutError:
+        return False
+    except OSError:  # reset: aborted
+        return True
+
+
+def slowloris(port: int, head: bytes, byte_delay_s: float, wait_s: float) -> float | None:
+    """Send `head` to 127.0.0.1:`port` a byte every `byte_delay_s`, never finishing it;
+    the seconds until the server cut the connection, or None if it kept it `wait_s`
+    after the last byte."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        for byte in head:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                return time.monotonic() - started
+            time.sleep(byte_delay_s)
+        return time.monotonic() - started if closed_by_peer(sock, wait_s) else None

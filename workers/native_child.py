@@ -32,8 +32,12 @@ from mediamill.workers.native import CRASH_ENV, receive_message, send_message
 CRASH_MARKER = b"MEDIAMILL-TEST-CRASH "
 
 
-def _maybe_crash(head: bytes) -> None:
-    if os.environ.get(CRASH_ENV) != "1" or not head.startswith(CRASH_MARKER):
+def _maybe_crash(path: str) -> None:
+    if os.environ.get(CRASH_ENV) != "1":  # production: the file is not even opened
+        return
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head.startswith(CRASH_MARKER):
         return
     name = head[len(CRASH_MARKER) :].split(b"\n", 1)[0].strip()
     if name == b"SIGABRT":
@@ -54,8 +58,7 @@ def _run(sock: socket.socket, request: dict[str, Any]) -> Any:
                 raise ValueError(f"native task {task!r} takes no stream")
             return probe_duration_s(stream)
     path = args["path"]
-    with open(path, "rb") as f:
-        _maybe_crash(f.read(64))
+    _maybe_crash(path)
     if task == "analyse":
 
         def progress(fraction: float) -> None:

@@ -53,8 +53,7 @@ def ready(request: Request) -> JSONResponse:
 
     def workers() -> None:
         with rt.db.session() as s:
-            seen_since = utcnow() - timedelta(seconds=rt.settings.worker_stale_s)
-            if queued_jobs(s) and not live_workers(s, seen_since):
+            if queued_jobs(s) and not live_workers(s, rt.settings.worker_stale_s):
                 raise RuntimeError(
                     f"jobs are queued and no worker was seen for {rt.settings.worker_stale_s} s"
                 )
@@ -92,8 +91,7 @@ def read_state(rt) -> dict[str, dict]:
     """What the metrics collector reads on each scrape."""
     with rt.db.session() as s:
         state = repo.job_metrics(s, utcnow() - METRICS_WINDOW)
-        seen_since = utcnow() - timedelta(seconds=rt.settings.worker_stale_s)
-        state["workersLive"] = {"": live_workers(s, seen_since)}
+        state["workersLive"] = {"": live_workers(s, rt.settings.worker_stale_s)}
     state["queueDepth"] = {QUEUE_NAME: queue_depth(rt.broker)}
     return state
 

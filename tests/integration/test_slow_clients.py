@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import closed_by_peer, slowloris
 
 pytestmark = pytest.mark.integration
 
@@ -96,18 +97,6 @@ def _open_slow(port: int, n: int) -> list[socket.socket]:
     return sockets
 
 
-def _closed_by_server(s: socket.socket, within_s: float) -> bool:
-    s.settimeout(within_s)
-    try:
-        while chunk := s.recv(4096):  # a response, if any, then the close
-            del chunk
-        return True
-    except TimeoutError:
-        return False
-    except OSError:  # reset: aborted
-        return True
-
-
 def test_five_thousand_slow_clients_do_not_stop_the_api(tmp_path: Path, more_files) -> None:
     server = Server(tmp_path, MEDIAMILL_HTTP_BODY_TIMEOUT_S="120")
     sockets: list[socket.socket] = []
@@ -149,23 +138,14 @@ def test_the_cap_and_the_timeouts_cut_what_they_should(tmp_path: Path, more_file
     try:
         held = _open_slow(server.port, 50)
         refused = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        assert _closed_by_server(refused, 2.0), "a connection past the cap was kept"
-        assert all(_closed_by_server(s, 5.0) for s in held), "a stalled body was kept"
+        assert closed_by_peer(refused, 2.0), "a connection past the cap was kept"
+        assert all(closed_by_peer(s, 5.0) for s in held), "a stalled body was kept"
         for s in held:
             s.close()
         # A slowloris: headers a byte at a time, never finished.
-        loris = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        started = time.monotonic()
-        cut = False
-        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100:
-            try:
-                loris.sendall(bytes([byte]))
-            except OSError:
-                cut = True
-                break
-            time.sleep(0.1)
-        assert cut or _closed_by_server(loris, 2.0)
-        assert time.monotonic() - started < 5  # the header deadline, not the byte rate
+        head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100
+        cut_after_s = slowloris(server.port, head, byte_delay_s=0.1, wait_s=2.0)
+        assert cut_after_s is not None and cut_after_s < 5  # the header deadline
         # A slow but live upload (a chunk every 0.5 s) is not cut by the idle timeout.
         live = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         live.sendall(
