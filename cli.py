@@ -476,7 +476,7 @@ def _runtime(*, in_process_queue: bool = False) -> Any:
     one (DB and store stay as configured) so that `process` never takes, or
     leaves, work on a shared queue."""
     from mediamill.config.settings import get_settings
-    from mediamill.workers.runtime import build_runtime
+    from mediamill.workers.boot import build_runtime
 
     settings = get_settings()
     if in_process_queue and settings.broker_url is not None:

@@ -19,7 +19,9 @@ from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
 from mediamill.api.routes import assets, docs, events, jobs, legacy, ops, uploads, webhooks
 from mediamill.config.settings import Settings, get_settings
-from mediamill.workers.runtime import Runtime, build_runtime, set_current
+from mediamill.workers.boot import build_runtime
+from mediamill.workers.runtime import Runtime, set_current
+from mediamill.workers.worker import InProcessWorker
 
 
 def create_app(
@@ -42,8 +44,6 @@ def create_app(
         metrics.add_state_collector(lambda: ops.read_state(rt))
         with contextlib.ExitStack() as stack:
             if run_worker if run_worker is not None else settings.in_process_queue:
-                from mediamill.workers.worker import InProcessWorker
-
                 stack.enter_context(InProcessWorker(rt))
             yield
 

@@ -88,9 +88,10 @@ from mediamill.schemas.media import AnalysisResult, Asset  # noqa: E402
 from mediamill.schemas.renditions import RenditionFormat, RenditionSpec  # noqa: E402
 from mediamill.storage import repo  # noqa: E402
 from mediamill.storage.models import JobRow  # noqa: E402
+from mediamill.workers.boot import build_runtime  # noqa: E402
 from mediamill.workers.packages import package_ladder  # noqa: E402
 from mediamill.workers.renditions import default_specs  # noqa: E402
-from mediamill.workers.runtime import Runtime, build_runtime  # noqa: E402
+from mediamill.workers.runtime import Runtime  # noqa: E402
 from mediamill.workers.submit import submit_local_file  # noqa: E402
 
 TARGET_VS_REFERENCE = 1.0

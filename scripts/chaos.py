@@ -933,7 +933,7 @@ def run(
     base_env: Mapping[str, str], opts: ChaosOptions, say: Callable[[str], None] = print
 ) -> Report:
     """The whole crash test; the report says which checks held."""
-    from mediamill.workers.runtime import build_runtime
+    from mediamill.workers.boot import build_runtime
 
     started = time.monotonic()
     env = chaos_env(base_env)

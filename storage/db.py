@@ -16,6 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -101,3 +103,8 @@ class Database:
 @lru_cache(maxsize=8)
 def database_for(url: str) -> Database:
     return Database(url)
+
+
+def dialect_insert(session: Session):
+    """INSERT for the session's dialect (both offer ON CONFLICT DO NOTHING)."""
+    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert

@@ -17,8 +17,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.base import utcnow
+from mediamill.storage.db import dialect_insert
 from mediamill.storage.models import IdempotencyKeyRow
-from mediamill.storage.repo import dialect_insert
 
 
 def claim_key(

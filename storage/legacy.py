@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from mediamill.schemas.api import Condition, LegacyField, LegacyFilters, MatchOp, SortKey
 from mediamill.schemas.base import utcnow
+from mediamill.storage.db import dialect_insert
 from mediamill.storage.models import AssetRow, LegacyAssetRow, LegacyTrackTokenRow
-from mediamill.storage.repo import dialect_insert
 
 # ---- track tokens -------------------------------------------------------------------------
 

@@ -12,8 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
 
 from mediamill.schemas.base import utcnow
@@ -22,24 +20,22 @@ from mediamill.schemas.jobs import Job, JobError, JobStage, JobStatus, JobType
 from mediamill.schemas.media import AnalysisResult, Asset, AssetStatus, VideoInfo
 from mediamill.schemas.packages import Package, PackageStatus
 from mediamill.schemas.renditions import Rendition, RenditionSpec, RenditionStatus
+from mediamill.storage.db import dialect_insert
 from mediamill.storage.models import (
     AssetRow,
     JobRow,
     LegacyTrackTokenRow,
-    OutboxEventRow,
     PackageRow,
     RenditionRow,
 )
+from mediamill.storage.outbox import add_event
+from mediamill.storage.upload_state import settle_upload_of_job
 
 ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 # ---- assets -------------------------------------------------------------------------------
 
-
-def dialect_insert(session: Session):
-    """INSERT for the session's dialect (both offer ON CONFLICT DO NOTHING)."""
-    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
 
 
 def insert_asset_if_absent(
@@ -341,8 +337,6 @@ def job_ended(session: Session | None, row: JobRow) -> None:
     to read the session for that to happen."""
     if session is None or row.parent_id is not None or not (row.params or {}).get("uploadId"):
         return
-    from mediamill.storage.uploads import settle_upload_of_job  # uploads imports this module
-
     settle_upload_of_job(session, row)
 
 
@@ -702,20 +696,3 @@ def package_from_row(row: PackageRow) -> Package:
         created=row.created_at,
         modified=row.modified_at,
     )
-
-
-# ---- outbox -------------------------------------------------------------------------------
-
-
-def add_event(session: Session, event_type: str, data: dict[str, Any]) -> OutboxEventRow:
-    """Record an event in the outbox, inside the caller's transaction."""
-    row = OutboxEventRow(id=str(uuid.uuid4()), type=event_type, created_at=utcnow(), data=data)
-    session.add(row)
-    return row
-
-
-def list_events(session: Session, event_type: str | None = None) -> list[OutboxEventRow]:
-    stmt = select(OutboxEventRow).order_by(OutboxEventRow.created_at, OutboxEventRow.id)
-    if event_type:
-        stmt = stmt.where(OutboxEventRow.type == event_type)
-    return list(session.scalars(stmt).all())

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import ModelNotFoundError
-from mediamill.storage import repo
+from mediamill.storage import outbox
+from mediamill.storage.db import dialect_insert
 from mediamill.storage.models import OutboxEventRow, WebhookDeliveryRow, WebhookEndpointRow
 
 PENDING = "pending"
@@ -70,7 +71,7 @@ def create_ping_delivery(session: Session, endpoint_id: str) -> str:
     if endpoint is None:
         raise ModelNotFoundError(f"no webhook endpoint {endpoint_id}")
     now = utcnow()
-    event = repo.add_event(session, PING, {"webhookId": endpoint_id})
+    event = outbox.add_event(session, PING, {"webhookId": endpoint_id})
     event.published_at = now
     session.flush()
     row = WebhookDeliveryRow(**_new_delivery(endpoint_id, event, now))
@@ -140,7 +141,7 @@ def fan_out(session: Session, batch: int = 100) -> int:
         if subscribed(endpoint, event.type) and endpoint.id != _event_endpoint_id(event)
     ]
     if rows:
-        insert = repo.dialect_insert(session)(WebhookDeliveryRow).values(rows)
+        insert = dialect_insert(session)(WebhookDeliveryRow).values(rows)
         session.execute(insert.on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"]))
     # Conditional, so on SQLite (no row locks) a concurrent dispatcher that already
     # published an event is not counted twice; its deliveries were deduplicated above.
@@ -287,7 +288,7 @@ def disable_endpoint(session: Session, endpoint: WebhookEndpointRow, reason: str
     endpoint.status = DISABLED
     endpoint.disabled_reason = reason
     endpoint.modified_at = now
-    repo.add_event(
+    outbox.add_event(
         session,
         ENDPOINT_DISABLED,
         {"webhook": {"id": endpoint.id, "url": endpoint.url, "disabledReason": reason}},

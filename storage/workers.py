@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.jobs import JobStatus
+from mediamill.storage.db import dialect_insert
 from mediamill.storage.models import JobRow, WorkerRow
-from mediamill.storage.repo import dialect_insert
 
 
 def beat(session: Session, worker_id: str, hostname: str, pid: int, threads: int) -> None:

@@ -30,7 +30,7 @@ from mediamill.schemas.errors import (
 from mediamill.schemas.jobs import JobStage, JobStatus
 from mediamill.schemas.media import Asset, AssetStatus, LoudnessStats, MediaInfo
 from mediamill.schemas.renditions import RenditionSpec, RenditionStatus
-from mediamill.storage import jobs_admin, repo
+from mediamill.storage import jobs_admin, outbox, repo
 from mediamill.storage.blobs import StoredBlob
 from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
@@ -74,7 +74,7 @@ def ingest(job_id: str) -> None:
         )
         asset = repo.get_asset_row(s, blob.sha256)
         if created:
-            repo.add_event(
+            outbox.add_event(
                 s, "asset.created", {"asset": repo.asset_from_row(s, asset).to_json_dict()}
             )
         job = owned_job(s, job_id)
@@ -263,7 +263,7 @@ def analyse(job_id: str) -> None:
         row = repo.get_asset_row(s, job.asset_id or "", for_update=True)
         repo.record_analysis(row, result)
         asset = repo.asset_from_row(s, row)
-        repo.add_event(s, "asset.analysed", {"asset": asset.to_json_dict()})
+        outbox.add_event(s, "asset.analysed", {"asset": asset.to_json_dict()})
         owned = owned_job(s, job_id)
         if owned is not None and _plan_renditions(rt, s, owned, asset):
             send = owned
@@ -343,6 +343,7 @@ def transcode(job_id: str) -> None:
     if not rows:
         _after_transcode(rt, job_id, asset, 0)
         return
+    # PyAV and numpy load only where a transcode runs (the API declares this actor too).
     from mediamill.pipeline.transcode import plan_output, produce
 
     media = MediaInfo.model_validate(asset.model_dump())
@@ -373,7 +374,7 @@ def transcode(job_id: str) -> None:
                     repo.record_rendition(
                         row, blob.key, blob.size_bytes, blob.sha256, made.measured
                     )
-                    repo.add_event(
+                    outbox.add_event(
                         s,
                         "rendition.ready",
                         {"rendition": repo.rendition_from_row(row).to_json_dict()},
@@ -391,7 +392,7 @@ def transcode(job_id: str) -> None:
                 if permanent:
                     row.status = RenditionStatus.FAILED.value
                     row.error_name, row.error_message = exc.name, exc.message
-                    repo.add_event(
+                    outbox.add_event(
                         s,
                         "rendition.failed",
                         {"rendition": repo.rendition_from_row(row).to_json_dict()},

@@ -12,6 +12,7 @@ from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLi
 
 from mediamill.config.settings import Settings
 from mediamill.storage.db import Database
+from mediamill.workers.actors import declare_actors
 from mediamill.workers.middleware import JobLifecycle, should_retry
 
 
@@ -57,8 +58,6 @@ def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         broker = RabbitmqBroker(url=url, middleware=middleware)
-    from mediamill.workers.actors import declare_actors
-
     declare_actors(broker)
     return broker
 

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from mediamill.config.settings import Settings
+from mediamill.pipeline.packaging import Track, content_type, package_tracks
 from mediamill.pipeline.quality import resolve
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, UnsupportedRenditionError
@@ -33,7 +34,7 @@ from mediamill.schemas.renditions import (
     RenditionStatus,
     parse_audio_profile,
 )
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.asset_jobs import active_jobs, lock_asset
 from mediamill.storage.models import JobRow
 from mediamill.workers import runtime
@@ -157,7 +158,7 @@ def package(job_id: str) -> None:
         row.manifest_key = f"{prefix}/{DASH_MANIFEST}"
         row.error_name = row.error_message = None
         row.modified_at = utcnow()
-        repo.add_event(s, "package.ready", {"package": repo.package_from_row(row).to_json_dict()})
+        outbox.add_event(s, "package.ready", {"package": repo.package_from_row(row).to_json_dict()})
         repo.finish_job(job, {"packageId": package_id})
 
 
@@ -168,8 +169,6 @@ def _package_and_store(
     package_id: str,
     timeout_s: float,
 ):
-    from mediamill.pipeline.packaging import Track, content_type, package_tracks
-
     frame_rate = asset.video.frame_rate if asset.video else None
     with ExitStack() as stack:
         paths = [stack.enter_context(rt.store.local_path(r.storage_key or "")) for r in ladder]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import dramatiq
 from dramatiq import Message
@@ -12,9 +11,7 @@ from mediamill.config.settings import Settings
 from mediamill.schemas.jobs import JobStage
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
-
-if TYPE_CHECKING:
-    from mediamill.workers.runtime import Runtime
+from mediamill.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

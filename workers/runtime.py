@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import dramatiq
 
 from mediamill.config.settings import Settings
-from mediamill.storage.blobs import BlobStore, open_store
+from mediamill.storage.blobs import BlobStore
 from mediamill.storage.blobs.base import scratch_prefix
-from mediamill.storage.db import Database, database_for
+from mediamill.storage.db import Database
 from mediamill.workers.native import NativePool
 
 
@@ -51,18 +51,6 @@ def work_dir(settings: Settings) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(
         dir=settings.resolved_work_dir, prefix=scratch_prefix()
     )
-
-
-def build_runtime(settings: Settings) -> Runtime:
-    """Wire one process. On the embedded SQLite default, migrations apply themselves."""
-    from mediamill.workers.broker import get_broker
-
-    db = database_for(settings.resolved_database_url)
-    if settings.database_url is None:
-        db.ensure_schema()
-    store = open_store(settings)
-    broker = get_broker(settings, db)
-    return Runtime(settings=settings, db=db, store=store, broker=broker)
 
 
 def set_current(runtime: Runtime) -> None:

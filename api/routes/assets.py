@@ -46,7 +46,7 @@ from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.media import Asset, AssetStatus
 from mediamill.schemas.packages import Package, PackageStatus
 from mediamill.schemas.renditions import RenditionStatus
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.asset_jobs import active_jobs, lock_asset
 from mediamill.storage.legacy import link_track_token
 from mediamill.storage.models import AssetRow, JobRow
@@ -229,7 +229,7 @@ def store_and_record(
         if token is not None:
             link_track_token(s, token, row.id)
         if created:
-            repo.add_event(
+            outbox.add_event(
                 s, "asset.created", {"asset": repo.asset_from_row(s, row).to_json_dict()}
             )
         job_id, send = _start_analysis(rt, s, row, filename)

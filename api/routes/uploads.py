@@ -37,7 +37,7 @@ from mediamill.schemas.errors import (
     PermissionDeniedError,
 )
 from mediamill.schemas.uploads import CreateUpload, Upload, UploadStatus
-from mediamill.storage import jobs_admin
+from mediamill.storage import jobs_admin, upload_state
 from mediamill.storage import uploads as upload_db
 from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.models import JobRow, UploadRow
@@ -82,7 +82,7 @@ def _view(
 ) -> Upload:
     """The Upload resource; the upload URL (a right to write) only for admin callers."""
     url, headers = _upload_target(request, rt, row) if admin else (None, {})
-    return upload_db.upload_from_row(row, job, upload_url=url, upload_headers=headers)
+    return upload_state.upload_from_row(row, job, upload_url=url, upload_headers=headers)
 
 
 def _discard(rt: Runtime, key: str | None) -> None:
@@ -100,7 +100,7 @@ def _load(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:
     with rt.db.session() as s:
         row = upload_db.get_upload(s, upload_id)
         job = upload_db.job_of(s, row)
-        return upload_db.settle_upload(s, row, job), job
+        return upload_state.settle_upload(s, row, job), job
 
 
 @router.post("", status_code=201, response_model=Upload)

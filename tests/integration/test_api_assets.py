@@ -26,7 +26,7 @@ from mediamill.pipeline.analysis import analyse_file
 from mediamill.pipeline.signing import NginxSigner, package_expires_in_s
 from mediamill.schemas.jobs import JobType
 from mediamill.schemas.packages import package_prefix
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.models import JobRow, PackageRow, RenditionRow
 
 pytestmark = pytest.mark.integration
@@ -180,8 +180,8 @@ def test_upload_streams_hashes_waits_for_analysis_and_same_bytes_are_one_asset(
             "key": f"originals/{sha}",
             "sha256": sha,
         }
-        assert len(repo.list_events(s, "asset.analysed")) == 1
-        assert len(repo.list_events(s, "asset.created")) == 1
+        assert len(outbox.list_events(s, "asset.analysed")) == 1
+        assert len(outbox.list_events(s, "asset.created")) == 1
 
 
 def test_upload_refuses_bad_requests_and_keeps_nothing_it_refused(api, samples) -> None:

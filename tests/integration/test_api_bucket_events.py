@@ -191,7 +191,7 @@ DELIVER_SCRIPT = """
 import json, sys, time
 from mediamill.config.settings import get_settings
 from mediamill.workers.bucket import handle_notification, parse_notification
-from mediamill.workers.runtime import build_runtime
+from mediamill.workers.boot import build_runtime
 
 rt = build_runtime(get_settings())
 body, start_at = json.loads(sys.argv[1]), float(sys.argv[2])

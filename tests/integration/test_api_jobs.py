@@ -23,7 +23,7 @@ from api_support import Api, running_api
 
 from mediamill.schemas.errors import MediaMillError, ProcessingTimeoutError, TransientError
 from mediamill.schemas.jobs import JobStage, JobType
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.models import JobRow, OutboxEventRow
 from mediamill.workers.queue import QUEUE_NAME
 
@@ -190,7 +190,7 @@ def test_create_from_a_store_key_makes_only_the_renditions_asked_for(api, sample
     assert made["ogg-96000-1ch-48000hz"]["channels"] == 1
     assert len(again["children"]) == 3
     with api.rt.db.session() as s:
-        assert len(repo.list_events(s, "asset.analysed")) == 1
+        assert len(outbox.list_events(s, "asset.analysed")) == 1
 
 
 def test_create_from_an_http_url_runs_the_default_pipeline(
@@ -562,8 +562,8 @@ def test_cancel_of_a_running_transcode_is_not_undone_by_its_worker(
     assert [c["status"] for c in job["children"]] == ["cancelled", "cancelled"]
     assert renditions_by_spec(api, asset_id) == {}
     with api.rt.db.session() as s:
-        assert repo.list_events(s, "rendition.ready") == []
-        assert repo.list_events(s, "job.failed") == []
+        assert outbox.list_events(s, "rendition.ready") == []
+        assert outbox.list_events(s, "job.failed") == []
     # The worker noticed the cancel and stopped cleanly (no crash on a vanished row).
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
@@ -670,10 +670,10 @@ def test_retry_after_a_transient_then_permanent_failure(fast_retry_api, samples,
         "opus-96000-2ch-48000hz",
     ]
     with api.rt.db.session() as s:
-        failures = [e.data["job"]["id"] for e in repo.list_events(s, "job.failed")]
+        failures = [e.data["job"]["id"] for e in outbox.list_events(s, "job.failed")]
         rows = s.query(JobRow).filter(JobRow.parent_id.is_(None)).count()
-        outbox = s.query(OutboxEventRow).filter(OutboxEventRow.type == "asset.analysed").count()
-    assert failures == [job_id] and rows == 1 and outbox == 1
+        analysed = s.query(OutboxEventRow).filter(OutboxEventRow.type == "asset.analysed").count()
+    assert failures == [job_id] and rows == 1 and analysed == 1
 
 
 # ---- the distributed stack -----------------------------------------------------------------

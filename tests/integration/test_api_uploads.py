@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from mediamill.config.settings import Settings
 from mediamill.schemas.uploads import CreateUpload
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.blobs.local import BlobWriter
 from mediamill.storage.models import IdempotencyKeyRow, JobRow, LegacyTrackTokenRow, UploadRow
 from mediamill.workers.queue import QUEUE_NAME
@@ -72,7 +72,6 @@ def ingest_jobs_of(api, upload_id: str) -> list[JobRow]:
 
 
 def asset_of(api, asset_id: str) -> dict[str, Any]:
-    from mediamill.storage import repo
 
     with api.rt.db.session() as s:
         return repo.asset_from_row(s, repo.get_asset_row(s, asset_id)).to_json_dict()
@@ -515,14 +514,14 @@ def test_the_worker_settles_the_upload_when_its_job_ends(api, samples) -> None:
         row = s.get(UploadRow, upload["id"])
         assert (row.status, row.asset_id) == ("completed", sha)
         assert s.get(LegacyTrackTokenRow, ("t-77", sha)) is not None
-        events = [e.data["upload"] for e in repo.list_events(s, "upload.completed")]
+        events = [e.data["upload"] for e in outbox.list_events(s, "upload.completed")]
     assert len(events) == 1
     assert events[0]["id"] == upload["id"] and events[0]["status"] == "completed"
     assert events[0]["assetId"] == sha and events[0]["jobId"] == job_id
     assert events[0]["legacyTrackToken"] == "t-77" and events[0]["uploadUrl"] is None
     assert wait_for_end(api, upload["id"])["status"] == "completed"
     with api.rt.db.session() as s:
-        assert len(repo.list_events(s, "upload.completed")) == 1, "a read writes no second one"
+        assert len(outbox.list_events(s, "upload.completed")) == 1, "a read writes no second one"
 
     bad = b"this is not audio at all " * 400
     failing = create(api, filename="x.mp3", contentType="audio/mpeg", sizeBytes=len(bad))
@@ -535,7 +534,7 @@ def test_the_worker_settles_the_upload_when_its_job_ends(api, samples) -> None:
     with api.rt.db.session() as s:
         row = s.get(UploadRow, failing["id"])
         assert row.status == "failed" and row.error_message.startswith(job.error_name)
-        assert len(repo.list_events(s, "upload.completed")) == 1
+        assert len(outbox.list_events(s, "upload.completed")) == 1
 
 
 def test_cancelling_the_ingest_job_deletes_the_frozen_upload(embedded_env, samples) -> None:

@@ -30,7 +30,7 @@ def chaos_redis_url(redis_url: str) -> str:
 def test_killed_workers_lose_nothing(moto_server, chaos_redis_url: str, tmp_path: Path) -> None:
     from integration.conftest import distributed_env
 
-    from mediamill.workers.runtime import build_runtime
+    from mediamill.workers.boot import build_runtime
 
     opts = chaos.ChaosOptions(jobs=50, kills=10, workers=2, threads=2, seed=7, timeout_s=300)
     opts.work_dir = tmp_path / "chaos"

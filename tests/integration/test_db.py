@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import CorruptMediaError, ModelNotFoundError
 from mediamill.schemas.jobs import JobStage, JobStatus, JobType
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.db import Database, current_revision, head_revision
 from mediamill.storage.models import Base, JobRow
 
@@ -103,12 +103,12 @@ def test_failed_job_writes_its_event_in_the_same_transaction(db: Database) -> No
         raise RuntimeError("rollback")
     with db.session() as s:
         assert repo.get_job_row(s, job.id).status == "queued"
-        assert repo.list_events(s, "job.failed") == []
+        assert outbox.list_events(s, "job.failed") == []
     with db.session() as s:
         repo.fail_job(s, repo.get_job_row(s, job.id), CorruptMediaError("bad"))
     with db.session() as s:
         loaded = repo.load_job(s, job.id)
-        events = repo.list_events(s, "job.failed")
+        events = outbox.list_events(s, "job.failed")
     assert loaded.status == JobStatus.FAILED and loaded.error.name == "CorruptMediaError"
     assert [e.data["job"]["id"] for e in events] == [job.id]
 

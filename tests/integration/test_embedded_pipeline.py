@@ -13,9 +13,10 @@ from media_corpus import make_bad_inputs
 from support import wait_job
 
 from mediamill.config.settings import get_settings
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.models import JobRow
-from mediamill.workers.runtime import Runtime, build_runtime
+from mediamill.workers.boot import build_runtime
+from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import submit_local_file
 from mediamill.workers.worker import InProcessWorker
 
@@ -34,7 +35,7 @@ def rt(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
 
 def events(rt: Runtime, event_type: str) -> list:
     with rt.db.session() as s:
-        return repo.list_events(s, event_type)
+        return outbox.list_events(s, event_type)
 
 
 def test_ingest_then_analyse_records_the_asset(rt: Runtime, samples: dict[str, Path]) -> None:

@@ -15,7 +15,8 @@ from support import _load_script, make_sample
 from mediamill.config.settings import get_settings
 from mediamill.schemas.jobs import Job
 from mediamill.storage import repo
-from mediamill.workers.runtime import Runtime, build_runtime
+from mediamill.workers.boot import build_runtime
+from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import submit_local_file
 from mediamill.workers.worker import InProcessWorker
 

@@ -13,7 +13,8 @@ import pytest
 from mediamill.config.settings import get_settings
 from mediamill.storage import repo
 from mediamill.workers import actors
-from mediamill.workers.runtime import build_runtime, set_current
+from mediamill.workers.boot import build_runtime
+from mediamill.workers.runtime import set_current
 from mediamill.workers.submit import submit_ingest
 
 pytestmark = pytest.mark.integration

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support import make_sample
 
+from mediamill.storage import outbox
 from mediamill.workers.native_child import CRASH_MARKER
 
 pytestmark = pytest.mark.integration
@@ -118,7 +119,7 @@ def test_a_crashing_file_fails_its_job_and_every_worker_goes_on(
         settings = settings_from_env(stack_env)
         store, db = open_store(settings), database_for(settings.resolved_database_url)
         with db.session() as s:
-            failed = {e.data["job"]["id"] for e in repo.list_events(s, "job.failed")}
+            failed = {e.data["job"]["id"] for e in outbox.list_events(s, "job.failed")}
             crashed = {job_ids[str(p)] for p in crashes.values()}
             assert failed == crashed | {again}
             for path in crashes.values():

@@ -17,7 +17,8 @@ from mediamill.config.settings import get_settings
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
-from mediamill.workers.runtime import Runtime, build_runtime
+from mediamill.workers.boot import build_runtime
+from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import submit_local_file
 from mediamill.workers.worker import InProcessWorker
 

@@ -12,9 +12,10 @@ from support import wait_job
 
 from mediamill.config.settings import get_settings
 from mediamill.schemas.packages import package_id_for
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
+from mediamill.workers.boot import build_runtime
 from mediamill.workers.packages import enqueue_package
-from mediamill.workers.runtime import Runtime, build_runtime
+from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import submit_local_file
 from mediamill.workers.worker import InProcessWorker
 
@@ -52,7 +53,7 @@ def test_video_upload_ends_with_a_package_of_its_ladder(rt: Runtime, samples) ->
     with rt.db.session() as s:
         (package,) = repo.list_packages(s, job.asset_id)
         ladder = [r for r in repo.list_renditions(s, job.asset_id) if r.spec.format == "mp4"]
-        events = repo.list_events(s, "package.ready")
+        events = outbox.list_events(s, "package.ready")
     assert package.status == "ready"
     assert sorted(package.renditions) == sorted(r.spec.spec_id for r in ladder)
     assert package.package_id == package_id_for(package.renditions, 4)
@@ -87,7 +88,7 @@ def test_audio_upload_ends_with_an_aac_ladder_package_and_repackaging_is_in_plac
     assert again.status == "succeeded" and again.result == {"packageId": package.package_id}
     with rt.db.session() as s:
         (repackaged,) = repo.list_packages(s, job.asset_id)
-        assert len(repo.list_events(s, "package.ready")) == 2
+        assert len(outbox.list_events(s, "package.ready")) == 2
     assert repackaged.id == package.id and repackaged.modified > package.modified
     after = {key: rt.store.size(key) for key in rt.store.list(prefix + "/")}
     assert after == before, "same keys, same bytes: re-packaging overwrote in place"

@@ -22,8 +22,9 @@ from mediamill.pipeline.analysis import analyse_file
 from mediamill.schemas.renditions import RenditionFormat, RenditionSpec
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow, RenditionRow
+from mediamill.workers.boot import build_runtime
 from mediamill.workers.renditions import request_rendition
-from mediamill.workers.runtime import build_runtime, set_current
+from mediamill.workers.runtime import set_current
 from mediamill.workers.worker import InProcessWorker
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ import sys, time, json
 from mediamill.config.settings import Settings
 from mediamill.schemas.renditions import RenditionSpec
 from mediamill.workers.renditions import request_rendition
-from mediamill.workers.runtime import build_runtime
+from mediamill.workers.boot import build_runtime
 rt = build_runtime(Settings())
 spec = RenditionSpec.model_validate_json(sys.argv[2])
 while time.time() < float(sys.argv[3]):

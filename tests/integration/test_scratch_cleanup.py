@@ -17,7 +17,8 @@ from support import make_sample, wait_job
 from mediamill.config.settings import get_settings
 from mediamill.storage import repo
 from mediamill.storage.blobs.base import SCRATCH_PREFIX
-from mediamill.workers.runtime import Runtime, build_runtime
+from mediamill.workers.boot import build_runtime
+from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import submit_local_file
 from mediamill.workers.worker import InProcessWorker, remove_orphaned_work_dirs
 

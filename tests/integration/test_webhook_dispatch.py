@@ -28,11 +28,12 @@ from support import fresh_postgres_database
 from mediamill.config.settings import get_settings
 from mediamill.pipeline.webhook_signing import new_secret
 from mediamill.schemas.base import utcnow
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage import webhook_deliveries as wd
 from mediamill.storage.models import WebhookDeliveryRow, WebhookEndpointRow
 from mediamill.workers import webhook_http
-from mediamill.workers.runtime import Runtime, build_runtime
+from mediamill.workers.boot import build_runtime
+from mediamill.workers.runtime import Runtime
 from mediamill.workers.webhooks import Dispatcher, dispatch_once
 
 pytestmark = pytest.mark.integration
@@ -191,7 +192,7 @@ def add_endpoint(
 
 def add_event(rt: Runtime, event_type: str = "asset.analysed", data: dict | None = None) -> str:
     with rt.db.session() as s:
-        return repo.add_event(s, event_type, data or {"asset": {"id": uuid.uuid4().hex}}).id
+        return outbox.add_event(s, event_type, data or {"asset": {"id": uuid.uuid4().hex}}).id
 
 
 def deliveries(rt: Runtime, endpoint_id: str) -> list[WebhookDeliveryRow]:
@@ -264,7 +265,7 @@ def test_fan_out_follows_subscriptions_once(any_rt: Runtime, receiver: Receiver)
     with rt.db.session() as s:
         assert wd.fan_out(s) == 0  # published: nothing more
         # a crash after inserting but before publishing: re-running is harmless
-        for event in repo.list_events(s):
+        for event in outbox.list_events(s):
             event.published_at = None
     with rt.db.session() as s:
         assert wd.fan_out(s) == 2
@@ -462,7 +463,7 @@ def test_an_endpoint_failing_too_long_is_disabled(
     row = endpoint(rt, hook.id)
     assert "failing without a success" in (row.disabled_reason or "")
     with rt.db.session() as s:
-        [event] = repo.list_events(s, "endpoint.disabled")
+        [event] = outbox.list_events(s, "endpoint.disabled")
         assert event.data["webhook"]["id"] == hook.id
     assert 3 <= len(receiver.received) <= 12
 

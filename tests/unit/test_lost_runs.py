@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.jobs import JobStage, JobType
-from mediamill.storage import repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.db import Database
 from mediamill.storage.models import JobRow
 from mediamill.workers.middleware import JobLifecycle
@@ -100,6 +100,6 @@ def test_the_run_after_too_many_losses_fails_the_job(db: Database) -> None:
     with db.session() as s:
         asset = repo.get_asset_row(s, ASSET_ID)
         assert (asset.status, asset.error_name) == ("stored", None)
-        (event,) = repo.list_events(s, "job.failed")
+        (event,) = outbox.list_events(s, "job.failed")
     assert event.data["job"]["id"] == job_id
     assert event.data["job"]["error"]["name"] == "WorkerCrashedError"
