@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mediamill import __version__
+from mediamill.schemas import keys
 from mediamill.schemas.renditions import AUDIO_FORMATS
 
 EXIT_ERROR = 1
@@ -821,6 +822,7 @@ def cmd_edge_nginx_conf(args: argparse.Namespace) -> int:
         secret=settings.resolved_signing_secret(),
         state_dir=state_dir,
         api=api,
+        packages_prefix=keys.PACKAGES,
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     sys.stdout.write(conf)

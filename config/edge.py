@@ -6,8 +6,11 @@ secret in, configuration text out (`mediamill edge nginx-conf` prints it). nginx
 
   a file     /{key}?md5={token}&expires={epoch}
              token = base64url(MD5("{expires}/{key} {secret}")), no padding
-  a package  /p/{token}/{expires}/packages/{assetId}/{packageId}/{relative path}
-             token = base64url(MD5("{expires}/packages/{assetId}/{packageId} {secret}"))
+  a package  /p/{token}/{expires}/{prefix}/{assetId}/{packageId}/{relative path}
+             token = base64url(MD5("{expires}/{prefix}/{assetId}/{packageId} {secret}"))
+
+`prefix` is the store's package prefix (`schemas/keys.py`, passed in: this room
+imports nothing of ours).
 
 A missing or wrong token answers 403, an expired one 410. Dot paths (the store's
 `.tmp/` of in-flight writes) answer 404, symbolic links are never followed, and
@@ -196,8 +199,10 @@ def render_nginx_conf(
     manifest_max_age_s: int = MANIFEST_MAX_AGE_S,
     media_max_age_s: int = MEDIA_MAX_AGE_S,
     api: ApiProxy | None = None,
+    packages_prefix: str,
 ) -> str:
-    """A complete nginx.conf serving the local store at `root` behind signed URLs.
+    """A complete nginx.conf serving the local store at `root` behind signed URLs;
+    `packages_prefix` is the first segment of every package key (`keys.PACKAGES`).
 
     `state_dir` holds the pid file, the logs and nginx's temp directories; it must
     exist and be writable by whoever starts nginx. The secret is written into the
@@ -207,13 +212,15 @@ def render_nginx_conf(
     root_dir = checked_dir(root, "the store root")
     state = checked_dir(state_dir, "the state directory")
     secret = checked_secret(secret)
+    if not re.fullmatch(r"[a-z]+", packages_prefix):
+        raise ConfigError(f"not a package prefix: {packages_prefix!r}")
     api_block = "" if api is None else "\n" + render_api_proxy(api, "    ")
     if manifest_max_age_s < 0 or media_max_age_s < 0:
         raise ConfigError("cache lifetimes cannot be negative")
     media_exts = "|".join(e for e in EDGE_CONTENT_TYPES if e not in {"m3u8", "mpd"})
     package = (
         rf"^/p/(?<edge_token>[A-Za-z0-9_-]+)/(?<edge_expires>[0-9]+)"
-        rf"/(?<edge_prefix>packages/{_ID}/{_ID})/(?<edge_file>{_KEY_CHARS})$"
+        rf"/(?<edge_prefix>{packages_prefix}/{_ID}/{_ID})/(?<edge_file>{_KEY_CHARS})$"
     )
     return f"""\
 # MediaMill edge: the local blob store behind nginx secure_link signed URLs.
@@ -221,7 +228,7 @@ def render_nginx_conf(
 # Run:  nginx -p {state} -c /path/to/this/file -g 'daemon off;'
 #       (as root add `user root;` to -g, or let the workers' user read {root_dir})
 #   file     /<key>?md5=<token>&expires=<epoch>
-#   package  /p/<token>/<expires>/packages/<assetId>/<packageId>/<file under the package>
+#   package  /p/<token>/<expires>/{packages_prefix}/<assetId>/<packageId>/<file under the package>
 # A missing or wrong token answers 403, an expired one 410.
 
 worker_processes auto;

@@ -161,7 +161,7 @@ class Settings(BaseSettings):
     # Bucket notifications (`POST /v0/events/storage`, `mediamill listen-bucket`): the
     # bearer token MinIO's webhook sends (its `auth_token`; unset: the route refuses
     # everything), and the key prefix, inside the store's own prefix, whose new objects
-    # are ingested. MediaMill's own keys (originals/, renditions/, ...) never are.
+    # are ingested. MediaMill's own keys (`schemas/keys.py`) never are.
     bucket_events_token: SecretStr | None = None
     bucket_events_prefix: str = "inbox/"
 

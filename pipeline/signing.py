@@ -7,8 +7,9 @@ nginx (`NginxSigner`, compatible with nginx's `secure_link` module):
 
 A file:    {cdn_base}/{key}?md5={token}&expires={epoch}
            token = base64url(MD5("{expires}/{key} {secret}")), no padding
-A package: {cdn_base}/p/{token}/{expires}/packages/{assetId}/{packageId}/master.m3u8
-           token = base64url(MD5("{expires}/packages/{assetId}/{packageId} {secret}"))
+A package: {cdn_base}/p/{token}/{expires}/{prefix}/master.m3u8
+           token = base64url(MD5("{expires}/{prefix} {secret}"))
+           prefix = keys.package_prefix(assetId, packageId)
 
 The package token sits in the path, not the query string, so every relative URI
 inside the HLS and DASH manifests (media playlists, init and media segments)
@@ -17,7 +18,7 @@ manifest, which query-string tokens usually fail to cover.
 
 CloudFront (`CloudFrontUrlSigner`): a file gets a canned policy
 (`?Expires=&Signature=&Key-Pair-Id=`); a package gets a custom policy over the
-wildcard `{cdn_base}/packages/{assetId}/{packageId}/*` (`?Policy=&Signature=&Key-Pair-Id=`),
+wildcard `{cdn_base}/{prefix}/*` (`?Policy=&Signature=&Key-Pair-Id=`),
 and the same policy as the three `CloudFront-*` cookies, which players send with
 every segment request (they do not copy a manifest's query string).
 
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 from mediamill.config.settings import ConfigError, Settings
+from mediamill.schemas import keys
 from mediamill.schemas.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -64,10 +66,10 @@ def _checked_key(key: str) -> str:
 
 
 def _package_prefix(asset_id: str, package_id: str) -> str:
-    """`packages/{assetId}/{packageId}`, once both ids are plain identifiers."""
+    """`keys.package_prefix`, once both ids are plain identifiers."""
     if not (_ID.match(asset_id) and _ID.match(package_id)):
         raise InvalidRequestError("asset and package ids must be plain identifiers")
-    return f"packages/{asset_id}/{package_id}"
+    return keys.package_prefix(asset_id, package_id)
 
 
 def _checked_manifest(manifest: str) -> str:
@@ -94,7 +96,7 @@ class UrlSigner(Protocol):
     """What the API and CLI need from any signing mode."""
 
     def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
-        """A URL for one stored object (`renditions/...`, `originals/...`)."""
+        """A URL for one stored object (a rendition, an original: `schemas/keys.py`)."""
         ...
 
     def sign_package(

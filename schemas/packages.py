@@ -2,7 +2,7 @@
 
 A package is an asset plus a ladder: the renditions it carries and the segment
 duration. Its id derives from that ladder, so packaging the same ladder again
-writes the same keys (`packages/<assetId>/<packageId>/...`) in place.
+writes the same keys (`keys.package_prefix`) in place.
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ def package_id_for(spec_ids: list[str], segment_s: int) -> str:
         sort_keys=True,
     )
     return "pkg-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def package_prefix(asset_id: str, package_id: str) -> str:
-    """The store prefix every file of a package lives under."""
-    return f"packages/{asset_id}/{package_id}"
 
 
 class Package(CamelModel):

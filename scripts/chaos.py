@@ -477,7 +477,7 @@ class Submitter:
         return sent
 
     def _submit(self, p: JobPlan) -> None:
-        from mediamill.storage.jobs_admin import STAGED_PREFIX
+        from mediamill.schemas.keys import STAGED_PREFIX
         from mediamill.storage.models import JobRow
         from mediamill.workers.packages import enqueue_package
         from mediamill.workers.submit import submit_ingest
@@ -606,6 +606,7 @@ def check_state(rt: Runtime, plans: list[JobPlan], media: dict[int, Path]) -> li
     duplicates, and objects no row names."""
     from sqlalchemy import func, select
 
+    from mediamill.schemas import keys
     from mediamill.storage.models import AssetRow, JobRow, PackageRow, RenditionRow
 
     checks: list[Check] = []
@@ -711,7 +712,7 @@ def check_state(rt: Runtime, plans: list[JobPlan], media: dict[int, Path]) -> li
 
     # The store holds exactly what the rows name: nothing partial, temporary or staged.
     named = {a.storage_key for a in assets} | {r.storage_key for r in renditions if r.storage_key}
-    package_prefixes = tuple(f"packages/{p.asset_id}/{p.package_id}/" for p in packages)
+    package_prefixes = tuple(f"{keys.package_prefix(p.asset_id, p.package_id)}/" for p in packages)
     problems = [f"unfinished multipart upload of {k}" for k in uploads]
     for key in objects:
         if any(segment.startswith(".") for segment in key.split("/")):

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from mediamill.schemas.jobs import Job, JobStage, JobStatus, JobType
@@ -30,8 +31,6 @@ MAX_PAGE_SIZE = 200
 _UNFINISHED_RENDITIONS = (RenditionStatus.QUEUED.value, RenditionStatus.RUNNING.value)
 _UNFINISHED_PACKAGES = (PackageStatus.QUEUED.value, PackageStatus.RUNNING.value)
 CANCELLED_ERROR_NAME = "JobCancelledError"
-# Where the server stages bytes for one ingest job (uploads, bucket objects copied in).
-STAGED_PREFIX = "incoming/"
 
 
 _READ_SESSIONS: dict[Database, sessionmaker[Session]] = {}
@@ -140,15 +139,15 @@ def cancel_job(session: Session, job_id: str) -> JobRow:
 
 def staged_source(params: dict[str, Any] | None) -> str | None:
     """The store key of the copy the server staged for one ingest job alone (its params
-    say `staged`: an upload's frozen bytes, a bucket object copied in under
-    `incoming/`), which ingest deletes once the original is stored; None for any other
+    say `staged`: an upload's frozen bytes, a bucket object copied in under a
+    staged key), which ingest deletes once the original is stored; None for any other
     source (a key someone else owns is never deleted)."""
     params = params or {}
     source = params.get("source") or {}
     if not params.get("staged") or source.get("kind") != "store":
         return None
     key = str(source.get("key") or "")
-    return key if key.startswith(STAGED_PREFIX) else None
+    return key if keys.is_staged(key) else None
 
 
 def retry_job(session: Session, job_id: str) -> JobRow:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mediamill.pipeline.limits import MediaLimits
 from mediamill.pipeline.quality import resolve
+from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
     InvalidRequestError,
@@ -42,8 +43,6 @@ from mediamill.workers.url_source import open_source_url
 
 log = logging.getLogger(__name__)
 
-ORIGINALS_PREFIX = "originals"
-INCOMING_PREFIX = jobs_admin.STAGED_PREFIX  # bytes staged for one ingest job
 PROGRESS_WRITE_INTERVAL_S = 1.0
 # A job waiting for another job's analysis of the same bytes checks back this often.
 WAIT_FOR_ANALYSIS_MS = 1000
@@ -134,7 +133,7 @@ def _drop_staged_copy(
 def _store_original(
     rt: runtime.Runtime, source: dict, declared_bytes: int | None = None
 ) -> tuple[StoredBlob, bool]:
-    """Store the source's bytes under `originals/<sha256>`. With `declared_bytes`, a
+    """Store the source's bytes under their SHA-256 (`keys.original_key`). With `declared_bytes`, a
     store source of any other size fails the job for good (SizeMismatchError)."""
     kind = source.get("kind")
     limits = MediaLimits.from_settings(rt.settings)
@@ -144,14 +143,14 @@ def _store_original(
             raise InvalidRequestError(f"source file not found: {path}")
         limits.check_size(path.stat().st_size)
         with path.open("rb") as stream:
-            return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+            return rt.store.put_content_addressed(keys.ORIGINALS, stream)
     if kind == "store":
         size_bytes = rt.store.size(source["key"])
         if declared_bytes is not None:
             _check_size(source["key"], size_bytes, declared_bytes)
         limits.check_size(size_bytes)
         with rt.store.open(source["key"]) as stream:
-            blob, created = rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+            blob, created = rt.store.put_content_addressed(keys.ORIGINALS, stream)
         if declared_bytes is not None:
             _check_size(source["key"], blob.size_bytes, declared_bytes)
         return blob, created
@@ -159,7 +158,7 @@ def _store_original(
         # Already stored under its SHA-256 by whoever hashed the bytes while writing
         # them (POST /v0/assets): no second copy.
         key, sha256 = str(source.get("key", "")), str(source.get("sha256", ""))
-        if key != f"{ORIGINALS_PREFIX}/{sha256}":
+        if key != keys.original_key(sha256):
             raise InvalidRequestError(f"stored source {key!r} is not content-addressed")
         return StoredBlob(key, rt.store.size(key), sha256), False
     if kind == "url":
@@ -171,7 +170,7 @@ def _store_original(
             timeout_s=settings.url_ingest_timeout_s,
             read_timeout_s=settings.url_ingest_read_timeout_s,
         ) as stream:
-            return rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+            return rt.store.put_content_addressed(keys.ORIGINALS, stream)
     raise InvalidRequestError(f"unknown ingest source kind {kind!r}")
 
 
@@ -364,7 +363,9 @@ def transcode(job_id: str) -> None:
                 measure=lambda path: rt.native().analyse(path, stage="transcode"),
             )
             for row_id, spec, made in zip(row_ids, specs, produced, strict=True):
-                key = f"renditions/{asset.original_asset_id}/{spec.spec_id}.{spec.format.extension}"
+                key = keys.rendition_key(
+                    asset.original_asset_id, spec.spec_id, spec.format.extension
+                )
                 with made.output.path.open("rb") as f:
                     blob = rt.store.put(key, f)
                 with rt.db.session() as s:

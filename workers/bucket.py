@@ -12,7 +12,7 @@ sent after commit (the sweeper re-sends it if that fails).
 
 Keys that `validate_key` accepts are ingested where they are. Other safe names (a
 space, parentheses, any Unicode) are first copied server-side to a generated key
-under `incoming/` (params `staged`), which ingest deletes once the original is stored
+under a staged key (params `staged`), which ingest deletes once the original is stored
 (or a cancel of its job does): a raw bucket key never reaches the store API, let alone
 a path.
 
@@ -24,7 +24,6 @@ change commit together).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from mediamill.config.settings import ConfigError, Settings
+from mediamill.schemas import keys
 from mediamill.schemas.errors import InvalidRequestError, MediaMillError
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.notifications import BucketNotification, S3EventRecord
@@ -43,16 +43,15 @@ from mediamill.storage import uploads as upload_db
 from mediamill.storage.blobs import validate_bucket_key, validate_key
 from mediamill.storage.blobs.base import validate_prefix
 from mediamill.storage.models import JobRow
-from mediamill.workers.actors import INCOMING_PREFIX
 from mediamill.workers.queue import send_committed, time_limit_ms
 from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import STORE_SECONDS_PER_MIB
 
 log = logging.getLogger(__name__)
 
-# Keys MediaMill writes itself: never ingested, whatever the prefix setting, so a
-# notification rule on the whole bucket cannot feed renditions back in as uploads.
-INTERNAL_PREFIXES = ("originals/", "renditions/", "packages/", "incoming/")
+# MediaMill's own keys (keys.INTERNAL_PREFIXES) are never ingested, whatever the prefix
+# setting, so a notification rule on the whole bucket cannot feed renditions back in.
+INTERNAL_PREFIXES = keys.INTERNAL_PREFIXES
 LISTEN_EVENTS = ("s3:ObjectCreated:*",)
 
 Outcome = Literal["accepted", "duplicate", "ignored"]
@@ -230,7 +229,7 @@ def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
     staged: str | None = None
     size_bytes = plan.size_bytes
     if not plan.in_place:
-        staged = f"{INCOMING_PREFIX}bucket-{uuid.uuid4()}"
+        staged = keys.staged_copy_key("bucket-")
         size_bytes = rt.store.import_object(plan.key, staged)  # type: ignore[attr-defined]
     source = {"kind": "store", "key": staged or plan.store_key}
     # Only a copy made here is ingest's to delete; an object ingested in place is not.

@@ -2,7 +2,7 @@
 
 A video asset packages its ladder (the audio track taken from the top rung); an
 audio-only asset packages its AAC ladder. The package id derives from the ladder,
-so packaging twice rewrites the same keys under `packages/<assetId>/<packageId>/`.
+so packaging twice rewrites the same keys under `keys.package_prefix`.
 Files are written to a work directory first and only then stored, manifests last,
 so a reader never finds a manifest naming a segment that is not stored yet.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from mediamill.config.settings import Settings
 from mediamill.pipeline.packaging import Track, content_type, package_tracks
 from mediamill.pipeline.quality import resolve
+from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, UnsupportedRenditionError
 from mediamill.schemas.jobs import JobStage, JobType
@@ -25,7 +26,6 @@ from mediamill.schemas.packages import (
     MASTER_PLAYLIST,
     PackageStatus,
     package_id_for,
-    package_prefix,
 )
 from mediamill.schemas.renditions import (
     Rendition,
@@ -146,7 +146,7 @@ def package(job_id: str) -> None:
                 row.error_name, row.error_message = exc.name, exc.message
             row.modified_at = utcnow()
         raise
-    prefix = package_prefix(asset.original_asset_id, package_id)
+    prefix = keys.package_prefix(asset.original_asset_id, package_id)
     with rt.db.session() as s:
         if (job := owned_job(s, job_id)) is None:
             return
@@ -189,7 +189,7 @@ def _package_and_store(
             segment_s=rt.settings.package_segment_s,
             timeout_s=timeout_s,
         )
-        prefix = package_prefix(asset.original_asset_id, package_id)
+        prefix = keys.package_prefix(asset.original_asset_id, package_id)
         # Segments before manifests: a manifest never names a file not yet stored.
         for name in sorted(result.files, key=_store_order):
             with (tmp / "package" / name).open("rb") as f:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from mediamill.schemas import keys
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
-from mediamill.workers.actors import INCOMING_PREFIX
 from mediamill.workers.queue import send_committed, time_limit_ms
 from mediamill.workers.runtime import Runtime
 
@@ -39,7 +38,7 @@ def submit_ingest(
     without it the asset gets the defaults. `store_s` is how long storing may take
     beyond the base limit (default: from the size). If the enqueue fails the job
     stays `queued` and the sweeper sends it later: nothing is lost once the row is
-    committed. `staged` marks a source copied under `incoming/` for this job alone,
+    committed. `staged` marks a source staged (`keys.staged_copy_key`) for this job alone,
     which ingest then deletes (a caller's own key never is). `in_transaction(session,
     job)` runs in the transaction that writes the job (to commit more with it).
     """
@@ -68,13 +67,13 @@ def submit_local_file(rt: Runtime, path: Path, *, stage_in_store: bool) -> JobRo
 
     `stage_in_store=False` (embedded: the worker shares this filesystem) lets
     the worker read the file where it is. Otherwise the bytes are first copied
-    to `incoming/` in the shared store so that any worker on any machine can
+    to a staged key in the shared store so that any worker on any machine can
     read them; ingest removes the staged copy once the original is stored.
     """
     path = path.resolve()
     size_bytes = path.stat().st_size
     if stage_in_store:
-        key = f"{INCOMING_PREFIX}{uuid.uuid4()}"
+        key = keys.staged_copy_key()
         with path.open("rb") as stream:
             size_bytes = rt.store.put(key, stream).size_bytes
         source = {"kind": "store", "key": key}

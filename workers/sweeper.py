@@ -12,9 +12,9 @@ import logging
 import threading
 from datetime import timedelta
 
+from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
-from mediamill.workers.actors import ORIGINALS_PREFIX
 from mediamill.workers.health import OutageLog, check_broker
 from mediamill.workers.queue import STAGE_ACTORS, send_committed
 from mediamill.workers.runtime import Runtime
@@ -36,7 +36,7 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
         except Exception:
             log.warning("requeue of dead workers' messages failed", exc_info=True)
     try:  # what killed writers left in the store (never under a key)
-        rt.store.remove_orphans(rt.settings.store_orphan_age_s, (ORIGINALS_PREFIX,))
+        rt.store.remove_orphans(rt.settings.store_orphan_age_s, (keys.ORIGINALS,))
     except Exception:
         log.warning("removing orphaned temporary objects failed", exc_info=True)
     now = utcnow()

@@ -27,6 +27,7 @@ from starlette.datastructures import UploadFile
 
 from mediamill.api.auth import require_admin, require_read
 from mediamill.api.deps import runtime_of
+from mediamill.schemas import keys
 from mediamill.schemas.api import (
     AssetMetadata,
     RenditionQuery,
@@ -50,7 +51,6 @@ from mediamill.storage import outbox, repo
 from mediamill.storage.asset_jobs import active_jobs, lock_asset
 from mediamill.storage.legacy import link_track_token
 from mediamill.storage.models import AssetRow, JobRow
-from mediamill.workers.actors import ORIGINALS_PREFIX
 from mediamill.workers.delivery import SignedUrl, sign_file_url, sign_package_urls
 from mediamill.workers.packages import enqueue_package, package_ladder
 from mediamill.workers.queue import send_committed, time_limit_ms
@@ -214,7 +214,7 @@ def store_and_record(
     """Store the bytes under their SHA-256 (hashed while written), record the asset,
     link the token, and start its analysis unless it is done or under way. Returns
     the asset and the id of the job analysing it (None once analysed or failed)."""
-    blob, _stored_now = rt.store.put_content_addressed(ORIGINALS_PREFIX, stream)
+    blob, _stored_now = rt.store.put_content_addressed(keys.ORIGINALS, stream)
     if declared_length is not None and blob.size_bytes != declared_length:
         # The bytes stay: content-addressed, they may be a concurrent ingest's of the same
         # bytes whose asset row is not written yet. Unrecorded, they are only reused.

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from mediamill.api.auth import Principal, require_admin, require_read
 from mediamill.api.deps import runtime_of
 from mediamill.api.idempotency import Record, idempotent_in
+from mediamill.schemas import keys
 from mediamill.schemas.base import CamelModel
 from mediamill.schemas.errors import (
     BlobNotFoundError,
@@ -33,7 +34,6 @@ from mediamill.schemas.jobs import Job, JobStatus, JobType
 from mediamill.storage import jobs_admin, repo
 from mediamill.storage.blobs import validate_key
 from mediamill.storage.models import JobRow
-from mediamill.workers.bucket import INTERNAL_PREFIXES
 from mediamill.workers.queue import send_committed
 from mediamill.workers.renditions import check_requestable
 from mediamill.workers.runtime import Runtime
@@ -95,13 +95,13 @@ def create_job(
 
 
 def _check_source_key(key: str) -> str:
-    """A caller's store key: valid, and not one of MediaMill's own (`originals/`,
-    `renditions/`, `packages/`, `incoming/`), whose objects are not the caller's to
-    ingest (an `incoming/` object is another upload's staged bytes)."""
+    """A caller's store key: valid, and not one of MediaMill's own
+    (`keys.INTERNAL_PREFIXES`), whose objects are not the caller's to ingest (a
+    staged object is another upload's bytes)."""
     validate_key(key)
-    if key.startswith(INTERNAL_PREFIXES):
+    if keys.is_internal(key):
         raise InvalidRequestError(
-            f"source key {key!r} is under MediaMill's own {', '.join(INTERNAL_PREFIXES)}: "
+            f"source key {key!r} is under MediaMill's own {', '.join(keys.INTERNAL_PREFIXES)}: "
             "ingest from a key of your own (upload sessions stage their bytes themselves)",
             key=key,
         )

@@ -1,12 +1,12 @@
 """Upload sessions (the EncoraStream ingest lifecycle): create a session, PUT the bytes
 to its `uploadUrl`, `complete` it to start ingest, watch it, or cancel it.
 
-The bytes never pass through a job message: they land under `incoming/<uploadId>` in
+The bytes never pass through a job message: they land under `keys.upload_key(uploadId)` in
 the store (a presigned PUT straight to S3/MinIO, or this API's streaming
 `PUT /v0/uploads/{id}/content` on the local store). `complete` checks their size and
-freezes them: a server-side snapshot to `incoming/<uploadId>.<random>`, a key no upload
+freezes them: a server-side snapshot to `keys.frozen_upload_key`, a key no upload
 URL writes to (a presigned PUT stays valid until it expires, and cannot be revoked),
-and enqueues an ingest of that frozen key, which ingest moves under `originals/` by
+and enqueues an ingest of that frozen key, which ingest stores as an original by
 content hash. Whatever is PUT after `complete` is never ingested.
 
 The upload URL is a capability to write into the store: only admin callers see it
@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from mediamill.api.auth import Principal, require_admin, require_read
 from mediamill.api.deps import runtime_of
 from mediamill.api.idempotency import Record, idempotent_in
+from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
     BlobNotFoundError,
@@ -41,7 +42,6 @@ from mediamill.storage import jobs_admin, upload_state
 from mediamill.storage import uploads as upload_db
 from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.models import JobRow, UploadRow
-from mediamill.workers.actors import INCOMING_PREFIX
 from mediamill.workers.bucket import ingest_job_in, send_job
 from mediamill.workers.runtime import Runtime
 
@@ -51,16 +51,6 @@ router = APIRouter(prefix="/v0/uploads", tags=["uploads"])
 # The local PUT path hands the store pieces of about this size (request bodies arrive
 # in small pieces; one thread hop per piece would cost more than the write).
 WRITE_PIECE_BYTES = 1024 * 1024
-
-
-def _staged_key(upload_id: str) -> str:
-    """Where the session's upload URL writes."""
-    return f"{INCOMING_PREFIX}{upload_id}"
-
-
-def _frozen_key(upload_id: str) -> str:
-    """A fresh key for the bytes `complete` accepted: no upload URL names it."""
-    return f"{INCOMING_PREFIX}{upload_id}.{uuid.uuid4().hex}"
 
 
 def _upload_target(
@@ -130,7 +120,7 @@ def create_upload(
                 size_bytes=body.size_bytes,
                 asset_type=body.asset_type or body.content_type,
                 legacy_track_token=body.legacy_track_token,
-                storage_key=_staged_key(upload_id),
+                storage_key=keys.upload_key(upload_id),
                 upload_url_expires_at=utcnow()
                 + timedelta(seconds=rt.settings.upload_url_expires_s),
             )
@@ -277,7 +267,7 @@ def _freeze(rt: Runtime, row: UploadRow) -> str | None:
     except BlobNotFoundError:
         return None
     _check_declared(row, stored_bytes)
-    frozen = _frozen_key(row.id)
+    frozen = keys.frozen_upload_key(row.id)
     try:
         frozen_bytes = rt.store.snapshot(row.storage_key, frozen)
     except BlobNotFoundError:

@@ -25,7 +25,7 @@ import pytest
 from mediamill.pipeline.analysis import analyse_file
 from mediamill.pipeline.signing import NginxSigner, package_expires_in_s
 from mediamill.schemas.jobs import JobType
-from mediamill.schemas.packages import package_prefix
+from mediamill.schemas.keys import package_prefix
 from mediamill.storage import outbox, repo
 from mediamill.storage.models import JobRow, PackageRow, RenditionRow
 

@@ -15,6 +15,7 @@ import pytest
 from mediamill.cli import main
 from mediamill.config.edge import render_nginx_conf
 from mediamill.config.settings import ConfigError, get_settings
+from mediamill.schemas import keys
 
 SECRET = "edge-unit-secret-0123456789"
 
@@ -25,6 +26,7 @@ def render(tmp_path: Path, **overrides: object) -> str:
         "root": tmp_path / "store",
         "secret": SECRET,
         "state_dir": tmp_path / "state",
+        "packages_prefix": keys.PACKAGES,
     }
     args.update(overrides)
     return render_nginx_conf(**args)  # type: ignore[arg-type]
