@@ -74,6 +74,18 @@ def _valid_config() -> bool:
     return report.ok
 
 
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    """The configuration reference (every variable, default, meaning), from Settings."""
+    from mediamill.config.reference import REFERENCE_PATH, render_reference
+
+    text = render_reference()
+    if args.write:
+        REFERENCE_PATH.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     """The effective configuration (secrets masked), the mode, and every problem."""
     from mediamill.config.settings import get_settings
@@ -157,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-services", action="store_true", help="do not connect to the database, broker, store"
     )
     c.set_defaults(func=cmd_config_check)
+    c = config.add_parser("docs", help="print docs/configuration.md, generated from Settings")
+    c.add_argument("--write", action="store_true", help="write docs/configuration.md instead")
+    c.set_defaults(func=cmd_config_docs)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(metavar="ACTION")
     c = db.add_parser("upgrade", help="apply Alembic migrations")

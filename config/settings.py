@@ -35,26 +35,75 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MEDIAMILL_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("./mediamill-data"))
-    storage_url: str | None = None
-    database_url: str | None = None
-    broker_url: str | None = None
-    ffmpeg: str | None = None
-    signing_secret: SecretStr | None = None
+    data_dir: Path = Field(
+        default=Path("./mediamill-data"),
+        description="Where the embedded default keeps everything (store, SQLite, work files).",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description=(
+            "Blob store: `file:///abs/path` or `s3://bucket[/prefix]`; unset: `<data dir>/store`."
+        ),
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="e.g. `postgresql+psycopg://user:pw@host/db`; unset: SQLite in the data dir.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="`redis://...` or `amqp://...`; unset: the queue runs in the process.",
+    )
+    ffmpeg: str | None = Field(
+        default=None,
+        description="The ffmpeg binary to run; unset: the one of the `imageio-ffmpeg` wheel.",
+    )
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Signs delivery URLs (16+ chars); required with a broker URL, else generated."
+        ),
+    )
 
-    s3_endpoint_url: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: SecretStr | None = None
-    s3_region: str = "us-east-1"
-    s3_multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
-    s3_multipart_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 or MinIO endpoint; unset: AWS.",
+    )
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="S3 credentials; unset: boto3's usual chain.",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="S3 credentials; unset: boto3's usual chain.",
+    )
+    s3_region: str = Field(
+        default="us-east-1",
+        description="S3 region.",
+    )
+    s3_multipart_threshold_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=5 * 1024 * 1024,
+        description="Objects from this size up are written to S3 in parts.",
+    )
+    s3_multipart_chunk_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=5 * 1024 * 1024,
+        description="The size of each part of a multipart S3 write.",
+    )
 
     # Threads per worker process; unset: THREADS_PER_CORE per core the process may run
     # on (its CPU affinity, so a `taskset -c 0` worker gets 2).
     worker_threads: int | None = Field(default=None, ge=1, le=64)
-    max_retries: int = Field(default=5, ge=0)
-    retry_min_backoff_ms: int = Field(default=2_000, ge=1)
-    retry_max_backoff_ms: int = Field(default=300_000, ge=1)
+    max_retries: int = Field(
+        default=5, ge=0,
+        description="Retries of a stage after a transient failure (storage, network).",
+    )
+    retry_min_backoff_ms: int = Field(
+        default=2_000, ge=1,
+        description="First retry delay; it doubles each time.",
+    )
+    retry_max_backoff_ms: int = Field(
+        default=300_000, ge=1,
+        description="Longest retry delay.",
+    )
     # Message time limits scale with the media: base + factor x media duration.
     time_limit_base_s: float = Field(default=300.0, gt=0)
     time_limit_per_media_s: float = Field(default=1.0, gt=0)
@@ -83,7 +132,10 @@ class Settings(BaseSettings):
     broker_heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     # The sweeper re-enqueues jobs left in `queued` for longer than this.
     requeue_after_s: float = Field(default=300.0, gt=0)
-    sweep_interval_s: float = Field(default=30.0, gt=0)
+    sweep_interval_s: float = Field(
+        default=30.0, gt=0,
+        description="How often the sweeper runs.",
+    )
     # The sweeper deletes temporary objects of writes that never finished (a killed
     # writer's; never under a key) once this old. A live write's temporary object is
     # written to continuously (local) or copied away within moments of existing (S3).
@@ -93,7 +145,10 @@ class Settings(BaseSettings):
     # (bitrate 0 for lossless formats). Audio assets get the audio profile; video
     # assets get the video ladder (`height:video bitrate`, never above the original).
     default_audio_renditions: str = "mp3:128000:2,aac:128000:2,opus:96000:2"
-    default_video_ladder: str = "1080:5000000,720:3000000,480:1500000,360:800000,240:400000"
+    default_video_ladder: str = Field(
+        default="1080:5000000,720:3000000,480:1500000,360:800000,240:400000",
+        description="Video renditions made automatically: `height:video bitrate` items.",
+    )
     # HLS + DASH packages over one set of CMAF segments. Video assets package their
     # ladder (segments a multiple of the 2 s keyframe interval); audio-only assets
     # package this AAC ladder (`aac:bitrate:channels` items).
@@ -129,7 +184,10 @@ class Settings(BaseSettings):
     # Where stages write temporary files (outputs before they are stored).
     work_dir: Path | None = None
 
-    log_level: str = "INFO"
+    log_level: str = Field(
+        default="INFO",
+        description="Python logging level of every process.",
+    )
     # /openapi.json, /docs and /redoc answer without a key (false: a read key).
     public_docs: bool = True
     # `serve` against slow and excess clients (api/server.py): connections past the cap
@@ -180,15 +238,24 @@ class Settings(BaseSettings):
     # Seconds between attempts after a failure (each with jitter); after the last one
     # the delivery is failed.
     webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
-    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    webhook_timeout_s: float = Field(
+        default=15.0, gt=0,
+        description="How long one webhook delivery attempt may take.",
+    )
     # An endpoint failing without a success for this long is disabled.
     webhook_disable_after_s: float = Field(default=5 * 86400.0, gt=0)
     # After a secret rotation, deliveries are signed with both secrets this long.
     webhook_rotation_grace_s: float = Field(default=86400.0, ge=0)
-    webhook_dispatch_interval_s: float = Field(default=1.0, gt=0)
+    webhook_dispatch_interval_s: float = Field(
+        default=1.0, gt=0,
+        description="How often the dispatcher looks for due deliveries.",
+    )
     # A dispatcher's claim on a delivery it is attempting (it died if it lapses).
     webhook_delivery_lease_s: float = Field(default=60.0, gt=0)
-    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    webhook_max_response_bytes: int = Field(
+        default=64 * 1024, ge=1024,
+        description="The most bytes of a webhook response read and logged.",
+    )
 
     @field_validator("broker_url", "database_url", "storage_url", "ffmpeg", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ its stderr, and the exit status is 1.
 
 --quick writes to bench-data/performance-quick.md (never over the real report) and
 refuses --write-readme: its numbers are not measurements. --write-readme also
-refreshes each benchmark's table in README.md from the same run.
+refreshes each benchmark's table in docs/performance.md from the same run.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Bench:
         return args
 
 
-# Full runs use each script's defaults (the settings its README table was measured
+# Full runs use each script's defaults (the settings its report table was measured
 # with); quick runs the smallest inputs each script accepts.
 BENCHES = (
     Bench(
@@ -259,8 +259,10 @@ def render_report(
         )
     for r in results:
         lines += ["", f"## {r.bench.title}", "", f"`{_display(r.command)}`", ""]
-        if r.ok:
-            lines.append(r.stdout or "(the benchmark printed nothing)")
+        if r.ok:  # between markers, so a lone `--write-readme` run replaces just this
+            block = Path(r.bench.script).stem
+            text = r.stdout or "(the benchmark printed nothing)"
+            lines.append(f"<!-- {block}:start -->\n{text}\n<!-- {block}:end -->")
         else:
             lines += [
                 f"**Failed** with exit status {r.returncode} after {r.wall_s:.0f} s. "
@@ -299,7 +301,7 @@ def main() -> int:
     )
     a = p.parse_args()
     if a.quick and a.write_readme:
-        p.error("--quick numbers are not measurements: they never go into README.md")
+        p.error("--quick numbers are not measurements: they never go into docs/performance.md")
     output = a.output or (QUICK_REPORT if a.quick else REPORT)
     started, clock = datetime.now(UTC), time.perf_counter()
     machine = machine_info()

@@ -1,21 +1,22 @@
-"""What the benchmark scripts share: writing their table into README.md."""
+"""What the benchmark scripts share: writing their table into docs/performance.md."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPORT = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 
 def write_readme_block(name: str, text: str, heading: str | None = None) -> None:
     """Replace the text between `<!-- {name}:start -->` and `<!-- {name}:end -->`.
 
     Without the markers, the block is added at the end of the "## Performance"
-    section (under `### {heading}` when given), or at the end of the file.
+    section (under `### {heading}` when given), or at the end of the file. The
+    report (`scripts/bench_all.py`) writes every benchmark's table between markers.
     """
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    body = README.read_text()
+    body = REPORT.read_text()
     block = f"{start}\n{text}\n{end}"
     if start in body:
         body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.S)
@@ -27,4 +28,4 @@ def write_readme_block(name: str, text: str, heading: str | None = None) -> None
             head, tail = body[: section.end()].rstrip("\n"), body[section.end() :]
             title = f"### {heading}\n\n" if heading else ""
             body = f"{head}\n\n{title}{block}\n" + (f"\n{tail}" if tail else "")
-    README.write_text(body)
+    REPORT.write_text(body)

@@ -63,7 +63,7 @@ router = APIRouter(tags=["content"])
 # `POST /v0/assets?wait=` holds the request at most this long, polling this often.
 MAX_WAIT_S = 60.0
 WAIT_POLL_S = 0.2
-# Retry-After for work in progress: the README's benchmarks transcode and package
+# Retry-After for work in progress: the benchmarks (docs/performance.md) transcode and package
 # at 20x real time or better on two cores; never below or above these bounds.
 REALTIME_FACTOR = 20.0
 MIN_RETRY_AFTER_S = 2

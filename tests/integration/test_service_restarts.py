@@ -5,7 +5,7 @@ PostgreSQL database and the moto S3 endpoint. While a service is down, `/ready` 
 503 naming it and `/health` stays 200; afterwards the same processes carry on and every
 job submitted before, during and after the outage succeeds.
 
-What the API answers during an outage (see README, Run the distributed stack):
+What the API answers during an outage (see docs/operations.md, Run the distributed stack):
 - Redis down: `POST /v0/jobs` still answers 201. The job row is committed before its
   message is sent; the failed send marks the row unsent and the sweeper sends it once
   Redis is back.
