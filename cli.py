@@ -537,7 +537,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         "asset": asset.to_json_dict() if asset else None,
         "job": job.to_json_dict(),
         "renditions": [r.to_json_dict() for r in renditions],
-        "packages": [_signed_package(rt.settings, p) for p in packages],
+        "packages": [_signed_package(rt, p) for p in packages],
     }
     if args.json:
         _emit_json(out)
@@ -556,16 +556,16 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signed_package(settings: Any, package: Any) -> dict[str, Any]:
+def _signed_package(rt: Any, package: Any) -> dict[str, Any]:
     """A package's JSON with signed HLS and DASH URLs when it is ready (and the
     signing mode can sign packages)."""
     from mediamill.schemas.packages import PackageStatus
     from mediamill.workers.delivery import sign_package_urls
 
     body = package.to_json_dict()
-    if package.status is not PackageStatus.READY or settings.signing_mode == "s3":
+    if package.status is not PackageStatus.READY or rt.settings.signing_mode == "s3":
         return body
-    urls = sign_package_urls(settings, package)
+    urls = sign_package_urls(rt, package)
     body["hls"], body["dash"] = urls.hls.url, urls.dash.url
     body["expiresAt"] = urls.hls.expires_at_epoch_s
     return body

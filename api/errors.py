@@ -94,11 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()) if p != 'body') or 'body'}: "
-            f"{err.get('msg', 'invalid')}"
-            for err in exc.errors()
-        )
+        problems = e.describe_validation(exc.errors(), drop=("body",))
         return error_response(request, 400, "InvalidRequestError", problems or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)

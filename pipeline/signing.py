@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
+from mediamill.config.s3 import s3_client
 from mediamill.config.settings import ConfigError, Settings
 from mediamill.schemas import keys
 from mediamill.schemas.errors import InvalidRequestError
@@ -282,23 +283,14 @@ class S3UrlSigner:
         prefix = prefix.strip("/")
         self.bucket = bucket
         self.prefix = _checked_key(prefix) if prefix else ""
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            # The blob store's client settings: a URL must name the object the same way.
-            client = boto3.client(
-                "s3",
-                endpoint_url=endpoint_url,
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                region_name=region,
-                config=Config(
-                    signature_version="s3v4",
-                    s3={"addressing_style": "path" if endpoint_url else "auto"},
-                ),
-            )
-        self.client = client
+        # A runtime passes its store's client; a lone signer (`mediamill sign`) makes
+        # one the same way, so a URL names the object as the store wrote it.
+        self.client = client or s3_client(
+            endpoint_url=endpoint_url,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            region=region,
+        )
 
     def object_key(self, key: str) -> str:
         """The S3 key under which the blob store keeps `key`."""
@@ -339,8 +331,9 @@ class S3UrlSigner:
 # ---- choosing a signer --------------------------------------------------------------------
 
 
-def signer_from_settings(settings: Settings) -> UrlSigner:
-    """The signer `MEDIAMILL_SIGNING_MODE` asks for, or ConfigError naming what is missing."""
+def signer_from_settings(settings: Settings, *, s3_client: Any | None = None) -> UrlSigner:
+    """The signer `MEDIAMILL_SIGNING_MODE` asks for, or ConfigError naming what is missing.
+    `s3_client`: the blob store's client, which mode s3 presigns with (else its own)."""
     mode = settings.signing_mode
     if mode == "nginx":
         return NginxSigner(settings.cdn_base_url, settings.resolved_signing_secret())
@@ -380,6 +373,7 @@ def signer_from_settings(settings: Settings) -> UrlSigner:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=secret.get_secret_value() if secret is not None else None,
             region=settings.s3_region,
+            client=s3_client,
         )
     raise ConfigError(f"unknown signing mode {mode!r}")
 

@@ -8,6 +8,7 @@ may. HTTP status mapping lives only in `api/`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mediamill.config.settings import ConfigError
@@ -122,6 +123,11 @@ class UnsupportedRenditionError(InvalidRequestError):
     sample rate together). Refused before any work starts."""
 
 
+class RefusedUrlError(InvalidRequestError):
+    """A URL MediaMill will not reach: not https where https is required, a host that
+    does not resolve, or an address that is not public (loopback, private, link-local)."""
+
+
 class TransientError(MediaMillError):
     """A failure that may pass: network, storage or database hiccups. Retried with backoff."""
 
@@ -142,6 +148,16 @@ class ProcessingTimeoutError(MediaMillError):
 
 class FFmpegError(MediaMillError):
     """An ffmpeg run failed; `context['stderr']` holds the tail of its output."""
+
+
+def describe_validation(errors: Iterable[Mapping[str, Any]], *, drop: tuple[str, ...] = ()) -> str:
+    """pydantic's `errors()` as one line: `field.path: message; ...` (`drop`: location
+    parts left out, such as FastAPI's `body`)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ()) if p not in drop) or 'body'}: "
+        f"{err.get('msg', 'invalid')}"
+        for err in errors
+    )
 
 
 def error_from_name(name: str, message: str) -> MediaMillError:
@@ -181,11 +197,13 @@ __all__ = [
     "ModelNotReadyError",
     "PermissionDeniedError",
     "ProcessingTimeoutError",
+    "RefusedUrlError",
     "SizeMismatchError",
     "StorageError",
     "TransientError",
     "UnsupportedMediaError",
     "UnsupportedRenditionError",
     "WorkerCrashedError",
+    "describe_validation",
     "error_from_name",
 ]

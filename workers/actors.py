@@ -123,10 +123,7 @@ def _drop_staged_copy(
                 job.params = params
             elif repo.get_job_row(s, job_id).status != JobStatus.CANCELLED.value:
                 return params  # taken over by another message: the copy is its source
-    try:
-        rt.store.delete(staged)
-    except MediaMillError:  # the original is safe; a leftover staged copy is not an error
-        log.warning("could not delete staged upload %s", staged, exc_info=True)
+    rt.store.discard(staged)  # the original is safe; a leftover copy is only garbage
     return params
 
 

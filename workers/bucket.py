@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from mediamill.config.settings import ConfigError, Settings
 from mediamill.schemas import keys
-from mediamill.schemas.errors import InvalidRequestError, MediaMillError
+from mediamill.schemas.errors import InvalidRequestError, MediaMillError, describe_validation
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.notifications import BucketNotification, S3EventRecord
 from mediamill.storage import repo
@@ -252,24 +252,15 @@ def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
             else:
                 seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, plan.version)
     except BaseException:
-        _discard(rt, staged)
+        rt.store.discard(staged)
         raise
     if job is None:  # another delivery won the race after our pre-check
-        _discard(rt, staged)
+        rt.store.discard(staged)
         return RecordResult(
             plan.bucket, plan.key, "duplicate", job_id=seen.job_id if seen else None
         )
     send_job(rt, job)
     return RecordResult(plan.bucket, plan.key, "accepted", job_id=job.id)
-
-
-def _discard(rt: Runtime, staged: str | None) -> None:
-    if staged is None:
-        return
-    try:
-        rt.store.delete(staged)
-    except MediaMillError:
-        log.warning("could not delete staged copy %s", staged, exc_info=True)
 
 
 def handle_notification(rt: Runtime, notification: BucketNotification) -> list[RecordResult]:
@@ -284,10 +275,7 @@ def parse_notification(body: Any) -> BucketNotification:
     try:
         return BucketNotification.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = describe_validation(exc.errors())
         raise InvalidRequestError(f"not a bucket notification: {problems}") from exc
 
 

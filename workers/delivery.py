@@ -13,15 +13,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-from mediamill.config.settings import ConfigError, Settings
+from mediamill.config.settings import ConfigError
 from mediamill.pipeline.signing import (
     SignedUrl,
     UrlSigner,
     package_expires_in_s,
-    signer_from_settings,
 )
 from mediamill.schemas.errors import InvalidRequestError, ModelInvalidError
 from mediamill.schemas.packages import DASH_MANIFEST, MASTER_PLAYLIST, Package
+from mediamill.workers.runtime import Runtime
 
 __all__ = ["PackageUrls", "SignedUrl", "sign_file_url", "sign_package_urls"]
 
@@ -36,32 +36,32 @@ class PackageUrls:
     dash: SignedUrl
 
 
-def _signer(settings: Settings, subject: str) -> UrlSigner:
+def _signer(rt: Runtime, subject: str) -> UrlSigner:
     try:
-        return signer_from_settings(settings)
+        return rt.signer()
     except ConfigError as exc:
         log.error("cannot sign URLs: %s", exc)
         raise ModelInvalidError(f"unable to sign a url for asset {subject}") from exc
 
 
-def sign_file_url(settings: Settings, key: str, subject: str | None = None) -> SignedUrl:
+def sign_file_url(rt: Runtime, key: str, subject: str | None = None) -> SignedUrl:
     """A signed CDN URL for the stored object `key`, valid `file_url_expires_s`.
     `subject` names what the caller asked for in the error (default: the key)."""
     subject = subject or key
     try:
-        return _signer(settings, subject).sign_file(key, settings.file_url_expires_s)
+        return _signer(rt, subject).sign_file(key, rt.settings.file_url_expires_s)
     except InvalidRequestError as exc:
         raise ModelInvalidError(f"unable to sign a url for asset {subject}") from exc
 
 
-def sign_package_urls(settings: Settings, package: Package) -> PackageUrls:
+def sign_package_urls(rt: Runtime, package: Package) -> PackageUrls:
     """Signed HLS and DASH manifest URLs of `package`, valid for its duration plus
     `package_url_margin_s`. ModelInvalidError when the mode cannot sign packages
     (s3: a presigned URL opens one object, not the segments a manifest names)."""
     asset_id = package.asset_id
-    signer = _signer(settings, asset_id)
+    signer = _signer(rt, asset_id)
     now_s = time.time()
-    expires_in_s = package_expires_in_s(settings, package.duration_ms)
+    expires_in_s = package_expires_in_s(rt.settings, package.duration_ms)
     try:
         hls = signer.sign_package(
             asset_id, package.package_id, expires_in_s, MASTER_PLAYLIST, now_s

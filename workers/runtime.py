@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import dramatiq
 
 from mediamill.config.settings import Settings
+from mediamill.pipeline.signing import UrlSigner, signer_from_settings
 from mediamill.storage.blobs import BlobStore
 from mediamill.storage.blobs.base import scratch_prefix
 from mediamill.storage.db import Database
@@ -23,6 +24,8 @@ class Runtime:
     broker: dramatiq.Broker
     _native: NativePool | None = field(default=None, repr=False)
     _native_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _signer: UrlSigner | None = field(default=None, repr=False)
+    _signer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def native(self) -> NativePool:
         """The pool of child processes that run native media code for this process
@@ -34,6 +37,16 @@ class Runtime:
                     test_crashes=self.settings.test_crashes,
                 )
             return self._native
+
+    def signer(self) -> UrlSigner:
+        """The process's URL signer, made on first use (ConfigError while signing is not
+        configured, retried on the next call). Mode s3 presigns with the store's own S3
+        client: one client per runtime."""
+        with self._signer_lock:
+            if self._signer is None:
+                client = getattr(self.store, "client", None)
+                self._signer = signer_from_settings(self.settings, s3_client=client)
+            return self._signer
 
     def close_native(self) -> None:
         with self._native_lock:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mediamill.schemas.errors import InvalidRequestError
+from mediamill.schemas.errors import InvalidRequestError, RefusedUrlError
 from mediamill.workers.url_source import (
     address_allowed,
     parse_source_url,
@@ -30,10 +30,6 @@ from mediamill.workers.url_source import (
 USER_AGENT = "MediaMill-Webhooks/1"
 EXCERPT_BYTES = 1024
 READ_PIECE_BYTES = 16 * 1024
-
-
-class RefusedUrlError(Exception):
-    """The endpoint URL or an address it resolves to may not be reached."""
 
 
 @dataclass(frozen=True)

@@ -55,14 +55,14 @@ def enrich(rt: Runtime, event_type: str, data: dict[str, Any]) -> dict[str, Any]
     rendition = data.get("rendition")
     if isinstance(rendition, dict) and rendition.get("storageKey"):
         try:
-            signed = sign_file_url(rt.settings, rendition["storageKey"], rendition.get("assetId"))
+            signed = sign_file_url(rt, rendition["storageKey"], rendition.get("assetId"))
             rendition["url"], rendition["urlExpiresAt"] = signed.url, signed.expires_at_epoch_s
         except MediaMillError as exc:
             log.debug("webhook %s: no signed rendition URL: %s", event_type, exc)
     package = data.get("package")
     if isinstance(package, dict) and package.get("status") == "ready":
         try:
-            urls = sign_package_urls(rt.settings, Package.model_validate(package))
+            urls = sign_package_urls(rt, Package.model_validate(package))
             package["hlsUrl"], package["dashUrl"] = urls.hls.url, urls.dash.url
             package["urlExpiresAt"] = urls.hls.expires_at_epoch_s
         except (MediaMillError, ValueError) as exc:

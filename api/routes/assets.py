@@ -116,7 +116,7 @@ def load_asset_row(session: Session, asset_id: str) -> AssetRow:
 
 def sign_key(rt: Runtime, key: str, subject: str) -> SignedUrl:
     """A signed CDN URL for one stored object; ModelInvalidError when none can be made."""
-    return sign_file_url(rt.settings, key, subject)
+    return sign_file_url(rt, key, subject)
 
 
 def _epoch_to_datetime(epoch_s: int) -> datetime:
@@ -459,7 +459,7 @@ def get_streams(
             f"asset {asset_id} has no stream ready yet",
             retry_after_s=retry_after_s(asset.duration_ms),
         )
-    urls = sign_package_urls(rt.settings, ready)  # s3 signing cannot: ModelInvalidError
+    urls = sign_package_urls(rt, ready)  # s3 signing cannot: ModelInvalidError
     body = StreamUrls(
         hls_url=urls.hls.url,
         dash_url=urls.dash.url,

@@ -26,7 +26,6 @@ from mediamill.schemas.base import CamelModel
 from mediamill.schemas.errors import (
     BlobNotFoundError,
     InvalidRequestError,
-    MediaMillError,
     ModelNotFoundError,
 )
 from mediamill.schemas.job_requests import CreateJobRequest
@@ -190,11 +189,7 @@ def cancel_job(
     rt = runtime_of(request)
     with rt.db.session() as s:
         staged = jobs_admin.staged_source(jobs_admin.cancel_job(s, job_id).params)
-    if staged is not None:
-        try:
-            rt.store.delete(staged)
-        except MediaMillError:  # only garbage is left behind
-            log.warning("could not delete %s of cancelled job %s", staged, job_id, exc_info=True)
+    rt.store.discard(staged)
     with rt.db.session() as s:
         return _job_response(jobs_admin.load_job(s, job_id))
 

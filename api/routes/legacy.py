@@ -39,6 +39,7 @@ from mediamill.schemas.errors import (
     InvalidRequestError,
     ModelInvalidError,
     ModelNotFoundError,
+    describe_validation,
 )
 from mediamill.storage import legacy, repo
 from mediamill.storage.models import AssetRow, LegacyAssetRow
@@ -185,11 +186,7 @@ def _validated(model: type[M], body: Any) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InvalidRequestError(problems) from exc
+        raise InvalidRequestError(describe_validation(exc.errors())) from exc
 
 
 @router.get("/v0/legacy/assets", response_model=LegacyAssetPage)

@@ -34,7 +34,6 @@ from mediamill.schemas.errors import (
     BlobNotFoundError,
     ConflictError,
     InvalidRequestError,
-    MediaMillError,
     PermissionDeniedError,
 )
 from mediamill.schemas.uploads import CreateUpload, Upload, UploadStatus
@@ -73,16 +72,6 @@ def _view(
     """The Upload resource; the upload URL (a right to write) only for admin callers."""
     url, headers = _upload_target(request, rt, row) if admin else (None, {})
     return upload_state.upload_from_row(row, job, upload_url=url, upload_headers=headers)
-
-
-def _discard(rt: Runtime, key: str | None) -> None:
-    """Delete a staged object nothing will read any more; a leftover is only garbage."""
-    if key is None:
-        return
-    try:
-        rt.store.delete(key)
-    except MediaMillError:
-        log.warning("could not delete staged upload object %s", key, exc_info=True)
 
 
 def _load(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:
@@ -197,7 +186,7 @@ async def put_upload_content(upload_id: str, request: Request) -> JSONResponse:
     assert blob is not None  # set on a clean exit
     row, _job = await run_in_threadpool(_load, rt, upload_id)
     if row.status != UploadStatus.AWAITING_UPLOAD.value:  # completed or cancelled meanwhile
-        await run_in_threadpool(_discard, rt, row.storage_key)
+        await run_in_threadpool(rt.store.discard, row.storage_key)
         raise ConflictError(
             f"upload {upload_id} became {row.status} while these bytes arrived: it keeps "
             "the bytes it had then, and takes no more"
@@ -239,13 +228,13 @@ def complete_upload(upload_id: str, request: Request) -> JSONResponse:
                         )
                         upload_db.attach_job(s, upload_id, new_job.id)
             except BaseException:
-                _discard(rt, frozen)
+                rt.store.discard(frozen)
                 raise
         if new_job is not None:
             send_job(rt, new_job)
-            _discard(rt, row.storage_key)  # frozen: what lands here from now on is ignored
+            rt.store.discard(row.storage_key)  # frozen: what lands here from now on is ignored
         else:
-            _discard(rt, frozen)  # another complete won the race: its copy is the one
+            rt.store.discard(frozen)  # another complete won the race: its copy is the one
         row, job = _load(rt, upload_id)
         if row.status == UploadStatus.CANCELLED.value:
             raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
@@ -273,7 +262,7 @@ def _freeze(rt: Runtime, row: UploadRow) -> str | None:
     except BlobNotFoundError:
         return None
     if frozen_bytes != row.size_bytes:
-        _discard(rt, frozen)
+        rt.store.discard(frozen)
         _check_declared(row, frozen_bytes)
     return frozen
 
@@ -310,6 +299,6 @@ def cancel_upload(upload_id: str, request: Request) -> JSONResponse:
             row, job = _load(rt, upload_id)
             raise ConflictError(f"upload {upload_id} is {row.status}; it cannot be cancelled")
         row, job = _load(rt, upload_id)
-        _discard(rt, row.storage_key)
-        _discard(rt, jobs_admin.staged_source(job.params) if job is not None else None)
+        rt.store.discard(row.storage_key)
+        rt.store.discard(jobs_admin.staged_source(job.params) if job is not None else None)
     return JSONResponse(_view(request, rt, row, job).to_json_dict())

@@ -9,6 +9,7 @@ object under its key. Keys are validated before they touch a path or a URL.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from abc import ABC, abstractmethod
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mediamill.schemas.errors import InvalidRequestError
+from mediamill.schemas.errors import InvalidRequestError, MediaMillError
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 # Reads from a source stream are at most this big unless a store is configured
@@ -236,6 +239,17 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error."""
+
+    def discard(self, key: str | None) -> None:
+        """Delete a staged copy nothing will read any more (an upload's bytes, a bucket
+        object copied in); a failure is logged, not raised: a leftover is only garbage,
+        which the caller's outcome must not depend on."""
+        if key is None:
+            return
+        try:
+            self.delete(key)
+        except MediaMillError:
+            log.warning("could not delete staged copy %s", key, exc_info=True)
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:

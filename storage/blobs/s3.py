@@ -21,12 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
-import boto3
 import botocore.exceptions
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 
+from mediamill.config.s3 import s3_client
 from mediamill.schemas.errors import (
     BlobNotFoundError,
     ConflictError,
@@ -153,20 +152,11 @@ class S3BlobStore(BlobStore):
         self.multipart_chunk_bytes = multipart_chunk_bytes
         self.list_page_size = list_page_size
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
-        self.client = client or boto3.client(
-            "s3",
+        self.client = client or s3_client(
             endpoint_url=endpoint_url,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=region,
-            config=Config(
-                signature_version="s3v4",
-                # MinIO and most S3-compatible servers want path-style URLs.
-                s3={"addressing_style": "path" if endpoint_url else "auto"},
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=120,
-            ),
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            region=region,
         )
         self._transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold_bytes,

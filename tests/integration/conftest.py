@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import fresh_postgres_database
 
 from mediamill.storage.blobs import BlobStore, LocalBlobStore
 
@@ -184,3 +185,14 @@ def api(embedded_env):
 
     with running_api() as running:
         yield running
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Each test twice: on SQLite (None: the caller's SQLite file, or the embedded
+    default under the test's data dir) and on a fresh, empty PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with fresh_postgres_database() as url:
+        yield url

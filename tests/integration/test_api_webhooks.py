@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from api_support import Api, running_api
-from sqlalchemy import delete
 
 from mediamill.config.settings import get_settings
 from mediamill.storage.models import WebhookDeliveryRow, WebhookEndpointRow
@@ -46,24 +45,19 @@ DELIVERY_FIELDS = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture
 def wh(
-    request: pytest.FixtureRequest, embedded_env, monkeypatch: pytest.MonkeyPatch
+    database_url: str | None, embedded_env, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Api]:
     """The API with `localhost` allow-listed and no in-process worker (so no dispatcher
     changes the deliveries these tests look at): on the embedded SQLite default, and on
-    PostgreSQL (its webhook tables emptied first: the database is the session's)."""
+    a fresh PostgreSQL database."""
     monkeypatch.setenv("MEDIAMILL_WEBHOOK_ALLOW_HOSTS", "localhost, hooks.internal")
-    if request.param == "postgresql":
+    if database_url is not None:
         from mediamill.storage.db import database_for
 
-        url = request.getfixturevalue("postgres_url")
-        db = database_for(url)
-        db.upgrade()
-        with db.session() as s:
-            s.execute(delete(WebhookDeliveryRow))
-            s.execute(delete(WebhookEndpointRow))
-        monkeypatch.setenv("MEDIAMILL_DATABASE_URL", url)
+        database_for(database_url).upgrade()
+        monkeypatch.setenv("MEDIAMILL_DATABASE_URL", database_url)
     get_settings.cache_clear()
     with running_api(run_worker=False) as running:
         yield running

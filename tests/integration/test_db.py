@@ -22,15 +22,9 @@ from mediamill.storage.models import Base, JobRow
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'test.db'}")
-    else:
-        database = Database(request.getfixturevalue("postgres_url"))
-        with database.engine.begin() as conn:  # each test starts from an empty schema
-            Base.metadata.drop_all(conn)
-            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+@pytest.fixture
+def db(database_url: str | None, tmp_path: Path) -> Database:
+    database = Database(database_url or f"sqlite:///{tmp_path / 'test.db'}")
     database.upgrade()
     yield database
     database.dispose()

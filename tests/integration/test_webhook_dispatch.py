@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
-from support import fresh_postgres_database
 
 from mediamill.config.settings import get_settings
 from mediamill.pipeline.webhook_signing import new_secret
@@ -150,16 +149,15 @@ def rt(configure: Callable[..., Runtime]) -> Runtime:
     return configure()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_rt(request: pytest.FixtureRequest, configure: Callable[..., Runtime]) -> Iterator[Runtime]:
+@pytest.fixture
+def any_rt(database_url: str | None, configure: Callable[..., Runtime]) -> Iterator[Runtime]:
     """The embedded SQLite runtime, or one on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
+    if database_url is None:
         yield configure()
         return
-    with fresh_postgres_database() as url:
-        runtime = configure(MEDIAMILL_DATABASE_URL=url)
-        runtime.db.upgrade()
-        yield runtime
+    runtime = configure(MEDIAMILL_DATABASE_URL=database_url)
+    runtime.db.upgrade()
+    yield runtime
 
 
 def add_endpoint(
