@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from mediamill.api.deps import runtime_of
+from mediamill.api.state import app_runtime
 from mediamill.schemas.errors import AuthenticationError, PermissionDeniedError
 from mediamill.storage.api_keys import token_sha256, verify_api_key
 
@@ -71,7 +71,7 @@ def _credentials(request: Request) -> tuple[str, str]:
 
 
 def _verify(request: Request, client_id: str, token: str) -> str | None:
-    with runtime_of(request).db.session() as s:
+    with app_runtime(request).db.session() as s:
         return verify_api_key(s, client_id, token)
 
 

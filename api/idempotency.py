@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from mediamill.api.auth import Principal
-from mediamill.api.deps import runtime_of
+from mediamill.api.state import app_runtime
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import ConflictError, InvalidRequestError
 from mediamill.storage import idempotency
@@ -92,7 +92,7 @@ def idempotent_in(
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidRequestError(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    rt = runtime_of(request)
+    rt = app_runtime(request)
     db = rt.db
     stale_before = utcnow() - timedelta(seconds=rt.settings.idempotency_claim_timeout_s)
     claimed_at = None

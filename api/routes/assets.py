@@ -19,14 +19,13 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from mediamill.api.auth import require_admin, require_read
-from mediamill.api.deps import runtime_of
+from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
 from mediamill.schemas import keys
 from mediamill.schemas.api import (
     AssetMetadata,
@@ -290,8 +289,9 @@ def read_asset(rt: Runtime, asset_id: str) -> Asset:
 
 @router.post("/v0/assets", status_code=201, openapi_extra=_UPLOAD_BODY)
 async def upload_asset(
+    rt: RuntimeDep,
     request: Request,
-    _: Annotated[object, Depends(require_admin)],
+    _: AdminKey,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
 ) -> JSONResponse:
     """Upload an original (multipart field `assetfile`); 201 with the Asset. `?wait=S`
@@ -302,7 +302,6 @@ async def upload_asset(
     holds no thread. Storing runs in the thread pool, streamed from starlette's spooled
     part in the store's chunks: never the whole file in memory.
     """
-    rt = runtime_of(request)
     declared_type = _declared_type(request)
     declared_length = _declared_length(request)
     token = _declared_token(request)
@@ -349,14 +348,14 @@ async def upload_asset(
 
 @router.get("/v0/assets/{assetId}", status_code=302)
 def get_asset(
-    request: Request,
+    rt: RuntimeDep,
     asset_id: Annotated[str, Path(alias="assetId")],
     query: Annotated[RenditionQuery, Query()],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> JSONResponse:
     """302 to a signed URL of the original, or of the rendition `bitrate`+`channels`+
     `format` (+`exact`) once ready; 409 ModelNotReadyError with Retry-After until then."""
-    return redirect_to(deliver(runtime_of(request), asset_id, query))
+    return redirect_to(deliver(rt, asset_id, query))
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
@@ -371,13 +370,13 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
 
 @router.get("/v0/assets/{assetId}/metadata", response_model=AssetMetadata)
 def get_metadata(
+    rt: RuntimeDep,
     request: Request,
     asset_id: Annotated[str, Path(alias="assetId")],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> Response:
     """The Asset with its renditions and packages. The ETag is the SHA-256 of the body,
     so `If-None-Match` answers 304 until anything about the asset changes."""
-    rt = runtime_of(request)
     with rt.db.session() as s:
         row = load_asset_row(s, asset_id)
         asset = repo.asset_from_row(s, row)
@@ -439,14 +438,13 @@ def _start_packaging(rt: Runtime, asset: Asset, packages: list[Package]) -> None
 
 @router.get("/v0/assets/{assetId}/streams", response_model=StreamUrls)
 def get_streams(
-    request: Request,
+    rt: RuntimeDep,
     asset_id: Annotated[str, Path(alias="assetId")],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> JSONResponse:
     """Signed HLS and DASH URLs of the asset's newest ready package, valid for its
     duration plus a margin. Without one: 409 ModelNotReadyError with Retry-After, and
     a package job started unless one (or the upload's own job) is under way."""
-    rt = runtime_of(request)
     with rt.db.session() as s:
         row = load_asset_row(s, asset_id)
         asset = repo.asset_from_row(s, row)

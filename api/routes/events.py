@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 
-from mediamill.api.deps import runtime_of
+from mediamill.api.deps import RuntimeDep
+from mediamill.api.state import app_runtime
 from mediamill.schemas.errors import AuthenticationError
 from mediamill.workers.bucket import handle_notification, parse_notification
 
@@ -24,7 +25,7 @@ router = APIRouter(tags=["events"])
 
 def require_bucket_token(request: Request) -> None:
     """401 unless `Authorization: Bearer <MEDIAMILL_BUCKET_EVENTS_TOKEN>`."""
-    expected = runtime_of(request).settings.bucket_events_token
+    expected = app_runtime(request).settings.bucket_events_token
     if expected is None:
         raise AuthenticationError(
             "bucket notifications are disabled: MEDIAMILL_BUCKET_EVENTS_TOKEN is not set"
@@ -40,11 +41,11 @@ def require_bucket_token(request: Request) -> None:
 
 
 @router.post("/v0/events/storage", dependencies=[Depends(require_bucket_token)])
-def storage_event(request: Request, body: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008
+def storage_event(rt: RuntimeDep, body: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008
     """One S3 or MinIO notification: an ingest job per new object (exactly once per
     bucket + key + version), other events acknowledged and ignored. 202 when a job was
     made, else 200; 400 (nothing acted on) for another bucket or an unsafe key."""
-    results = handle_notification(runtime_of(request), parse_notification(body))
+    results = handle_notification(rt, parse_notification(body))
     counts = {
         outcome: sum(r.outcome == outcome for r in results)
         for outcome in ("accepted", "duplicate", "ignored")

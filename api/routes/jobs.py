@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from mediamill.api.auth import Principal, require_admin, require_read
-from mediamill.api.deps import runtime_of
+from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
 from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas import keys
 from mediamill.schemas.base import CamelModel
@@ -60,14 +59,14 @@ def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
 
 @router.post("", status_code=201, response_model=Job)
 def create_job(
+    rt: RuntimeDep,
     request: Request,
     body: CreateJobRequest,
-    principal: Annotated[Principal, Depends(require_admin)],
+    principal: AdminKey,
 ) -> JSONResponse:
     """Ingest an original from the store (`source.key`) or an http(s) URL (`source.url`),
     then make the renditions asked for (default: the standard ones) and the package.
     201 with the Job; `Idempotency-Key` replays the first answer."""
-    rt = runtime_of(request)
     if body.source.key is not None:
         _check_source_key(body.source.key)
     for requested in body.renditions or []:
@@ -149,8 +148,8 @@ def _filename_from_url(url: str) -> str | None:
 
 @router.get("", response_model=JobPage)
 def list_jobs(
-    request: Request,
-    _principal: Annotated[Principal, Depends(require_read)],
+    rt: RuntimeDep,
+    _principal: ReadKey,
     status: JobStatus | None = None,
     job_type: Annotated[JobType | None, Query(alias="type")] = None,
     asset_id: Annotated[str | None, Query(alias="assetId", pattern=_SHA256)] = None,
@@ -159,7 +158,7 @@ def list_jobs(
 ) -> JSONResponse:
     """Top-level jobs, newest first (children are listed inside their parent), filtered
     by status, type and asset; `nextCursor` fetches the next page, null on the last."""
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         jobs, next_cursor = jobs_admin.list_jobs_page(
             s, status=status, job_type=job_type, asset_id=asset_id, limit=limit, cursor=cursor
         )
@@ -168,25 +167,24 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=Job)
 def get_job(
-    request: Request,
+    rt: RuntimeDep,
     job_id: str,
-    _principal: Annotated[Principal, Depends(require_read)],
+    _principal: ReadKey,
 ) -> JSONResponse:
     """One job with its children (one per rendition of a transcode); 404 if unknown."""
-    with jobs_admin.read_session(runtime_of(request).db) as s:
+    with jobs_admin.read_session(rt.db) as s:
         return _job_response(jobs_admin.load_job(s, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
 def cancel_job(
-    request: Request,
+    rt: RuntimeDep,
     job_id: str,
-    _principal: Annotated[Principal, Depends(require_admin)],
+    _principal: AdminKey,
 ) -> JSONResponse:
     """Cancel a queued or running job (and its children); 409 once it has finished.
     No worker runs it afterwards, and a worker already running it stops writing. A
     copy the server staged for it (an upload's bytes, a bucket object) is deleted."""
-    rt = runtime_of(request)
     with rt.db.session() as s:
         staged = jobs_admin.staged_source(jobs_admin.cancel_job(s, job_id).params)
     rt.store.discard(staged)
@@ -196,13 +194,12 @@ def cancel_job(
 
 @router.post("/{job_id}/retry", response_model=Job)
 def retry_job(
-    request: Request,
+    rt: RuntimeDep,
     job_id: str,
-    _principal: Annotated[Principal, Depends(require_admin)],
+    _principal: AdminKey,
 ) -> JSONResponse:
     """Re-run a failed job from the stage it failed in, redoing only what failed (the
     failed renditions of a transcode; ready ones are kept). 409 unless it failed."""
-    rt = runtime_of(request)
     with rt.db.session() as s:
         row = jobs_admin.retry_job(s, job_id)
     send_committed(rt, row)  # the row is queued: if the broker refuses, the sweeper sends it

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from mediamill.api.auth import require_admin, require_read
-from mediamill.api.deps import runtime_of
+from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.routes.assets import deliver, redirect_to, sign_key
 from mediamill.schemas.api import (
     LEGACY_PAGE_MAX,
@@ -65,28 +64,26 @@ def _asset_id_for_token(rt: Runtime, token: str) -> str:
 
 @router.get("/v0/legacy/tracks/{trackToken}", status_code=302)
 def get_track(
-    request: Request,
+    rt: RuntimeDep,
     track_token: Annotated[str, Path(alias="trackToken")],
     query: Annotated[RenditionQuery, Query()],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> JSONResponse:
     """Like `GET /v0/assets/{id}` for the asset the token maps to: 302 to the original
     or the requested rendition; 409 ModelNotReadyError (Retry-After) until it is made."""
-    rt = runtime_of(request)
     return redirect_to(deliver(rt, _asset_id_for_token(rt, track_token), query))
 
 
 @router.head("/v0/legacy/tracks/{trackToken}")
 def head_track(
-    request: Request,
+    rt: RuntimeDep,
     track_token: Annotated[str, Path(alias="trackToken")],
     query: Annotated[RenditionQuery, Query()],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> Response:
     """Whether the catalogue has the track: 200 when the GET would redirect (header
     `x-original-asset-id`), 404 for an unknown token, 409 when it is not ready or
     cannot be served; the same checks as the GET, without a body."""
-    rt = runtime_of(request)
     asset_id = _asset_id_for_token(rt, track_token)
     deliver(rt, asset_id, query)
     return Response(status_code=200, headers={"x-original-asset-id": asset_id})
@@ -94,24 +91,22 @@ def head_track(
 
 @router.get("/v0/legacy/tracks/{trackToken}/originalAssets")
 def get_track_asset(
-    request: Request,
+    s: SessionDep,
     track_token: Annotated[str, Path(alias="trackToken")],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> JSONResponse:
     """The Asset (metadata) the token maps to."""
-    rt = runtime_of(request)
-    with rt.db.session() as s:
-        row = legacy.asset_for_token(s, checked_token(track_token, what="trackToken"))
-        if row is None:
-            raise ModelNotFoundError(f"Original asset not found (legacy track token {track_token})")
-        return JSONResponse(repo.asset_from_row(s, row).to_json_dict())
+    row = legacy.asset_for_token(s, checked_token(track_token, what="trackToken"))
+    if row is None:
+        raise ModelNotFoundError(f"Original asset not found (legacy track token {track_token})")
+    return JSONResponse(repo.asset_from_row(s, row).to_json_dict())
 
 
 @router.post("/v0/legacy/tracks/{trackToken}/originalAssets", status_code=201)
 def map_track_assets(
-    request: Request,
+    rt: RuntimeDep,
     track_token: Annotated[str, Path(alias="trackToken")],
-    _: Annotated[object, Depends(require_admin)],
+    _: AdminKey,
     body: Annotated[Any, Body()] = None,
 ) -> JSONResponse:
     """Map the token to one or more original assets (a JSON array of their ids); 201 with
@@ -129,7 +124,6 @@ def map_track_assets(
             raise InvalidRequestError(f"not an original asset id (a SHA-256 in hex): {given!r}")
         if asset_id not in ids:
             ids.append(asset_id)
-    rt = runtime_of(request)
     with rt.db.session() as s:
         for asset_id in ids:
             row = s.get(AssetRow, asset_id)
@@ -191,8 +185,9 @@ def _validated(model: type[M], body: Any) -> M:
 
 @router.get("/v0/legacy/assets", response_model=LegacyAssetPage)
 def list_legacy_assets(
+    rt: RuntimeDep,
     request: Request,
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
     filters: str | None = None,
     count: str | None = None,
     start: str | None = None,
@@ -206,7 +201,7 @@ def list_legacy_assets(
     order = parse_sort(sort)
     page_size = _whole_number(count, "count", LEGACY_PAGE_MAX, LEGACY_PAGE_MAX, cap=True)
     offset = _whole_number(start, "start", 0, MAX_START)
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         rows, total = legacy.list_legacy_assets(s, parsed, order, offset, page_size)
         results = [_legacy_json(r) for r in rows]
     page = LegacyAssetPage(
@@ -224,14 +219,13 @@ def list_legacy_assets(
 
 @router.get("/v0/legacy/assets/{compositeKey}", status_code=302)
 def get_legacy_asset(
-    request: Request,
+    rt: RuntimeDep,
     composite_key: Annotated[str, Path(alias="compositeKey")],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> JSONResponse:
     """302 to a signed URL of the legacy asset's bytes: the original whose SHA-256 is its
     `legacyAssetId`. 409 ModelInvalidError while that is unknown or not uploaded."""
     token = parse_composite_key(composite_key)
-    rt = runtime_of(request)
     with rt.db.session() as s:
         row = _legacy_row(s, token)
         asset = s.get(AssetRow, row.legacy_asset_id) if row.legacy_asset_id else None
@@ -248,13 +242,13 @@ def get_legacy_asset(
 
 @router.head("/v0/legacy/assets/{compositeKey}")
 def head_legacy_asset(
-    request: Request,
+    rt: RuntimeDep,
     composite_key: Annotated[str, Path(alias="compositeKey")],
-    _: Annotated[object, Depends(require_read)],
+    _: ReadKey,
 ) -> Response:
     """200 with `x-legacy-asset-id` (when known) if the legacy asset exists, else 404."""
     token = parse_composite_key(composite_key)
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         row = _legacy_row(s, token)
         headers = {"x-legacy-asset-id": row.legacy_asset_id} if row.legacy_asset_id else {}
     return Response(status_code=200, headers=headers)
@@ -262,9 +256,9 @@ def head_legacy_asset(
 
 @router.put("/v0/legacy/assets/{compositeKey}", status_code=202)
 def update_legacy_asset(
-    request: Request,
+    rt: RuntimeDep,
     composite_key: Annotated[str, Path(alias="compositeKey")],
-    _: Annotated[object, Depends(require_admin)],
+    _: AdminKey,
     body: Annotated[Any, Body()] = None,
 ) -> JSONResponse:
     """Change `legacyAssetId` and/or `originalFileName` (fields left out stay, null
@@ -280,7 +274,7 @@ def update_legacy_asset(
             )
     if "original_file_name" in changes:
         changes["original_filename"] = changes.pop("original_file_name")
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         row = _legacy_row(s, token)
         legacy.update_legacy_asset(row, changes)
         answer = _legacy_json(row)
@@ -289,15 +283,15 @@ def update_legacy_asset(
 
 @router.post("/v0/legacy/assets", status_code=201)
 def create_legacy_asset(
-    request: Request,
-    _: Annotated[object, Depends(require_admin)],
+    rt: RuntimeDep,
+    _: AdminKey,
     body: Annotated[Any, Body()] = None,
 ) -> JSONResponse:
     """Create a legacy asset; 201 with it. No `legacyTrackToken`: 409
     ArgumentNullOrEmptyError (the reference's answer); an existing one: 409 ConflictError."""
     create = _validated(LegacyAssetCreate, body)
     token = checked_token(create.legacy_track_token)
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         if not legacy.insert_legacy_asset(
             s, token, create.legacy_asset_id, create.original_file_name
         ):

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from mediamill import __version__
 from mediamill.api.auth import require_read
-from mediamill.api.deps import runtime_of
+from mediamill.api.deps import RuntimeDep
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
 from mediamill.storage.workers import live_workers, queued_jobs
@@ -30,12 +30,11 @@ def health() -> dict[str, str]:
 
 
 @router.get("/ready", tags=["operations"])
-def ready(request: Request) -> JSONResponse:
+def ready(rt: RuntimeDep, request: Request) -> JSONResponse:
     """Readiness: the database, the broker and the blob store all answer, and no job
     waits with no worker alive (`workers`: none seen for `MEDIAMILL_WORKER_STALE_S`
     while jobs are queued); 503 names what failed (each only as "failed": why is
     logged, not told to a caller without a key)."""
-    rt = runtime_of(request)
     checks: dict[str, str] = {}
 
     def probe(name: str, fn) -> None:

@@ -25,8 +25,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from mediamill.api.auth import Principal, require_admin, require_read
-from mediamill.api.deps import runtime_of
+from mediamill.api.auth import require_admin
+from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
 from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
@@ -84,13 +84,13 @@ def _load(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:
 
 @router.post("", status_code=201, response_model=Upload)
 def create_upload(
+    rt: RuntimeDep,
     request: Request,
     body: CreateUpload,
-    principal: Principal = Depends(require_admin),  # noqa: B008
+    principal: AdminKey,
 ) -> JSONResponse:
     """Open an upload session: 201 with the `uploadUrl` to PUT the file to (honours
     `Idempotency-Key`: a retry gets the same session, not a second one)."""
-    rt = runtime_of(request)
     limit = rt.settings.upload_max_bytes
     if body.size_bytes > limit:
         raise InvalidRequestError(
@@ -123,14 +123,14 @@ def create_upload(
 
 @router.get("/{upload_id}", response_model=Upload)
 def get_upload(
+    rt: RuntimeDep,
     upload_id: str,
     request: Request,
-    principal: Principal = Depends(require_read),  # noqa: B008
+    principal: ReadKey,
 ) -> JSONResponse:
     """The session: `status`, the ingest job's `transcodeStatus`, `assetId` once known,
     `errorMessage` when it failed. `uploadUrl` (a right to write into the store) is
     shown to admin keys only: a read key must not be able to ingest."""
-    rt = runtime_of(request)
     row, job = _load(rt, upload_id)
     admin = principal.scope == "admin"
     return JSONResponse(_view(request, rt, row, job, admin=admin).to_json_dict())
@@ -141,11 +141,10 @@ def get_upload(
     name="put_upload_content",
     dependencies=[Depends(require_admin)],
 )
-async def put_upload_content(upload_id: str, request: Request) -> JSONResponse:
+async def put_upload_content(rt: RuntimeDep, upload_id: str, request: Request) -> JSONResponse:
     """The local store's upload URL: the request body, streamed to the store piece by
     piece (never whole in memory). More bytes than declared are refused (413); fewer
     are stored, and `complete` then names the mismatch."""
-    rt = runtime_of(request)
     store = rt.store
     if not isinstance(store, LocalBlobStore):
         raise InvalidRequestError(
@@ -200,11 +199,10 @@ async def put_upload_content(upload_id: str, request: Request) -> JSONResponse:
     response_model=Upload,
     dependencies=[Depends(require_admin)],
 )
-def complete_upload(upload_id: str, request: Request) -> JSONResponse:
+def complete_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONResponse:
     """The bytes are uploaded: check them (present, exactly the declared size), freeze
     them under a key no upload URL writes to, and enqueue the ingest of that key; 202.
     Completing again answers the same session, no second job."""
-    rt = runtime_of(request)
     row, job = _load(rt, upload_id)
     if row.status == UploadStatus.CANCELLED.value:
         raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
@@ -276,11 +274,10 @@ def _check_declared(row: UploadRow, stored_bytes: int) -> None:
 
 
 @router.delete("/{upload_id}", response_model=Upload, dependencies=[Depends(require_admin)])
-def cancel_upload(upload_id: str, request: Request) -> JSONResponse:
+def cancel_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONResponse:
     """Cancel a session that is awaiting its bytes or processing (a queued ingest is
     cancelled too) and delete its staged and frozen objects. A completed or failed one
     is a 409; cancelling twice answers the cancelled session."""
-    rt = runtime_of(request)
     row, job = _load(rt, upload_id)
     if row.status == UploadStatus.COMPLETED.value:
         raise ConflictError(

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from mediamill.api.auth import Principal, require_admin, require_read
-from mediamill.api.deps import runtime_of
+from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.schemas.webhooks import (
     CreateWebhookRequest,
     DeliveryStatus,
@@ -30,8 +29,6 @@ from mediamill.workers import webhook_admin
 
 router = APIRouter(prefix="/v0/webhooks", tags=["webhooks"])
 
-Admin = Annotated[Principal, Depends(require_admin)]
-Reader = Annotated[Principal, Depends(require_read)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str | None, Query(min_length=1, max_length=64)]
 
@@ -41,11 +38,10 @@ def _json(body: dict, status_code: int = 200) -> JSONResponse:
 
 
 @router.post("", status_code=201, response_model=WebhookEndpointWithSecret)
-def create_webhook(request: Request, body: CreateWebhookRequest, _p: Admin) -> JSONResponse:
+def create_webhook(rt: RuntimeDep, body: CreateWebhookRequest, _p: AdminKey) -> JSONResponse:
     """Register an endpoint. 201 with its `secret`, shown this once; later reads show
     only `secretHint`. The URL must be https on a public address (hosts in
     MEDIAMILL_WEBHOOK_ALLOW_HOSTS excepted); unknown event types are a 400."""
-    rt = runtime_of(request)
     with rt.db.session() as s:
         created = webhook_admin.create_endpoint(
             s, rt.settings, url=body.url, events=body.events, description=body.description
@@ -57,28 +53,28 @@ def create_webhook(request: Request, body: CreateWebhookRequest, _p: Admin) -> J
 
 @router.get("", response_model=WebhookEndpointPage)
 def list_webhooks(
-    request: Request, _p: Reader, limit: Limit = 50, cursor: Cursor = None
+    rt: RuntimeDep,
+    _p: ReadKey, limit: Limit = 50, cursor: Cursor = None
 ) -> JSONResponse:
     """Endpoints, newest first; `nextCursor` fetches the next page, null on the last."""
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         data, next_cursor = webhook_admin.list_endpoints(s, limit=limit, cursor=cursor)
     return _json({"data": [d.to_json_dict() for d in data], "nextCursor": next_cursor})
 
 
 @router.get("/{webhook_id}", response_model=WebhookEndpoint)
-def get_webhook(request: Request, webhook_id: str, _p: Reader) -> JSONResponse:
+def get_webhook(s: SessionDep, webhook_id: str, _p: ReadKey) -> JSONResponse:
     """One endpoint (its `secretHint`, never the secret); 404 if unknown."""
-    with runtime_of(request).db.session() as s:
-        return _json(webhook_admin.get_endpoint(s, webhook_id).to_json_dict())
+    return _json(webhook_admin.get_endpoint(s, webhook_id).to_json_dict())
 
 
 @router.patch("/{webhook_id}", response_model=WebhookEndpoint)
 def update_webhook(
-    request: Request, webhook_id: str, body: UpdateWebhookRequest, _p: Admin
+    rt: RuntimeDep,
+    webhook_id: str, body: UpdateWebhookRequest, _p: AdminKey
 ) -> JSONResponse:
     """Change url (checked like a new one), events, description or `status`
     (active | disabled); fields not given stay."""
-    rt = runtime_of(request)
     changes = {f: getattr(body, f) for f in body.model_fields_set}
     with rt.db.session() as s:
         return _json(
@@ -87,35 +83,34 @@ def update_webhook(
 
 
 @router.delete("/{webhook_id}", status_code=204)
-def delete_webhook(request: Request, webhook_id: str, _p: Admin) -> Response:
+def delete_webhook(rt: RuntimeDep, webhook_id: str, _p: AdminKey) -> Response:
     """Delete an endpoint and its delivery log; 404 if unknown."""
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         webhook_admin.delete_endpoint(s, webhook_id)
     return Response(status_code=204)
 
 
 @router.post("/{webhook_id}/rotate-secret", response_model=WebhookEndpointWithSecret)
-def rotate_webhook_secret(request: Request, webhook_id: str, _p: Admin) -> JSONResponse:
+def rotate_webhook_secret(rt: RuntimeDep, webhook_id: str, _p: AdminKey) -> JSONResponse:
     """A new secret, shown this once. Until `previousSecretExpiresAt`
     (MEDIAMILL_WEBHOOK_ROTATION_GRACE_S, 24 h by default) deliveries are signed with
     both the old and the new one."""
-    rt = runtime_of(request)
     with rt.db.session() as s:
         return _json(webhook_admin.rotate_secret(s, rt.settings, webhook_id).to_json_dict())
 
 
 @router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryPage)
 def list_webhook_deliveries(
-    request: Request,
+    rt: RuntimeDep,
     webhook_id: str,
-    _p: Reader,
+    _p: ReadKey,
     status: DeliveryStatus | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> JSONResponse:
     """The endpoint's delivery log, newest first, optionally of one status, with each
     delivery's latest attempt (HTTP status, first 1 KB of the answer, duration)."""
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         data, next_cursor = webhook_admin.list_deliveries(
             s, webhook_id, status=status, limit=limit, cursor=cursor
         )
@@ -128,17 +123,18 @@ def list_webhook_deliveries(
     response_model=WebhookDelivery,
 )
 def redeliver_webhook(
-    request: Request, webhook_id: str, delivery_id: str, _p: Admin
+    rt: RuntimeDep,
+    webhook_id: str, delivery_id: str, _p: AdminKey
 ) -> JSONResponse:
     """Queue a delivery again, due now, same event (same `webhook-id`). 202; 409 while
     the endpoint is disabled."""
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         return _json(webhook_admin.redeliver(s, webhook_id, delivery_id).to_json_dict(), 202)
 
 
 @router.post("/{webhook_id}/test", status_code=202, response_model=WebhookDelivery)
-def test_webhook(request: Request, webhook_id: str, _p: Admin) -> JSONResponse:
+def test_webhook(rt: RuntimeDep, webhook_id: str, _p: AdminKey) -> JSONResponse:
     """Send a synthetic `ping` event to this endpoint alone. 202 with the new delivery;
     409 while the endpoint is disabled."""
-    with runtime_of(request).db.session() as s:
+    with rt.db.session() as s:
         return _json(webhook_admin.send_test_ping(s, webhook_id).to_json_dict(), 202)
