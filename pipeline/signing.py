@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
-from mediamill.config.s3 import s3_client
+from mediamill.config.s3 import s3_client as make_s3_client
 from mediamill.config.settings import ConfigError, Settings
 from mediamill.schemas import keys
 from mediamill.schemas.errors import InvalidRequestError
@@ -267,30 +267,13 @@ class S3UrlSigner:
     expiry: the URL is signed for the seconds left until `now_s + expires_in_s`.
     """
 
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        endpoint_url: str | None = None,
-        access_key_id: str | None = None,
-        secret_access_key: str | None = None,
-        region: str = "us-east-1",
-        client: Any | None = None,
-    ) -> None:
+    def __init__(self, bucket: str, prefix: str = "", *, client: Any) -> None:
         if not bucket:
             raise ConfigError("the S3 signer needs a bucket")
         prefix = prefix.strip("/")
         self.bucket = bucket
         self.prefix = _checked_key(prefix) if prefix else ""
-        # A runtime passes its store's client; a lone signer (`mediamill sign`) makes
-        # one the same way, so a URL names the object as the store wrote it.
-        self.client = client or s3_client(
-            endpoint_url=endpoint_url,
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-            region=region,
-        )
+        self.client = client
 
     def object_key(self, key: str) -> str:
         """The S3 key under which the blob store keeps `key`."""
@@ -331,9 +314,9 @@ class S3UrlSigner:
 # ---- choosing a signer --------------------------------------------------------------------
 
 
-def signer_from_settings(settings: Settings, *, s3_client: Any | None = None) -> UrlSigner:
+def signer_from_settings(settings: Settings, *, client: Any | None = None) -> UrlSigner:
     """The signer `MEDIAMILL_SIGNING_MODE` asks for, or ConfigError naming what is missing.
-    `s3_client`: the blob store's client, which mode s3 presigns with (else its own)."""
+    `client`: the blob store's S3 client, which mode s3 presigns with (else its own)."""
     mode = settings.signing_mode
     if mode == "nginx":
         return NginxSigner(settings.cdn_base_url, settings.resolved_signing_secret())
@@ -365,16 +348,17 @@ def signer_from_settings(settings: Settings, *, s3_client: Any | None = None) ->
                 "signing mode s3 needs MEDIAMILL_STORAGE_URL=s3://bucket[/prefix] "
                 f"(the store is {settings.resolved_storage_url!r})"
             )
-        secret = settings.s3_secret_access_key
-        return S3UrlSigner(
-            parsed.netloc,
-            unquote(parsed.path),
-            endpoint_url=settings.s3_endpoint_url,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=secret.get_secret_value() if secret is not None else None,
-            region=settings.s3_region,
-            client=s3_client,
-        )
+        if client is None:
+            # A runtime passes its store's client; a lone signer (`mediamill sign`) makes
+            # one the same way, so a URL names the object as the store wrote it.
+            secret = settings.s3_secret_access_key
+            client = make_s3_client(
+                endpoint_url=settings.s3_endpoint_url,
+                access_key_id=settings.s3_access_key_id,
+                secret_access_key=secret.get_secret_value() if secret is not None else None,
+                region=settings.s3_region,
+            )
+        return S3UrlSigner(parsed.netloc, unquote(parsed.path), client=client)
     raise ConfigError(f"unknown signing mode {mode!r}")
 
 

@@ -45,7 +45,7 @@ class Runtime:
         with self._signer_lock:
             if self._signer is None:
                 client = getattr(self.store, "client", None)
-                self._signer = signer_from_settings(self.settings, s3_client=client)
+                self._signer = signer_from_settings(self.settings, client=client)
             return self._signer
 
     def close_native(self) -> None:

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from mediamill.config.s3 import s3_client
 from mediamill.config.settings import ConfigError, Settings
 from mediamill.pipeline.signing import (
     CloudFrontUrlSigner,
@@ -252,13 +253,13 @@ def test_cloudfront_refuses_bad_key_material(rsa_key: rsa.RSAPrivateKey) -> None
 
 
 def s3_signer(prefix: str = "") -> S3UrlSigner:
-    return S3UrlSigner(
-        "media",
-        prefix,
+    client = s3_client(
         endpoint_url="http://127.0.0.1:9000",
         access_key_id="AKIDEXAMPLE",
         secret_access_key="secret",
+        region="us-east-1",
     )
+    return S3UrlSigner("media", prefix, client=client)
 
 
 def test_s3_keys_map_like_the_blob_store() -> None:
