@@ -25,6 +25,7 @@ class Runtime:
     _native: NativePool | None = field(default=None, repr=False)
     _native_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _signer: UrlSigner | None = field(default=None, repr=False)
+    _signer_settings: Settings | None = field(default=None, repr=False)
     _signer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def native(self) -> NativePool:
@@ -41,11 +42,14 @@ class Runtime:
     def signer(self) -> UrlSigner:
         """The process's URL signer, made on first use (ConfigError while signing is not
         configured, retried on the next call). Mode s3 presigns with the store's own S3
-        client: one client per runtime."""
+        client: one client per runtime. Settings replaced on the runtime (an operator's
+        reload, a test) make a new signer."""
         with self._signer_lock:
-            if self._signer is None:
+            settings = self.settings
+            if self._signer is None or self._signer_settings is not settings:
                 client = getattr(self.store, "client", None)
-                self._signer = signer_from_settings(self.settings, client=client)
+                self._signer = signer_from_settings(settings, client=client)
+                self._signer_settings = settings
             return self._signer
 
     def close_native(self) -> None:
