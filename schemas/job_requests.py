@@ -7,11 +7,10 @@ the original (quality caps, `exact`) is decided when the asset has been analysed
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ConfigDict, Field, model_validator
 
 from mediamill.schemas.base import CamelModel, RequestModel
+from mediamill.schemas.job_params import RenditionPlan
 from mediamill.schemas.renditions import AUDIO_BITRATES_BPS, RenditionFormat, RenditionSpec
 
 MAX_RENDITIONS_PER_JOB = 32
@@ -77,22 +76,23 @@ class CreateJobRequest(RequestModel):
     exact: bool = False
     package: bool = True
 
-    def plan(self) -> dict[str, Any] | None:
-        """The job's `plan` param, or None for the default behaviour."""
+    def plan(self) -> RenditionPlan | None:
+        """The job's plan, or None for the default behaviour. Specs stay as requested
+        (duplicates dropped): they are resolved once, against the analysed asset."""
         if self.renditions is None and self.default_renditions is not False and self.package:
             return None
-        specs: dict[str, dict[str, Any]] = {}
+        specs: dict[str, RenditionSpec] = {}
         for requested in self.renditions or []:
             spec = requested.spec()
-            specs.setdefault(spec.spec_id, spec.to_json_dict())
+            specs.setdefault(spec.spec_id, spec)
         defaults = (
             self.default_renditions
             if self.default_renditions is not None
             else self.renditions is None
         )
-        return {
-            "renditions": list(specs.values()),
-            "defaults": defaults,
-            "exact": self.exact,
-            "package": self.package,
-        }
+        return RenditionPlan(
+            renditions=list(specs.values()),
+            defaults=defaults,
+            exact=self.exact,
+            package=self.package,
+        )

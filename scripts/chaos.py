@@ -53,6 +53,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from mediamill.config.settings import Settings
+    from mediamill.schemas.job_params import RenditionPlan
     from mediamill.storage.blobs import BlobStore
     from mediamill.storage.models import JobRow
     from mediamill.workers.runtime import Runtime
@@ -190,12 +191,16 @@ def make_media(directory: Path, plans: list[JobPlan], rng: random.Random) -> dic
     return files
 
 
-def job_plan_param(kind: str) -> dict | None:
+def job_plan_param(kind: str) -> RenditionPlan | None:
     """The ingest job's `plan` (as POST /v0/jobs builds it); None: defaults + package."""
+    from mediamill.schemas.job_params import RenditionPlan
+
     if kind == "analysis":
-        return {"renditions": [], "defaults": False, "exact": False, "package": False}
+        return RenditionPlan(renditions=[], defaults=False, package=False)
     if kind == "audio-renditions":
-        return {"renditions": AUDIO_RENDITIONS, "defaults": False, "exact": False, "package": False}
+        return RenditionPlan.model_validate(
+            {"renditions": AUDIO_RENDITIONS, "defaults": False, "package": False}
+        )
     return None
 
 
@@ -477,6 +482,7 @@ class Submitter:
         return sent
 
     def _submit(self, p: JobPlan) -> None:
+        from mediamill.schemas.job_params import StoreSource
         from mediamill.schemas.keys import STAGED_PREFIX
         from mediamill.storage.models import JobRow
         from mediamill.workers.packages import enqueue_package
@@ -494,7 +500,7 @@ class Submitter:
             kind = p.kind if p.kind != "duplicate" else self.plans[p.target].kind
             job = submit_ingest(
                 self.rt,
-                {"kind": "store", "key": key},
+                StoreSource(key=key),
                 path.name,
                 size_bytes,
                 plan=job_plan_param(kind),

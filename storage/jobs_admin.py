@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
-from mediamill.schemas.errors import ConflictError, InvalidRequestError, ModelNotFoundError
+from mediamill.schemas.errors import (
+    ConflictError,
+    InvalidRequestError,
+    ModelInvalidError,
+    ModelNotFoundError,
+)
+from mediamill.schemas.job_params import IngestParams, RenditionJobParams
 from mediamill.schemas.jobs import Job, JobStage, JobStatus, JobType
 from mediamill.schemas.media import AssetStatus
 from mediamill.schemas.packages import PackageStatus
@@ -137,17 +141,19 @@ def cancel_job(session: Session, job_id: str) -> JobRow:
     return row
 
 
-def staged_source(params: dict[str, Any] | None) -> str | None:
+def staged_source(row: JobRow | None) -> str | None:
     """The store key of the copy the server staged for one ingest job alone (its params
     say `staged`: an upload's frozen bytes, a bucket object copied in under a
     staged key), which ingest deletes once the original is stored; None for any other
-    source (a key someone else owns is never deleted)."""
-    params = params or {}
-    source = params.get("source") or {}
-    if not params.get("staged") or source.get("kind") != "store":
+    job or source (a key someone else owns is never deleted), and for parameters that
+    do not validate (nothing is deleted on a guess)."""
+    if row is None or row.type != JobType.INGEST.value:
         return None
-    key = str(source.get("key") or "")
-    return key if keys.is_staged(key) else None
+    try:
+        params = repo.params_of(row)
+    except ModelInvalidError:
+        return None
+    return params.staged_key() if isinstance(params, IngestParams) else None
 
 
 def retry_job(session: Session, job_id: str) -> JobRow:
@@ -176,7 +182,7 @@ def retry_job(session: Session, job_id: str) -> JobRow:
         rendition.error_name = rendition.error_message = None
         rendition.modified_at = now
     for child in session.scalars(select(JobRow).where(JobRow.parent_id == job_id)).all():
-        if child.status == JobStatus.FAILED.value and child.params.get("renditionId") in again:
+        if child.status == JobStatus.FAILED.value and _rendition_id(child) in again:
             child.status = JobStatus.QUEUED.value
             child.progress = 0.0
             child.finished_at = None
@@ -193,3 +199,12 @@ def retry_job(session: Session, job_id: str) -> JobRow:
     row.progress = 0.0
     row.finished_at = None
     return row
+
+
+def _rendition_id(child: JobRow) -> str | None:
+    """The rendition a child job makes; None when its parameters do not say."""
+    try:
+        params = repo.params_of(child)
+    except ModelInvalidError:
+        return None
+    return params.rendition_id if isinstance(params, RenditionJobParams) else None

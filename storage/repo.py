@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, object_session
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, ModelNotFoundError
+from mediamill.schemas.job_params import JobParams, check_params_type, parse_job_params
 from mediamill.schemas.jobs import Job, JobError, JobStage, JobStatus, JobType
 from mediamill.schemas.media import AnalysisResult, Asset, AssetStatus, VideoInfo
 from mediamill.schemas.packages import Package, PackageStatus
@@ -162,12 +163,14 @@ def create_job(
     session: Session,
     job_type: JobType,
     stage: JobStage,
-    params: dict[str, Any],
+    params: JobParams,
     *,
     asset_id: str | None = None,
     parent_id: str | None = None,
 ) -> JobRow:
-    """A new `queued` job row; the caller enqueues its message after commit."""
+    """A new `queued` job row with `params` (the model of its type); the caller
+    enqueues its message after commit."""
+    check_params_type(job_type, params)
     now = utcnow()
     row = JobRow(
         id=str(uuid.uuid4()),
@@ -176,7 +179,7 @@ def create_job(
         status=JobStatus.QUEUED.value,
         progress=0.0,
         attempts=0,
-        params=params,
+        params=params.to_row(),
         asset_id=asset_id,
         parent_id=parent_id,
         created_at=now,
@@ -263,6 +266,23 @@ def set_progress(session: Session, job_id: str, progress: float) -> None:
         .where(JobRow.id == job_id)
         .values(progress=max(0.0, min(1.0, progress)), updated_at=utcnow())
     )
+
+
+def params_of(row: JobRow) -> JobParams:
+    """The job's parameters, validated (ModelInvalidError when they are not valid)."""
+    return parse_job_params(row.type, row.params)
+
+
+def set_params(row: JobRow, params: JobParams) -> None:
+    """Store `params` on the job (the model of its type). The stage seconds are the
+    row's own bookkeeping (`_close_stage`): kept as the row has them, however old the
+    model they come with."""
+    check_params_type(JobType(row.type), params)
+    data = params.to_row()
+    data.pop("stageSeconds", None)
+    if seconds := (row.params or {}).get("stageSeconds"):
+        data["stageSeconds"] = seconds
+    row.params = data
 
 
 def _close_stage(row: JobRow, now: datetime) -> None:

@@ -115,3 +115,30 @@ def slowloris(port: int, head: bytes, byte_delay_s: float, wait_s: float) -> flo
                 return time.monotonic() - started
             time.sleep(byte_delay_s)
         return time.monotonic() - started if closed_by_peer(sock, wait_s) else None
+
+
+def raw_job(session, job_type, stage, params: dict, *, asset_id=None, parent_id=None):
+    """A queued job row with `params` stored exactly as given, as an earlier version
+    (or a hand-written fixture) left it: no model checks them on the way in, so a test
+    can write what it needs and the actors' own validation is what meets it."""
+    from mediamill.schemas.base import utcnow
+    from mediamill.storage.models import JobRow
+
+    now = utcnow()
+    row = JobRow(
+        id=str(uuid.uuid4()),
+        type=job_type.value,
+        stage=stage.value,
+        status="queued",
+        progress=0.0,
+        attempts=0,
+        params=params,
+        asset_id=asset_id,
+        parent_id=parent_id,
+        created_at=now,
+        enqueued_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mediamill.pipeline.limits import MediaLimits
-from mediamill.pipeline.quality import resolve
 from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
@@ -23,22 +22,34 @@ from mediamill.schemas.errors import (
     LowQualityError,
     MediaError,
     MediaMillError,
+    ModelInvalidError,
     ModelNotFoundError,
     SizeMismatchError,
     UnsupportedRenditionError,
     error_from_name,
 )
+from mediamill.schemas.job_params import (
+    IngestParams,
+    IngestSource,
+    PathSource,
+    RenditionJobParams,
+    RenditionPlan,
+    StoredOriginal,
+    StoredSource,
+    StoreSource,
+)
 from mediamill.schemas.jobs import JobStage, JobStatus
 from mediamill.schemas.media import Asset, AssetStatus, LoudnessStats, MediaInfo
 from mediamill.schemas.renditions import RenditionSpec, RenditionStatus
-from mediamill.storage import jobs_admin, outbox, repo
+from mediamill.storage import outbox, repo
 from mediamill.storage.blobs import StoredBlob
 from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
+from mediamill.workers.assets import record_original
 from mediamill.workers.middleware import owned_job
-from mediamill.workers.packages import package, package_ladder, plan_package
+from mediamill.workers.packages import package, plan_package
 from mediamill.workers.queue import QUEUE_NAME, send_committed, time_limit_ms
-from mediamill.workers.renditions import add_renditions, default_specs, transcode_time_limit_ms
+from mediamill.workers.renditions import add_renditions, plan_renditions, transcode_time_limit_ms
 from mediamill.workers.url_source import open_source_url
 
 log = logging.getLogger(__name__)
@@ -53,74 +64,68 @@ def ingest(job_id: str) -> None:
     and hand the job to analysis unless these bytes were analysed before."""
     rt = runtime.current()
     with rt.db.session() as s:
-        params = dict(repo.get_job_row(s, job_id).params)
-    source = params.get("source") or {}
-    staged = jobs_admin.staged_source(params)
-    if stored := params.get("stored"):  # an earlier run stored and recorded it, then died
-        blob = StoredBlob(stored["key"], int(stored["sizeBytes"]), stored["sha256"])
+        params = _ingest_params(repo.get_job_row(s, job_id))
+    staged = params.staged_key()
+    if params.stored is not None:  # an earlier run stored and recorded it, then died
+        blob = StoredBlob(params.stored.key, params.stored.size_bytes, params.stored.sha256)
     else:
         # Bytes the server staged have a known size: anything else is not what was checked.
-        blob, _created = _store_original(rt, source, params.get("sizeBytes") if staged else None)
+        blob = _store_original(rt, params.source, params.size_bytes if staged else None)
     if staged is not None:
         params = _drop_staged_copy(rt, job_id, staged, params, blob)
     duration_s = _known_duration(rt, blob.sha256)
     if duration_s is None:
-        duration_s = _declared_duration(rt, source, blob.key)
+        duration_s = _declared_duration(rt, params.source, blob.key)
+    params.time_limit_ms = time_limit_ms(rt.settings, duration_s)
 
     with rt.db.session() as s:
-        created = repo.insert_asset_if_absent(
-            s, blob.sha256, blob.key, blob.size_bytes, params.get("filename")
-        )
-        asset = repo.get_asset_row(s, blob.sha256)
-        if created:
-            outbox.add_event(
-                s, "asset.created", {"asset": repo.asset_from_row(s, asset).to_json_dict()}
-            )
+        asset = record_original(s, blob, params.filename)
         job = owned_job(s, job_id)
         if job is None:  # cancelled (or taken over) while the bytes were stored
             send_next = False
-        elif asset.status == AssetStatus.ANALYSED.value:
-            job.asset_id = asset.id
-            job.params = {**params, "timeLimitMs": time_limit_ms(rt.settings, duration_s)}
-            if job.params.get("plan"):  # renditions asked for: plan them on the known asset
-                send_next = _plan_renditions(rt, s, job, repo.asset_from_row(s, asset))
-            else:
-                repo.finish_job(job, {"deduplicated": True})
-                send_next = False
-        elif asset.status == AssetStatus.FAILED.value:
-            # Same bytes, same verdict: no second analysis of media known to be bad.
-            job.asset_id = asset.id
-            job.params = {**params, "timeLimitMs": time_limit_ms(rt.settings, duration_s)}
-            repo.fail_job(
-                s, job, error_from_name(asset.error_name or "", asset.error_message or "")
-            )
-            send_next = False
         else:
             job.asset_id = asset.id
-            job.params = {**params, "timeLimitMs": time_limit_ms(rt.settings, duration_s)}
-            repo.advance_job(job, JobStage.ANALYSE)
-            send_next = True
+            repo.set_params(job, params)
+            if asset.status == AssetStatus.ANALYSED.value:
+                if params.plan is not None:  # renditions asked for: plan them on the asset
+                    send_next = _plan_renditions(rt, s, job, repo.asset_from_row(s, asset))
+                else:
+                    repo.finish_job(job, {"deduplicated": True})
+                    send_next = False
+            elif asset.status == AssetStatus.FAILED.value:
+                # Same bytes, same verdict: no second analysis of media known to be bad.
+                error = error_from_name(asset.error_name or "", asset.error_message or "")
+                repo.fail_job(s, job, error)
+                send_next = False
+            else:
+                repo.advance_job(job, JobStage.ANALYSE)
+                send_next = True
     if send_next:
         send_committed(rt, job)
 
 
+def _ingest_params(job: JobRow) -> IngestParams:
+    params = repo.params_of(job)
+    if not isinstance(params, IngestParams):
+        raise ModelInvalidError(f"job {job.id} is a {job.type} job, not an ingest")
+    return params
+
+
 def _drop_staged_copy(
-    rt: runtime.Runtime, job_id: str, staged: str, params: dict, blob: StoredBlob
-) -> dict:
+    rt: runtime.Runtime, job_id: str, staged: str, params: IngestParams, blob: StoredBlob
+) -> IngestParams:
     """Delete the copy the server staged for this job (never a caller's key) once the
     original is stored and recorded on the job (`params.stored`), and before the job
     moves on: a worker killed in between leaves the job in this stage, and its next run
     finds the original recorded, deletes the copy and carries on. (Deleting after the
     job moved on leaked the copy whenever the worker died in between.) The params."""
-    if not params.get("stored"):
-        params = {
-            **params,
-            "stored": {"key": blob.key, "sizeBytes": blob.size_bytes, "sha256": blob.sha256},
-        }
+    if params.stored is None:
+        stored = StoredOriginal(key=blob.key, size_bytes=blob.size_bytes, sha256=blob.sha256)
+        params = params.model_copy(update={"stored": stored})
         with rt.db.session() as s:
             job = owned_job(s, job_id)
             if job is not None:
-                job.params = params
+                repo.set_params(job, params)
             elif repo.get_job_row(s, job_id).status != JobStatus.CANCELLED.value:
                 return params  # taken over by another message: the copy is its source
     rt.store.discard(staged)  # the original is safe; a leftover copy is only garbage
@@ -128,47 +133,43 @@ def _drop_staged_copy(
 
 
 def _store_original(
-    rt: runtime.Runtime, source: dict, declared_bytes: int | None = None
-) -> tuple[StoredBlob, bool]:
+    rt: runtime.Runtime, source: IngestSource, declared_bytes: int | None = None
+) -> StoredBlob:
     """Store the source's bytes under their SHA-256 (`keys.original_key`). With `declared_bytes`, a
     store source of any other size fails the job for good (SizeMismatchError)."""
-    kind = source.get("kind")
     limits = MediaLimits.from_settings(rt.settings)
-    if kind == "path":
-        path = Path(source["path"])
+    if isinstance(source, PathSource):
+        path = Path(source.path)
         if not path.is_file():
             raise InvalidRequestError(f"source file not found: {path}")
         limits.check_size(path.stat().st_size)
         with path.open("rb") as stream:
-            return rt.store.put_content_addressed(keys.ORIGINALS, stream)
-    if kind == "store":
-        size_bytes = rt.store.size(source["key"])
+            return rt.store.put_content_addressed(keys.ORIGINALS, stream)[0]
+    if isinstance(source, StoreSource):
+        size_bytes = rt.store.size(source.key)
         if declared_bytes is not None:
-            _check_size(source["key"], size_bytes, declared_bytes)
+            _check_size(source.key, size_bytes, declared_bytes)
         limits.check_size(size_bytes)
-        with rt.store.open(source["key"]) as stream:
-            blob, created = rt.store.put_content_addressed(keys.ORIGINALS, stream)
+        with rt.store.open(source.key) as stream:
+            blob, _created = rt.store.put_content_addressed(keys.ORIGINALS, stream)
         if declared_bytes is not None:
-            _check_size(source["key"], blob.size_bytes, declared_bytes)
-        return blob, created
-    if kind == "stored":
+            _check_size(source.key, blob.size_bytes, declared_bytes)
+        return blob
+    if isinstance(source, StoredSource):
         # Already stored under its SHA-256 by whoever hashed the bytes while writing
         # them (POST /v0/assets): no second copy.
-        key, sha256 = str(source.get("key", "")), str(source.get("sha256", ""))
-        if key != keys.original_key(sha256):
-            raise InvalidRequestError(f"stored source {key!r} is not content-addressed")
-        return StoredBlob(key, rt.store.size(key), sha256), False
-    if kind == "url":
-        settings = rt.settings
-        with open_source_url(
-            source["url"],
-            allow_private=settings.allow_private_url_ingest,
-            max_bytes=min(settings.url_ingest_max_bytes, settings.upload_max_bytes),
-            timeout_s=settings.url_ingest_timeout_s,
-            read_timeout_s=settings.url_ingest_read_timeout_s,
-        ) as stream:
-            return rt.store.put_content_addressed(keys.ORIGINALS, stream)
-    raise InvalidRequestError(f"unknown ingest source kind {kind!r}")
+        if source.key != keys.original_key(source.sha256):
+            raise InvalidRequestError(f"stored source {source.key!r} is not content-addressed")
+        return StoredBlob(source.key, rt.store.size(source.key), source.sha256)
+    settings = rt.settings
+    with open_source_url(
+        source.url,
+        allow_private=settings.allow_private_url_ingest,
+        max_bytes=min(settings.url_ingest_max_bytes, settings.upload_max_bytes),
+        timeout_s=settings.url_ingest_timeout_s,
+        read_timeout_s=settings.url_ingest_read_timeout_s,
+    ) as stream:
+        return rt.store.put_content_addressed(keys.ORIGINALS, stream)[0]
 
 
 def _check_size(key: str, size_bytes: int, declared_bytes: int) -> None:
@@ -195,12 +196,12 @@ def _known_duration(rt: runtime.Runtime, asset_id: str) -> float | None:
     return None
 
 
-def _declared_duration(rt: runtime.Runtime, source: dict, key: str) -> float | None:
+def _declared_duration(rt: runtime.Runtime, source: IngestSource, key: str) -> float | None:
     """The media's declared duration, read from its header only (a local file, or the
     first bytes of a streamed read) in a native child, to size the analysis time limit."""
     try:
-        if source.get("kind") == "path":
-            return rt.native().probe_duration_s(source["path"])
+        if isinstance(source, PathSource):
+            return rt.native().probe_duration_s(source.path)
         with rt.store.open(key) as stream:
             return rt.native().probe_duration_s(stream)
     except MediaMillError:
@@ -219,7 +220,7 @@ def analyse(job_id: str) -> None:
             if asset.status == AssetStatus.FAILED.value:
                 error = error_from_name(asset.error_name or "", asset.error_message or "")
                 repo.fail_job(s, owned, error)
-            elif owned.params.get("plan"):  # renditions asked for: plan them now
+            elif _ingest_plan(owned) is not None:  # renditions asked for: plan them now
                 if _plan_renditions(rt, s, owned, repo.asset_from_row(s, asset)):
                     send = owned
             else:
@@ -267,55 +268,41 @@ def analyse(job_id: str) -> None:
         send_committed(rt, send)
 
 
-def _wanted_renditions(
-    rt: runtime.Runtime, job: JobRow, asset: Asset
-) -> tuple[list[tuple[RenditionSpec, bool]], list[RenditionSpec]]:
-    """(requested spec, exact) pairs to make and the package ladder, from the job's
-    `plan` (POST /v0/jobs: renditions asked for, defaults or not, package or not);
-    without a plan, the default renditions and the package ladder."""
-    plan = job.params.get("plan") or {}
-    exact = bool(plan.get("exact", False))
-    wanted = [(RenditionSpec.model_validate(r), exact) for r in plan.get("renditions", [])]
-    if plan.get("defaults", True):
-        wanted += [(spec, False) for spec in default_specs(rt.settings, asset)]
-    ladder = package_ladder(rt.settings, asset) if plan.get("package", True) else []
-    ids: set[str] = set()
-    unique = []
-    for spec, spec_exact in [*wanted, *((spec, False) for spec in ladder)]:
-        if spec.spec_id not in ids:
-            ids.add(spec.spec_id)
-            unique.append((spec, spec_exact))
-    return unique, ladder
+def _ingest_plan(job: JobRow) -> RenditionPlan | None:
+    params = repo.params_of(job)
+    return params.plan if isinstance(params, IngestParams) else None
 
 
 def _plan_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset: Asset) -> bool:
     """Hand the job to the transcode stage with its renditions and the package ladder
     (then to packaging), or to packaging when they all exist. True when a stage
-    message is due. A rendition asked for that this original cannot give (an mp4 of
-    audio, or a quality it lacks under `exact`) fails the job here, analysis kept;
-    defaults that do not apply are only skipped."""
-    plan = job.params.get("plan") or {}
-    try:  # checked before any row is written, so a refusal leaves nothing half-planned
-        for requested in plan.get("renditions", []):
-            resolve(RenditionSpec.model_validate(requested), asset, bool(plan.get("exact")))
+    message is due. The plan (POST /v0/jobs), or without one the defaults and the
+    package, is resolved against the asset once, here. A rendition asked for that this
+    original cannot give (an mp4 of audio, or a quality it lacks under `exact`) fails
+    the job, analysis kept; defaults that do not apply are only skipped."""
+    params = _ingest_params(job)
+    try:  # resolved before any row is written, so a refusal leaves nothing half-planned
+        wanted, ladder = plan_renditions(rt.settings, params.plan or RenditionPlan(), asset)
     except (LowQualityError, UnsupportedRenditionError) as exc:
         repo.fail_job(s, job, exc)
         return False
-    wanted, ladder = _wanted_renditions(rt, job, asset)
     if not wanted:
         repo.finish_job(job, {"deduplicated": False})
         return False
     rows = add_renditions(s, job, asset, wanted)
-    job.params = {**job.params, "package": bool(ladder)}
+    params.package = bool(ladder)
     if not rows and not ladder:
+        repo.set_params(job, params)
         repo.finish_job(job, {"deduplicated": False})
         return False
     if not rows:
+        repo.set_params(job, params)
         plan_package(rt.settings, job, asset)
         return True
     repo.advance_job(job, JobStage.TRANSCODE)
-    specs = [spec for spec, _exact in wanted]
-    job.params = {**job.params, "timeLimitMs": transcode_time_limit_ms(rt.settings, asset, specs)}
+    specs = [item.requested for item in wanted]
+    params.time_limit_ms = transcode_time_limit_ms(rt.settings, asset, specs)
+    repo.set_params(job, params)
     return True
 
 
@@ -335,7 +322,7 @@ def transcode(job_id: str) -> None:
         _set_children(s, job_id, JobStatus.RUNNING)
         specs = [RenditionSpec.model_validate(r.spec) for r in rows]
         row_ids = [r.id for r in rows]
-        time_limit_s = job.params.get("timeLimitMs", 600_000) / 1000
+        time_limit_s = (repo.params_of(job).time_limit_ms or 600_000) / 1000
     if not rows:
         _after_transcode(rt, job_id, asset, 0)
         return
@@ -410,11 +397,17 @@ def _after_transcode(rt: runtime.Runtime, job_id: str, asset: Asset, made: int) 
         job = owned_job(s, job_id)
         if job is None:
             return
-        if not job.params.get("package"):
+        if not _ingest_package(job):
             repo.finish_job(job, {"renditions": made})
             return
         plan_package(rt.settings, job, asset)
     send_committed(rt, job)
+
+
+def _ingest_package(job: JobRow) -> bool:
+    """Whether packaging follows this job's transcode (planned with a package)."""
+    params = repo.params_of(job)
+    return isinstance(params, IngestParams) and bool(params.package)
 
 
 def _children(s: Session, job_id: str) -> list[JobRow]:
@@ -438,7 +431,8 @@ def _finish_child(
     error: MediaMillError | None = None,
 ) -> None:
     for child in _children(s, job_id):
-        if child.params.get("renditionId") == rendition_id:
+        params = repo.params_of(child)
+        if isinstance(params, RenditionJobParams) and params.rendition_id == rendition_id:
             if status is JobStatus.SUCCEEDED:
                 repo.finish_job(child, {"renditionId": rendition_id})
             elif error is not None:

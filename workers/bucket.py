@@ -16,9 +16,6 @@ under a staged key (params `staged`), which ingest deletes once the original is 
 (or a cancel of its job does): a raw bucket key never reaches the store API, let alone
 a path.
 
-Also here: `ingest_job_in`, the ingest job row made inside a caller's transaction,
-which upload sessions use too (their `complete` must make the job and the state
-change commit together).
 """
 
 from __future__ import annotations
@@ -31,60 +28,25 @@ from typing import Any, Literal
 from urllib.parse import unquote_plus, urlparse
 
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from mediamill.config.settings import ConfigError, Settings
 from mediamill.schemas import keys
 from mediamill.schemas.errors import InvalidRequestError, MediaMillError, describe_validation
-from mediamill.schemas.jobs import JobStage, JobType
+from mediamill.schemas.job_params import BucketEventOrigin, IngestParams, StoreSource
 from mediamill.schemas.notifications import BucketNotification, S3EventRecord
-from mediamill.storage import repo
 from mediamill.storage import uploads as upload_db
 from mediamill.storage.blobs import validate_bucket_key, validate_key
 from mediamill.storage.blobs.base import validate_prefix
 from mediamill.storage.models import JobRow
-from mediamill.workers.queue import send_committed, time_limit_ms
+from mediamill.workers.queue import send_committed
 from mediamill.workers.runtime import Runtime
-from mediamill.workers.submit import STORE_SECONDS_PER_MIB
+from mediamill.workers.submit import ingest_job_in
 
 log = logging.getLogger(__name__)
 
-# MediaMill's own keys (keys.INTERNAL_PREFIXES) are never ingested, whatever the prefix
-# setting, so a notification rule on the whole bucket cannot feed renditions back in.
-INTERNAL_PREFIXES = keys.INTERNAL_PREFIXES
 LISTEN_EVENTS = ("s3:ObjectCreated:*",)
 
 Outcome = Literal["accepted", "duplicate", "ignored"]
-
-
-# ---- ingest jobs inside a caller's transaction --------------------------------------------
-
-
-def ingest_job_in(
-    session: Session,
-    settings: Settings,
-    source: dict[str, Any],
-    filename: str | None,
-    size_bytes: int,
-    **extra: Any,
-) -> JobRow:
-    """An `ingest` job row, as `submit_ingest` writes it, in the caller's transaction;
-    `extra` lands in its params (where it came from). Send it with `send_job` after
-    the commit."""
-    store_s = size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
-    params = {
-        "source": source,
-        "filename": filename,
-        "sizeBytes": size_bytes,
-        "timeLimitMs": time_limit_ms(settings, store_s),
-        **extra,
-    }
-    return repo.create_job(session, JobType.INGEST, JobStage.STORE, params)
-
-
-def send_job(rt: Runtime, job: JobRow) -> None:
-    """Enqueue a committed job's message; a failure is left to the sweeper."""
-    send_committed(rt, job)
 
 
 # ---- judging records ----------------------------------------------------------------------
@@ -131,11 +93,11 @@ def events_prefix(settings: Settings) -> str:
     except InvalidRequestError as exc:
         raise ConfigError(f"MEDIAMILL_BUCKET_EVENTS_PREFIX: {exc.message}") from exc
     if not prefix.endswith("/") or any(
-        prefix.startswith(p) or p.startswith(prefix) for p in INTERNAL_PREFIXES
+        prefix.startswith(p) or p.startswith(prefix) for p in keys.INTERNAL_PREFIXES
     ):
         raise ConfigError(
             "MEDIAMILL_BUCKET_EVENTS_PREFIX must be a folder such as 'inbox/' that does not "
-            f"contain, or sit inside, MediaMill's own {', '.join(INTERNAL_PREFIXES)}"
+            f"contain, or sit inside, MediaMill's own {', '.join(keys.INTERNAL_PREFIXES)}"
         )
     return prefix
 
@@ -200,7 +162,7 @@ def plan_record(rt: Runtime, record: S3EventRecord) -> PlannedIngest | RecordRes
             )
         store_key = key[len(store_prefix) + 1 :]
     prefix = events_prefix(rt.settings)
-    if not store_key.startswith(prefix) or store_key.startswith(INTERNAL_PREFIXES):
+    if not store_key.startswith(prefix) or store_key.startswith(keys.INTERNAL_PREFIXES):
         return RecordResult(bucket, key, "ignored", reason=f"not under {prefix!r}")
     try:
         validate_key(store_key)
@@ -231,23 +193,20 @@ def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
     if not plan.in_place:
         staged = keys.staged_copy_key("bucket-")
         size_bytes = rt.store.import_object(plan.key, staged)  # type: ignore[attr-defined]
-    source = {"kind": "store", "key": staged or plan.store_key}
-    # Only a copy made here is ingest's to delete; an object ingested in place is not.
-    marks = {"staged": True} if staged else {}
+    params = IngestParams(
+        source=StoreSource(key=staged or plan.store_key),
+        filename=PurePosixPath(plan.key).name,
+        size_bytes=size_bytes,
+        bucket_event=BucketEventOrigin(bucket=plan.bucket, key=plan.key, version=plan.version),
+        # Only a copy made here is ingest's to delete; an object ingested in place is not.
+        staged=True if staged else None,
+    )
     job: JobRow | None = None
     try:
         with rt.db.session() as s:
             event_id = upload_db.record_bucket_event(s, plan.bucket, plan.key, plan.version)
             if event_id is not None:
-                job = ingest_job_in(
-                    s,
-                    rt.settings,
-                    source,
-                    PurePosixPath(plan.key).name,
-                    size_bytes,
-                    bucketEvent={"bucket": plan.bucket, "key": plan.key, "version": plan.version},
-                    **marks,
-                )
+                job = ingest_job_in(s, rt.settings, params)
                 upload_db.set_bucket_event_job(s, event_id, job.id)
             else:
                 seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, plan.version)
@@ -259,7 +218,7 @@ def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
         return RecordResult(
             plan.bucket, plan.key, "duplicate", job_id=seen.job_id if seen else None
         )
-    send_job(rt, job)
+    send_committed(rt, job)
     return RecordResult(plan.bucket, plan.key, "accepted", job_id=job.id)
 
 

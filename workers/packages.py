@@ -19,6 +19,7 @@ from mediamill.pipeline.quality import resolve
 from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, UnsupportedRenditionError
+from mediamill.schemas.job_params import PackageParams
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.media import Asset
 from mediamill.schemas.packages import (
@@ -32,7 +33,6 @@ from mediamill.schemas.renditions import (
     RenditionFormat,
     RenditionSpec,
     RenditionStatus,
-    parse_audio_profile,
 )
 from mediamill.storage import outbox, repo
 from mediamill.storage.asset_jobs import active_jobs, lock_asset
@@ -40,7 +40,7 @@ from mediamill.storage.models import JobRow
 from mediamill.workers import runtime
 from mediamill.workers.middleware import owned_job
 from mediamill.workers.queue import send_committed, time_limit_ms
-from mediamill.workers.renditions import default_specs
+from mediamill.workers.renditions import ladder_candidates
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,8 @@ def package_ladder(settings: Settings, asset: Asset) -> list[RenditionSpec]:
     """The renditions a package of `asset` carries, as effective specs: the video
     ladder for video, the AAC ladder for audio (rungs the original cannot support,
     or that resolve to the same rendition, left out)."""
-    if asset.video is not None:
-        wanted = default_specs(settings, asset)
-    else:
-        wanted = parse_audio_profile(settings.package_audio_ladder)
     ladder: dict[str, RenditionSpec] = {}
-    for spec in wanted:
+    for spec in ladder_candidates(settings, asset):
         try:
             effective, _ = resolve(spec, asset, False)
         except UnsupportedRenditionError:
@@ -68,10 +64,9 @@ def package_ladder(settings: Settings, asset: Asset) -> list[RenditionSpec]:
 def plan_package(settings: Settings, job: JobRow, asset: Asset) -> None:
     """Hand `job` to the package stage (the caller enqueues after commit)."""
     repo.advance_job(job, JobStage.PACKAGE)
-    job.params = {
-        **job.params,
-        "timeLimitMs": time_limit_ms(settings, (asset.duration_ms or 0) / 1000),
-    }
+    params = repo.params_of(job)
+    params.time_limit_ms = time_limit_ms(settings, (asset.duration_ms or 0) / 1000)
+    repo.set_params(job, params)
 
 
 def enqueue_package(
@@ -89,7 +84,9 @@ def enqueue_package(
             if active_jobs(s, asset_id, (JobType.INGEST, JobType.PACKAGE)):
                 return None
         asset = repo.asset_from_row(s, repo.get_asset_row(s, asset_id))
-        job = repo.create_job(s, JobType.PACKAGE, JobStage.PACKAGE, {}, asset_id=asset_id)
+        job = repo.create_job(
+            s, JobType.PACKAGE, JobStage.PACKAGE, PackageParams(), asset_id=asset_id
+        )
         plan_package(rt.settings, job, asset)
     send_committed(rt, job)
     return job.id
@@ -112,7 +109,7 @@ def package(job_id: str) -> None:
             for spec in package_ladder(rt.settings, asset)
             if spec.spec_id in ready
         ]
-        time_limit_s = job.params.get("timeLimitMs", 600_000) / 1000
+        time_limit_s = (repo.params_of(job).time_limit_ms or 600_000) / 1000
     if not ladder:
         with rt.db.session() as s:
             if (job := owned_job(s, job_id)) is not None:

@@ -8,6 +8,7 @@ import dramatiq
 from dramatiq import Message
 
 from mediamill.config.settings import Settings
+from mediamill.schemas.errors import ModelInvalidError
 from mediamill.schemas.jobs import JobStage
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
@@ -43,8 +44,12 @@ def send_stage(broker: dramatiq.Broker, job: JobRow, *, delay_ms: int | None = N
     """Enqueue the message for the job's current stage (the row is committed first)."""
     actor_name = STAGE_ACTORS[job.stage]
     options: dict[str, object] = {}
-    if limit := job.params.get("timeLimitMs"):
-        options["time_limit"] = int(limit)
+    try:
+        limit = repo.params_of(job).time_limit_ms
+    except ModelInvalidError:  # sent anyway: the actor fails the job when it loads them
+        limit = None
+    if limit:
+        options["time_limit"] = limit
     message = Message(
         queue_name=QUEUE_NAME,
         actor_name=actor_name,

@@ -9,6 +9,7 @@ processes) and reports it not ready.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from mediamill.schemas.errors import (
     ModelNotReadyError,
     UnsupportedRenditionError,
 )
+from mediamill.schemas.job_params import RenditionJobParams, RenditionPlan, TranscodeParams
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.media import Asset, AssetStatus, VideoInfo
 from mediamill.schemas.renditions import (
@@ -71,34 +73,91 @@ def transcode_time_limit_ms(settings: Settings, asset: Asset, specs: list[Rendit
     return time_limit_ms(settings, duration_s * (1 + video_outputs))
 
 
-def add_renditions(
-    session: Session, job: JobRow, asset: Asset, wanted: list[tuple[RenditionSpec, bool]]
-) -> list[RenditionRow]:
-    """Create the rendition rows `job` will produce, with one child job each.
+@dataclass(frozen=True)
+class PlannedRendition:
+    """One rendition to make: the spec asked for, what the asset gives for it
+    (resolved once), and what resolving changed and why."""
 
-    `wanted` holds (requested spec, exact). Specs that resolve to a rendition that
-    already exists are someone else's (or done); unsupported ones are logged and
-    skipped when they come from defaults (exact=False)."""
+    requested: RenditionSpec
+    effective: RenditionSpec
+    notes: list[str]
+
+
+def plan_renditions(
+    settings: Settings, plan: RenditionPlan, asset: Asset
+) -> tuple[list[PlannedRendition], list[RenditionSpec]]:
+    """Resolve a job's plan against its analysed asset, each distinct spec once: the
+    renditions to make (those asked for, the defaults unless left out, the package
+    ladder unless no package) and the package ladder (effective specs). A rendition
+    asked for that the asset cannot give raises (UnsupportedRenditionError, or
+    LowQualityError under `exact`); defaults and ladder rungs that do not apply are
+    logged and skipped."""
+    planned: list[PlannedRendition] = []
+    resolved: dict[str, tuple[RenditionSpec, list[str]] | None] = {}
+    made: set[str] = set()
+
+    def resolve_once(
+        spec: RenditionSpec, exact: bool, asked: bool
+    ) -> tuple[RenditionSpec, list[str]] | None:
+        if spec.spec_id not in resolved:
+            try:
+                resolved[spec.spec_id] = resolve(spec, asset, exact)
+            except UnsupportedRenditionError:
+                if asked:
+                    raise
+                log.warning(
+                    "default rendition %s skipped for %s", spec.spec_id, asset.original_asset_id
+                )
+                resolved[spec.spec_id] = None
+        return resolved[spec.spec_id]
+
+    def add(spec: RenditionSpec, exact: bool, asked: bool) -> None:
+        if spec.spec_id in made:
+            return
+        made.add(spec.spec_id)
+        if (result := resolve_once(spec, exact, asked)) is not None:
+            planned.append(PlannedRendition(spec, *result))
+
+    for spec in plan.renditions:
+        add(spec, plan.exact, True)
+    if plan.defaults:
+        for spec in default_specs(settings, asset):
+            add(spec, False, False)
+    ladder: dict[str, RenditionSpec] = {}
+    for spec in ladder_candidates(settings, asset) if plan.package else []:
+        if (result := resolve_once(spec, False, False)) is not None:
+            ladder.setdefault(result[0].spec_id, result[0])
+    for effective in ladder.values():  # a rung is its own request: nothing to change
+        if effective.spec_id not in made:
+            made.add(effective.spec_id)
+            planned.append(PlannedRendition(effective, effective, []))
+    return planned, list(ladder.values())
+
+
+def ladder_candidates(settings: Settings, asset: Asset) -> list[RenditionSpec]:
+    """The specs a package of `asset` is made from, before resolving: the video ladder
+    for video, the AAC ladder for audio."""
+    if asset.video is not None:
+        return default_specs(settings, asset)
+    return parse_audio_profile(settings.package_audio_ladder)
+
+
+def add_renditions(
+    session: Session, job: JobRow, asset: Asset, planned: list[PlannedRendition]
+) -> list[RenditionRow]:
+    """Create the rendition rows `job` will produce, with one child job each. A planned
+    rendition that already exists (same effective spec) is someone else's, or done."""
     created_rows = []
-    for requested, exact in wanted:
-        try:
-            effective, notes = resolve(requested, asset, exact)
-        except UnsupportedRenditionError:
-            if exact:
-                raise
-            log.warning(
-                "default rendition %s skipped for %s", requested.spec_id, asset.original_asset_id
-            )
-            continue
+    for item in planned:
         row, created = repo.insert_rendition_if_absent(
-            session, asset.original_asset_id, effective, requested, notes, job.id
+            session, asset.original_asset_id, item.effective, item.requested, item.notes, job.id
         )
         if created:
             repo.create_job(
                 session,
                 JobType.RENDITION,
                 JobStage.TRANSCODE,
-                {"renditionId": row.id},
+                RenditionJobParams(rendition_id=row.id),
                 asset_id=asset.original_asset_id,
                 parent_id=job.id,
             )
@@ -121,7 +180,7 @@ def request_rendition(
         if asset_row.status != AssetStatus.ANALYSED.value:
             raise ModelNotReadyError(f"asset {asset_id} is not analysed yet", asset_id=asset_id)
         asset = repo.asset_from_row(s, asset_row)
-        effective, _ = resolve(requested, asset, exact)
+        effective, notes = resolve(requested, asset, exact)
         try:
             existing = repo.get_rendition_row(s, asset_id, effective.spec_id)
         except Exception:
@@ -132,10 +191,12 @@ def request_rendition(
             s,
             JobType.TRANSCODE,
             JobStage.TRANSCODE,
-            {"timeLimitMs": transcode_time_limit_ms(rt.settings, asset, [effective])},
+            TranscodeParams(
+                time_limit_ms=transcode_time_limit_ms(rt.settings, asset, [effective])
+            ),
             asset_id=asset_id,
         )
-        rows = add_renditions(s, job, asset, [(requested, exact)])
+        rows = add_renditions(s, job, asset, [PlannedRendition(requested, effective, notes)])
         if rows:
             send = job
             result = repo.rendition_from_row(rows[0])

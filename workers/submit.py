@@ -8,7 +8,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from mediamill.config.settings import Settings
 from mediamill.schemas import keys
+from mediamill.schemas.job_params import (
+    IngestParams,
+    IngestSource,
+    PathSource,
+    RenditionPlan,
+    StoreSource,
+)
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
@@ -21,13 +29,26 @@ log = logging.getLogger(__name__)
 STORE_SECONDS_PER_MIB = 0.5
 
 
+def ingest_job_in(
+    session: Session, settings: Settings, params: IngestParams, *, store_s: float | None = None
+) -> JobRow:
+    """An `ingest` job row for `params`, in the caller's transaction (send it with
+    `send_committed` after the commit). Without a time limit in `params`, storing gets
+    the base limit plus `store_s` (default: from the declared size)."""
+    if params.time_limit_ms is None:
+        if store_s is None:
+            store_s = params.size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
+        params = params.model_copy(update={"time_limit_ms": time_limit_ms(settings, store_s)})
+    return repo.create_job(session, JobType.INGEST, JobStage.STORE, params)
+
+
 def submit_ingest(
     rt: Runtime,
-    source: dict,
+    source: IngestSource,
     filename: str | None,
     size_bytes: int,
     *,
-    plan: dict | None = None,
+    plan: RenditionPlan | None = None,
     store_s: float | None = None,
     staged: bool = False,
     in_transaction: Callable[[Session, JobRow], None] | None = None,
@@ -42,20 +63,15 @@ def submit_ingest(
     which ingest then deletes (a caller's own key never is). `in_transaction(session,
     job)` runs in the transaction that writes the job (to commit more with it).
     """
-    if store_s is None:
-        store_s = size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
-    params = {
-        "source": source,
-        "filename": filename,
-        "sizeBytes": size_bytes,
-        "timeLimitMs": time_limit_ms(rt.settings, store_s),
-    }
-    if plan:
-        params["plan"] = plan
-    if staged:
-        params["staged"] = True
+    params = IngestParams(
+        source=source,
+        filename=filename,
+        size_bytes=size_bytes,
+        plan=plan,
+        staged=True if staged else None,
+    )
     with rt.db.session() as s:
-        job = repo.create_job(s, JobType.INGEST, JobStage.STORE, params)
+        job = ingest_job_in(s, rt.settings, params, store_s=store_s)
         if in_transaction is not None:
             in_transaction(s, job)
     send_committed(rt, job)
@@ -76,7 +92,7 @@ def submit_local_file(rt: Runtime, path: Path, *, stage_in_store: bool) -> JobRo
         key = keys.staged_copy_key()
         with path.open("rb") as stream:
             size_bytes = rt.store.put(key, stream).size_bytes
-        source = {"kind": "store", "key": key}
+        source: IngestSource = StoreSource(key=key)
     else:
-        source = {"kind": "path", "path": str(path)}
+        source = PathSource(path=str(path))
     return submit_ingest(rt, source, path.name, size_bytes, staged=stage_in_store)

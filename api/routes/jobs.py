@@ -27,6 +27,7 @@ from mediamill.schemas.errors import (
     InvalidRequestError,
     ModelNotFoundError,
 )
+from mediamill.schemas.job_params import StoreSource, UrlSource
 from mediamill.schemas.job_requests import CreateJobRequest
 from mediamill.schemas.jobs import Job, JobStatus, JobType
 from mediamill.storage import jobs_admin, repo
@@ -121,7 +122,7 @@ def _submit(
         filename = body.filename or key.rsplit("/", 1)[-1]
         return submit_ingest(
             rt,
-            {"kind": "store", "key": key},
+            StoreSource(key=key),
             filename,
             size_bytes,
             plan=body.plan(),
@@ -131,7 +132,7 @@ def _submit(
     filename = body.filename or _filename_from_url(url.url)
     return submit_ingest(
         rt,
-        {"kind": "url", "url": url.url},
+        UrlSource(url=url.url),
         filename,
         0,
         plan=body.plan(),
@@ -186,7 +187,7 @@ def cancel_job(
     No worker runs it afterwards, and a worker already running it stops writing. A
     copy the server staged for it (an upload's bytes, a bucket object) is deleted."""
     with rt.db.session() as s:
-        staged = jobs_admin.staged_source(jobs_admin.cancel_job(s, job_id).params)
+        staged = jobs_admin.staged_source(jobs_admin.cancel_job(s, job_id))
     rt.store.discard(staged)
     with rt.db.session() as s:
         return _job_response(jobs_admin.load_job(s, job_id))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
-from mediamill.api.routes.assets import deliver, redirect_to, sign_key
+from mediamill.api.responses import redirect_to
 from mediamill.schemas.api import (
     LEGACY_PAGE_MAX,
     LegacyAsset,
@@ -42,6 +42,8 @@ from mediamill.schemas.errors import (
 )
 from mediamill.storage import legacy, repo
 from mediamill.storage.models import AssetRow, LegacyAssetRow
+from mediamill.workers.assets import deliver
+from mediamill.workers.delivery import sign_file_url
 from mediamill.workers.runtime import Runtime
 
 router = APIRouter(tags=["legacy"])
@@ -237,7 +239,7 @@ def get_legacy_asset(
             )
             raise ModelInvalidError(f"unable to sign a url for asset {token}: {why}")
         key = asset.storage_key
-    return redirect_to(sign_key(rt, key, token))
+    return redirect_to(sign_file_url(rt, key, token))
 
 
 @router.head("/v0/legacy/assets/{compositeKey}")

@@ -36,13 +36,15 @@ from mediamill.schemas.errors import (
     InvalidRequestError,
     PermissionDeniedError,
 )
+from mediamill.schemas.job_params import IngestParams, StoreSource
 from mediamill.schemas.uploads import CreateUpload, Upload, UploadStatus
 from mediamill.storage import jobs_admin, upload_state
 from mediamill.storage import uploads as upload_db
 from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.models import JobRow, UploadRow
-from mediamill.workers.bucket import ingest_job_in, send_job
+from mediamill.workers.queue import send_committed
 from mediamill.workers.runtime import Runtime
+from mediamill.workers.submit import ingest_job_in
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v0/uploads", tags=["uploads"])
@@ -213,23 +215,22 @@ def complete_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONRes
             try:
                 with rt.db.session() as s:
                     if upload_db.start_processing(s, upload_id):  # first write: decides the race
-                        new_job = ingest_job_in(
-                            s,
-                            rt.settings,
-                            {"kind": "store", "key": frozen},
-                            row.filename,
-                            row.size_bytes,
-                            uploadId=upload_id,
-                            assetType=row.asset_type,
-                            legacyTrackToken=row.legacy_track_token,
+                        params = IngestParams(
+                            source=StoreSource(key=frozen),
+                            filename=row.filename,
+                            size_bytes=row.size_bytes,
+                            upload_id=upload_id,
+                            asset_type=row.asset_type,
+                            legacy_track_token=row.legacy_track_token,
                             staged=True,
                         )
+                        new_job = ingest_job_in(s, rt.settings, params)
                         upload_db.attach_job(s, upload_id, new_job.id)
             except BaseException:
                 rt.store.discard(frozen)
                 raise
         if new_job is not None:
-            send_job(rt, new_job)
+            send_committed(rt, new_job)
             rt.store.discard(row.storage_key)  # frozen: what lands here from now on is ignored
         else:
             rt.store.discard(frozen)  # another complete won the race: its copy is the one
@@ -297,5 +298,5 @@ def cancel_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONRespo
             raise ConflictError(f"upload {upload_id} is {row.status}; it cannot be cancelled")
         row, job = _load(rt, upload_id)
         rt.store.discard(row.storage_key)
-        rt.store.discard(jobs_admin.staged_source(job.params) if job is not None else None)
+        rt.store.discard(jobs_admin.staged_source(job))
     return JSONResponse(_view(request, rt, row, job).to_json_dict())

@@ -560,9 +560,9 @@ def test_a_length_mismatch_never_deletes_content_addressed_bytes(api, samples) -
     Unrecorded, they are only reused by the next upload of the same bytes."""
     import io
 
-    from mediamill.api.routes.assets import store_and_record
     from mediamill.schemas.errors import InvalidRequestError
     from mediamill.storage.models import AssetRow
+    from mediamill.workers.assets import store_and_record
 
     path = samples["short.wav"]
     data = path.read_bytes()

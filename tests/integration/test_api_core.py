@@ -20,10 +20,11 @@ import pytest
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import select
+from support import raw_job
 
 from mediamill.api.auth import Principal, require_admin
 from mediamill.api.idempotency import idempotent
-from mediamill.storage import idempotency, repo
+from mediamill.storage import idempotency
 from mediamill.storage.api_keys import create_api_key, revoke_api_key
 from mediamill.storage.models import IdempotencyKeyRow, JobRow, LegacyAssetRow, UploadRow
 
@@ -188,7 +189,7 @@ def test_ready_fails_workers_when_jobs_wait_and_no_worker_lives(embedded_env) ->
     with running_api(settings, run_worker=False) as api:
         assert api.client.get("/ready").status_code == 200  # nothing queued: nothing owed
         with api.rt.db.session() as s:
-            repo.create_job(s, JobType.INGEST, JobStage.STORE, {})
+            raw_job(s, JobType.INGEST, JobStage.STORE, {})
         r = api.client.get("/ready")
         assert r.status_code == 503 and r.json()["checks"]["workers"] == "failed", r.text
         assert r.json()["message"] == "not ready: workers"

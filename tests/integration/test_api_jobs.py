@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from api_support import Api, running_api
+from support import raw_job
 
 from mediamill.schemas.errors import MediaMillError, ProcessingTimeoutError, TransientError
 from mediamill.schemas.jobs import JobStage, JobType
@@ -364,9 +365,9 @@ def test_get_returns_the_job_with_its_children_or_404(paused_api, samples) -> No
     api = paused_api
     asset_id = "a" * 64
     with api.rt.db.session() as s:
-        parent = repo.create_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}, asset_id=asset_id)
+        parent = raw_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}, asset_id=asset_id)
         kids = [
-            repo.create_job(
+            raw_job(
                 s,
                 JobType.RENDITION,
                 JobStage.TRANSCODE,
@@ -395,12 +396,12 @@ def test_list_filters_and_pages_through_every_job(paused_api, samples) -> None:
     ingests = [post_job(api, {"source": {"key": key}}).json()["id"] for _ in range(5)]
     asset_a, asset_b = "a" * 64, "b" * 64
     with api.rt.db.session() as s:
-        t1 = repo.create_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}, asset_id=asset_a)
-        repo.create_job(
+        t1 = raw_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}, asset_id=asset_a)
+        raw_job(
             s, JobType.RENDITION, JobStage.TRANSCODE, {}, asset_id=asset_a, parent_id=t1.id
         )
-        t2 = repo.create_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}, asset_id=asset_b)
-        p1 = repo.create_job(s, JobType.PACKAGE, JobStage.PACKAGE, {}, asset_id=asset_a)
+        t2 = raw_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}, asset_id=asset_b)
+        p1 = raw_job(s, JobType.PACKAGE, JobStage.PACKAGE, {}, asset_id=asset_a)
         repo.get_job_row(s, ingests[1]).status = "failed"
         repo.get_job_row(s, t2.id).status = "failed"
     everything = [p1.id, t2.id, t1.id, *reversed(ingests)]  # newest first, no children

@@ -11,6 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from support import raw_job
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import CorruptMediaError, ModelNotFoundError
@@ -73,7 +74,7 @@ def test_asset_insert_is_idempotent_under_concurrency(db: Database) -> None:
 
 def test_claim_allows_one_message_and_takes_over_orphans(db: Database) -> None:
     with db.session() as s:
-        job = repo.create_job(s, JobType.INGEST, JobStage.STORE, {"source": {}})
+        job = raw_job(s, JobType.INGEST, JobStage.STORE, {"source": {}})
     with db.session() as s:
         assert repo.claim_job(s, job.id, "store", "m1", lease_s=60)
     with db.session() as s:  # a duplicate delivery while the first runs
@@ -91,7 +92,7 @@ def test_claim_allows_one_message_and_takes_over_orphans(db: Database) -> None:
 
 def test_failed_job_writes_its_event_in_the_same_transaction(db: Database) -> None:
     with db.session() as s:
-        job = repo.create_job(s, JobType.INGEST, JobStage.ANALYSE, {})
+        job = raw_job(s, JobType.INGEST, JobStage.ANALYSE, {})
     with pytest.raises(RuntimeError), db.session() as s:
         repo.fail_job(s, repo.get_job_row(s, job.id), CorruptMediaError("bad"))
         raise RuntimeError("rollback")
@@ -111,7 +112,7 @@ def test_list_jobs_paginates_newest_first_and_filters(db: Database) -> None:
     ids = []
     for i in range(5):
         with db.session() as s:
-            row = repo.create_job(s, JobType.INGEST, JobStage.STORE, {"n": i})
+            row = raw_job(s, JobType.INGEST, JobStage.STORE, {"n": i})
             row.created_at = utcnow() + timedelta(seconds=i)
             ids.append(row.id)
     with db.session() as s:
@@ -162,7 +163,7 @@ def test_exactly_one_job_claims_an_assets_analysis(db: Database) -> None:
 
 def test_sweeper_requeue_never_overwrites_a_fresh_claim(db: Database) -> None:
     with db.session() as s:
-        job = repo.create_job(s, JobType.INGEST, JobStage.STORE, {})
+        job = raw_job(s, JobType.INGEST, JobStage.STORE, {})
     with db.session() as s:
         seen = repo.get_job_row(s, job.id)  # what the sweeper read
         s.expunge(seen)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from media_corpus import make_bad_inputs
-from support import wait_job
+from support import raw_job, wait_job
 
 from mediamill.config.settings import get_settings
 from mediamill.storage import outbox, repo
@@ -146,7 +146,7 @@ def test_sweeper_resends_jobs_whose_message_was_lost(rt: Runtime, samples: dict[
     from mediamill.workers.sweeper import sweep
 
     with rt.db.session() as s:  # a row whose enqueue never happened
-        row = repo.create_job(
+        row = raw_job(
             s,
             JobType.INGEST,
             JobStage.STORE,
@@ -216,11 +216,12 @@ def test_video_asset_gets_its_ladder_without_upscaling(
 def test_ingest_deletes_only_the_copies_it_staged(rt: Runtime, samples: dict[str, Path]) -> None:
     """A source under `incoming/` that the job does not mark `staged` (someone else's
     bytes) is left alone; a copy the server staged for the job is removed."""
+    from mediamill.schemas.job_params import StoreSource
     from mediamill.workers.submit import submit_ingest
 
     with samples["music.ogg"].open("rb") as f:
         rt.store.put("incoming/another-upload", f)
-    foreign = submit_ingest(rt, {"kind": "store", "key": "incoming/another-upload"}, "a.ogg", 0)
+    foreign = submit_ingest(rt, StoreSource(key="incoming/another-upload"), "a.ogg", 0)
     assert wait_job(rt, foreign.id).status == "succeeded"
     assert rt.store.exists("incoming/another-upload")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mediamill.config.settings import get_settings
+from mediamill.schemas.job_params import StoreSource
 from mediamill.storage import repo
 from mediamill.workers import actors
 from mediamill.workers.boot import build_runtime
@@ -33,7 +34,7 @@ def test_a_kill_at_the_staged_delete_leaves_no_copy_behind(
     key = f"incoming/{uuid.uuid4()}"
     with source.open("rb") as stream:
         size_bytes = rt.store.put(key, stream).size_bytes
-    job = submit_ingest(rt, {"kind": "store", "key": key}, source.name, size_bytes, staged=True)
+    job = submit_ingest(rt, StoreSource(key=key), source.name, size_bytes, staged=True)
     with rt.db.session() as s:
         assert repo.claim_job(s, job.id, "store", "first-message", lease_s=60)
 

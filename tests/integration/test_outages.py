@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
-from support import wait_job
+from support import raw_job, wait_job
 
 from mediamill.config.settings import get_settings
 from mediamill.schemas.jobs import JobStage, JobType
@@ -112,14 +112,14 @@ def test_a_next_stage_the_broker_refuses_is_sent_by_the_next_sweep(
 
 def test_mark_unsent_never_undoes_a_claim(rt: Runtime) -> None:
     with rt.db.session() as s:
-        row = repo.create_job(s, JobType.INGEST, JobStage.STORE, {"source": {}})
+        row = raw_job(s, JobType.INGEST, JobStage.STORE, {"source": {}})
     with rt.db.session() as s:
         assert repo.claim_job(s, row.id, "store", "message-1", lease_s=60)
     with rt.db.session() as s:
         assert not repo.mark_unsent(s, row)  # claimed since the send was tried
         assert repo.get_job_row(s, row.id).enqueued_at is not None
     with rt.db.session() as s:
-        queued = repo.create_job(s, JobType.INGEST, JobStage.STORE, {"source": {}})
+        queued = raw_job(s, JobType.INGEST, JobStage.STORE, {"source": {}})
     with rt.db.session() as s:
         assert repo.mark_unsent(s, queued)
         assert repo.get_job_row(s, queued.id).enqueued_at is None
@@ -133,7 +133,7 @@ def test_the_first_sweep_after_an_outage_sends_every_queued_job(
     from mediamill.workers import sweeper as sweeper_module
 
     with rt.db.session() as s:  # queued just now, its message lost with the broker
-        row = repo.create_job(
+        row = raw_job(
             s,
             JobType.INGEST,
             JobStage.STORE,

@@ -12,6 +12,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import SkipMessage
 from sqlalchemy import update
+from support import raw_job
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.jobs import JobStage, JobType
@@ -27,7 +28,7 @@ ASSET_ID = "a" * 64
 def _analysing_job(db: Database) -> str:
     with db.session() as s:
         repo.insert_asset_if_absent(s, ASSET_ID, f"originals/{ASSET_ID}", 10, None)
-        job = repo.create_job(s, JobType.INGEST, JobStage.ANALYSE, {}, asset_id=ASSET_ID)
+        job = raw_job(s, JobType.INGEST, JobStage.ANALYSE, {}, asset_id=ASSET_ID)
         return job.id
 
 

@@ -11,6 +11,7 @@ import threading
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from support import raw_job
 
 from mediamill.schemas.errors import ConflictError, CorruptMediaError
 from mediamill.schemas.jobs import JobStage, JobType
@@ -28,7 +29,7 @@ CANCEL_WINDOW_S = 1.0
 def running_job(db: Database, monkeypatch: pytest.MonkeyPatch) -> str:
     """A transcode job claimed by MESSAGE_ID, which this thread runs as a worker would."""
     with db.session() as s:
-        job_id = repo.create_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}).id
+        job_id = raw_job(s, JobType.TRANSCODE, JobStage.TRANSCODE, {}).id
     with db.session() as s:
         assert repo.claim_job(s, job_id, JobStage.TRANSCODE.value, MESSAGE_ID, 60.0)
     monkeypatch.setattr(middleware._current, "message_id", MESSAGE_ID, raising=False)
