@@ -385,3 +385,22 @@ class LegacyAssetPage(BaseModel):
     options: dict[str, Any]
     results: list[dict[str, Any]]
     total: int
+
+
+def whole_number(
+    text: str | None, name: str, default: int, maximum: int, *, cap: bool = False
+) -> int:
+    """`?count=` and `?start=`: blank means the default; anything else a whole number
+    up to `maximum`, beyond which it is capped (`cap`) or refused. Checked before it
+    reaches the database, whose integers overflow far below what Python parses."""
+    if text is None or not text.strip():
+        return default
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidRequestError(f"{name} must be a whole number, not {text[:40]!r}")
+    digits = text.lstrip("0") or "0"
+    if len(digits) <= len(str(maximum)) and int(digits) <= maximum:
+        return int(digits)
+    if cap:
+        return maximum
+    raise InvalidRequestError(f"{name} must be at most {maximum}, not {text[:40]!r}")

@@ -24,27 +24,26 @@ from mediamill.schemas.api import (
     LegacyAssetPage,
     LegacyAssetUpdate,
     RenditionQuery,
-    TrackMapping,
     asset_id_or_none,
     checked_token,
     filters_from_query,
     parse_composite_key,
     parse_legacy_filters,
     parse_sort,
+    whole_number,
 )
 from mediamill.schemas.errors import (
     ArgumentNullOrEmptyError,
     ConflictError,
     InvalidRequestError,
-    ModelInvalidError,
     ModelNotFoundError,
     describe_validation,
 )
 from mediamill.storage import legacy, repo
-from mediamill.storage.models import AssetRow, LegacyAssetRow
+from mediamill.storage.models import LegacyAssetRow
+from mediamill.workers import legacy as legacy_use
 from mediamill.workers.assets import deliver
 from mediamill.workers.delivery import sign_file_url
-from mediamill.workers.runtime import Runtime
 
 router = APIRouter(tags=["legacy"])
 # The largest `?start=` (an SQL OFFSET: a 32-bit bound is far past any real catalogue
@@ -56,14 +55,6 @@ M = TypeVar("M", bound=BaseModel)
 # ---- legacy tracks ---------------------------------------------------------------------------
 
 
-def _asset_id_for_token(rt: Runtime, token: str) -> str:
-    with rt.db.session() as s:
-        row = legacy.asset_for_token(s, checked_token(token, what="trackToken"))
-        if row is None:
-            raise ModelNotFoundError(f"Original asset not found (legacy track token {token})")
-        return row.id
-
-
 @router.get("/v0/legacy/tracks/{trackToken}", status_code=302)
 def get_track(
     rt: RuntimeDep,
@@ -73,7 +64,7 @@ def get_track(
 ) -> JSONResponse:
     """Like `GET /v0/assets/{id}` for the asset the token maps to: 302 to the original
     or the requested rendition; 409 ModelNotReadyError (Retry-After) until it is made."""
-    return redirect_to(deliver(rt, _asset_id_for_token(rt, track_token), query))
+    return redirect_to(deliver(rt, legacy_use.asset_id_for_token(rt, track_token), query))
 
 
 @router.head("/v0/legacy/tracks/{trackToken}")
@@ -86,7 +77,7 @@ def head_track(
     """Whether the catalogue has the track: 200 when the GET would redirect (header
     `x-original-asset-id`), 404 for an unknown token, 409 when it is not ready or
     cannot be served; the same checks as the GET, without a body."""
-    asset_id = _asset_id_for_token(rt, track_token)
+    asset_id = legacy_use.asset_id_for_token(rt, track_token)
     deliver(rt, asset_id, query)
     return Response(status_code=200, headers={"x-original-asset-id": asset_id})
 
@@ -126,13 +117,7 @@ def map_track_assets(
             raise InvalidRequestError(f"not an original asset id (a SHA-256 in hex): {given!r}")
         if asset_id not in ids:
             ids.append(asset_id)
-    with rt.db.session() as s:
-        for asset_id in ids:
-            row = s.get(AssetRow, asset_id)
-            if row is None or row.deleted:
-                raise ModelNotFoundError(f"Original asset not found ({asset_id})")
-            legacy.link_track_token(s, token, asset_id)
-    mappings = [TrackMapping(original_asset_id=i, legacy_track_token=token) for i in ids]
+    mappings = legacy_use.map_track_token(rt, token, ids)
     return JSONResponse([m.to_json_dict() for m in mappings], status_code=201)
 
 
@@ -152,25 +137,6 @@ def _legacy_row(session: Session, token: str) -> LegacyAssetRow:
     if row is None:
         raise ModelNotFoundError(f"legacy asset {token} was not found")
     return row
-
-
-def _whole_number(
-    text: str | None, name: str, default: int, maximum: int, *, cap: bool = False
-) -> int:
-    """`?count=` and `?start=`: blank means the default; anything else a whole number
-    up to `maximum`, beyond which it is capped (`cap`) or refused. Checked before it
-    reaches the database, whose integers overflow far below what Python parses."""
-    if text is None or not text.strip():
-        return default
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()):
-        raise InvalidRequestError(f"{name} must be a whole number, not {text[:40]!r}")
-    digits = text.lstrip("0") or "0"
-    if len(digits) <= len(str(maximum)) and int(digits) <= maximum:
-        return int(digits)
-    if cap:
-        return maximum
-    raise InvalidRequestError(f"{name} must be at most {maximum}, not {text[:40]!r}")
 
 
 def _validated(model: type[M], body: Any) -> M:
@@ -201,8 +167,8 @@ def list_legacy_assets(
     raw = filters_from_query(filters, list(request.query_params.multi_items()))
     parsed = parse_legacy_filters(raw)
     order = parse_sort(sort)
-    page_size = _whole_number(count, "count", LEGACY_PAGE_MAX, LEGACY_PAGE_MAX, cap=True)
-    offset = _whole_number(start, "start", 0, MAX_START)
+    page_size = whole_number(count, "count", LEGACY_PAGE_MAX, LEGACY_PAGE_MAX, cap=True)
+    offset = whole_number(start, "start", 0, MAX_START)
     with rt.db.session() as s:
         rows, total = legacy.list_legacy_assets(s, parsed, order, offset, page_size)
         results = [_legacy_json(r) for r in rows]
@@ -228,17 +194,7 @@ def get_legacy_asset(
     """302 to a signed URL of the legacy asset's bytes: the original whose SHA-256 is its
     `legacyAssetId`. 409 ModelInvalidError while that is unknown or not uploaded."""
     token = parse_composite_key(composite_key)
-    with rt.db.session() as s:
-        row = _legacy_row(s, token)
-        asset = s.get(AssetRow, row.legacy_asset_id) if row.legacy_asset_id else None
-        if asset is None or asset.deleted:
-            why = (
-                "its legacyAssetId is not set"
-                if row.legacy_asset_id is None
-                else f"no original with its legacyAssetId {row.legacy_asset_id} was uploaded"
-            )
-            raise ModelInvalidError(f"unable to sign a url for asset {token}: {why}")
-        key = asset.storage_key
+    key = legacy_use.legacy_original_key(rt, token)
     return redirect_to(sign_file_url(rt, key, token))
 
 

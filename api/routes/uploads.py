@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -28,23 +26,18 @@ from starlette.concurrency import run_in_threadpool
 from mediamill.api.auth import require_admin
 from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
 from mediamill.api.idempotency import Record, idempotent_in
-from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
-    BlobNotFoundError,
     ConflictError,
     InvalidRequestError,
     PermissionDeniedError,
 )
-from mediamill.schemas.job_params import IngestParams, StoreSource
 from mediamill.schemas.uploads import CreateUpload, Upload, UploadStatus
-from mediamill.storage import jobs_admin, upload_state
-from mediamill.storage import uploads as upload_db
+from mediamill.storage import upload_state
 from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.models import JobRow, UploadRow
-from mediamill.workers.queue import send_committed
+from mediamill.workers import uploads
 from mediamill.workers.runtime import Runtime
-from mediamill.workers.submit import ingest_job_in
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v0/uploads", tags=["uploads"])
@@ -76,14 +69,6 @@ def _view(
     return upload_state.upload_from_row(row, job, upload_url=url, upload_headers=headers)
 
 
-def _load(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:
-    """The session and its job, with the job's end recorded on the session."""
-    with rt.db.session() as s:
-        row = upload_db.get_upload(s, upload_id)
-        job = upload_db.job_of(s, row)
-        return upload_state.settle_upload(s, row, job), job
-
-
 @router.post("", status_code=201, response_model=Upload)
 def create_upload(
     rt: RuntimeDep,
@@ -93,28 +78,10 @@ def create_upload(
 ) -> JSONResponse:
     """Open an upload session: 201 with the `uploadUrl` to PUT the file to (honours
     `Idempotency-Key`: a retry gets the same session, not a second one)."""
-    limit = rt.settings.upload_max_bytes
-    if body.size_bytes > limit:
-        raise InvalidRequestError(
-            f"sizeBytes {body.size_bytes} is over the {limit}-byte limit of one upload "
-            "(MEDIAMILL_UPLOAD_MAX_BYTES)"
-        )
 
     def produce(record: Record) -> tuple[int, Any]:
-        upload_id = str(uuid.uuid4())
         with rt.db.session() as s:
-            row = upload_db.create_upload(
-                s,
-                upload_id=upload_id,
-                filename=body.filename,
-                content_type=body.content_type,
-                size_bytes=body.size_bytes,
-                asset_type=body.asset_type or body.content_type,
-                legacy_track_token=body.legacy_track_token,
-                storage_key=keys.upload_key(upload_id),
-                upload_url_expires_at=utcnow()
-                + timedelta(seconds=rt.settings.upload_url_expires_s),
-            )
+            row = uploads.open_upload(rt, s, body)
             answer = _view(request, rt, row, None).to_json_dict()
             record(s, 201, answer)  # the session and its answer commit together
         return 201, answer
@@ -133,7 +100,7 @@ def get_upload(
     """The session: `status`, the ingest job's `transcodeStatus`, `assetId` once known,
     `errorMessage` when it failed. `uploadUrl` (a right to write into the store) is
     shown to admin keys only: a read key must not be able to ingest."""
-    row, job = _load(rt, upload_id)
+    row, job = uploads.load_upload(rt, upload_id)
     admin = principal.scope == "admin"
     return JSONResponse(_view(request, rt, row, job, admin=admin).to_json_dict())
 
@@ -153,7 +120,7 @@ async def put_upload_content(rt: RuntimeDep, upload_id: str, request: Request) -
             "this deployment's uploads go straight to the bucket: PUT to the session's "
             "presigned uploadUrl"
         )
-    row, _job = await run_in_threadpool(_load, rt, upload_id)
+    row, _job = await run_in_threadpool(uploads.load_upload, rt, upload_id)
     if row.status != UploadStatus.AWAITING_UPLOAD.value:
         raise ConflictError(f"upload {upload_id} is {row.status}; it takes no more bytes")
     if row.upload_url_expires_at <= utcnow():
@@ -185,7 +152,7 @@ async def put_upload_content(rt: RuntimeDep, upload_id: str, request: Request) -
     await run_in_threadpool(writing.__exit__, None, None, None)
     blob = writer.blob
     assert blob is not None  # set on a clean exit
-    row, _job = await run_in_threadpool(_load, rt, upload_id)
+    row, _job = await run_in_threadpool(uploads.load_upload, rt, upload_id)
     if row.status != UploadStatus.AWAITING_UPLOAD.value:  # completed or cancelled meanwhile
         await run_in_threadpool(rt.store.discard, row.storage_key)
         raise ConflictError(
@@ -205,73 +172,8 @@ def complete_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONRes
     """The bytes are uploaded: check them (present, exactly the declared size), freeze
     them under a key no upload URL writes to, and enqueue the ingest of that key; 202.
     Completing again answers the same session, no second job."""
-    row, job = _load(rt, upload_id)
-    if row.status == UploadStatus.CANCELLED.value:
-        raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
-    if row.status == UploadStatus.AWAITING_UPLOAD.value:
-        frozen = _freeze(rt, row)
-        new_job: JobRow | None = None
-        if frozen is not None:
-            try:
-                with rt.db.session() as s:
-                    if upload_db.start_processing(s, upload_id):  # first write: decides the race
-                        params = IngestParams(
-                            source=StoreSource(key=frozen),
-                            filename=row.filename,
-                            size_bytes=row.size_bytes,
-                            upload_id=upload_id,
-                            asset_type=row.asset_type,
-                            legacy_track_token=row.legacy_track_token,
-                            staged=True,
-                        )
-                        new_job = ingest_job_in(s, rt.settings, params)
-                        upload_db.attach_job(s, upload_id, new_job.id)
-            except BaseException:
-                rt.store.discard(frozen)
-                raise
-        if new_job is not None:
-            send_committed(rt, new_job)
-            rt.store.discard(row.storage_key)  # frozen: what lands here from now on is ignored
-        else:
-            rt.store.discard(frozen)  # another complete won the race: its copy is the one
-        row, job = _load(rt, upload_id)
-        if row.status == UploadStatus.CANCELLED.value:
-            raise ConflictError(f"upload {upload_id} was cancelled; open a new upload")
-        if row.status == UploadStatus.AWAITING_UPLOAD.value:
-            raise ConflictError(
-                f"nothing was uploaded for {upload_id}: PUT the file to its uploadUrl first"
-            )
+    row, job = uploads.complete_upload(rt, upload_id)
     return JSONResponse(_view(request, rt, row, job).to_json_dict(), status_code=202)
-
-
-def _freeze(rt: Runtime, row: UploadRow) -> str | None:
-    """Snapshot the staged object, once it has exactly the declared size, to a fresh
-    key (server side: a hard link locally, CopyObject on S3), whose size is checked
-    again, since a PUT may have landed in between. The frozen key, or None when the
-    staged object is gone (another `complete` won and removed it). ConflictError
-    (409) for a missing or wrong-sized object: PUT it again, then complete."""
-    try:
-        stored_bytes = rt.store.size(row.storage_key)
-    except BlobNotFoundError:
-        return None
-    _check_declared(row, stored_bytes)
-    frozen = keys.frozen_upload_key(row.id)
-    try:
-        frozen_bytes = rt.store.snapshot(row.storage_key, frozen)
-    except BlobNotFoundError:
-        return None
-    if frozen_bytes != row.size_bytes:
-        rt.store.discard(frozen)
-        _check_declared(row, frozen_bytes)
-    return frozen
-
-
-def _check_declared(row: UploadRow, stored_bytes: int) -> None:
-    if stored_bytes != row.size_bytes:
-        raise ConflictError(
-            f"upload {row.id} holds {stored_bytes} bytes but {row.size_bytes} were "
-            "declared: PUT the whole file again, then complete"
-        )
 
 
 @router.delete("/{upload_id}", response_model=Upload, dependencies=[Depends(require_admin)])
@@ -279,24 +181,5 @@ def cancel_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONRespo
     """Cancel a session that is awaiting its bytes or processing (a queued ingest is
     cancelled too) and delete its staged and frozen objects. A completed or failed one
     is a 409; cancelling twice answers the cancelled session."""
-    row, job = _load(rt, upload_id)
-    if row.status == UploadStatus.COMPLETED.value:
-        raise ConflictError(
-            f"upload {upload_id} is completed (asset {row.asset_id}); "
-            "a completed upload cannot be cancelled"
-        )
-    if row.status == UploadStatus.FAILED.value:
-        raise ConflictError(f"upload {upload_id} already failed: {row.error_message}")
-    if row.status != UploadStatus.CANCELLED.value:
-        try:
-            with rt.db.session() as s:
-                cancelled = upload_db.cancel_upload(s, upload_id)
-        except ConflictError:  # its job finished between the read and the cancel
-            cancelled = False
-        if not cancelled:
-            row, job = _load(rt, upload_id)
-            raise ConflictError(f"upload {upload_id} is {row.status}; it cannot be cancelled")
-        row, job = _load(rt, upload_id)
-        rt.store.discard(row.storage_key)
-        rt.store.discard(jobs_admin.staged_source(job))
+    row, job = uploads.cancel_upload(rt, upload_id)
     return JSONResponse(_view(request, rt, row, job).to_json_dict())
