@@ -32,10 +32,12 @@ def time_limit_ms(settings: Settings, media_duration_s: float | None) -> int:
     """Wall-clock limit of one message: a base plus a factor of the media's duration.
 
     dramatiq's 10-minute default would kill the analysis of a long recording. The
-    duration counts up to `max_duration_s`: a header declaring centuries is refused by
-    analysis, and must not buy the message a limit of centuries meanwhile.
+    duration counts from 0 up to `max_duration_s`: a header declaring centuries (or a
+    negative length) is refused by analysis, and must not buy the message a limit of
+    centuries (or none at all) meanwhile.
     """
-    media_s = min(media_duration_s or 0.0, settings.max_duration_s)
+    declared_s = media_duration_s if media_duration_s and media_duration_s > 0 else 0.0
+    media_s = min(declared_s, settings.max_duration_s)  # a negative or NaN header buys 0
     seconds = settings.time_limit_base_s + settings.time_limit_per_media_s * media_s
     return int(seconds * 1000)
 

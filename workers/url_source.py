@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from mediamill.schemas.errors import (
     FileTooLargeError,
@@ -39,6 +39,10 @@ READ_PIECE_BYTES = 1 << 20
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # HTTP answers worth retrying later; any other 4xx is the URL's fault.
 _TRANSIENT_STATUSES = {408, 425, 429}
+
+
+# Characters of a request target left as they are (RFC 3986 reserved, and `%`).
+_TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ def parse_source_url(url: str) -> SourceUrl:
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
+    # http.client sends the request line as ASCII: a non-ASCII path (an IRI, which
+    # callers may register) goes percent-encoded as UTF-8; what is encoded stays.
+    target = quote(target, safe=_TARGET_SAFE)
     return SourceUrl(url=url, scheme=scheme, host=host, port=port, target=target)
 
 
