@@ -20,7 +20,7 @@ from mediamill.schemas.job_params import (
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
 from mediamill.storage.models import JobRow
-from mediamill.workers.queue import send_committed, time_limit_ms
+from mediamill.workers.queue import send_committed
 from mediamill.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ def ingest_job_in(
     if params.time_limit_ms is None:
         if store_s is None:
             store_s = params.size_bytes / (1 << 20) * STORE_SECONDS_PER_MIB
-        params = params.model_copy(update={"time_limit_ms": time_limit_ms(settings, store_s)})
+        # Storing is I/O: its seconds add to the base as they are, not as media seconds
+        # (which the per-media factor scales and max_duration_s caps).
+        limit_ms = int((settings.time_limit_base_s + max(store_s, 0.0)) * 1000)
+        params = params.model_copy(update={"time_limit_ms": limit_ms})
     return repo.create_job(session, JobType.INGEST, JobStage.STORE, params)
 
 

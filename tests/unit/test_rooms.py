@@ -41,3 +41,20 @@ def test_the_finder_sees_a_circle_and_lazy_imports(tmp_path) -> None:
         "mediamill.workers.b": room_graph.imports_of(b, modules),
     }
     assert room_graph.cycles(graph) == [["mediamill.workers.a", "mediamill.workers.b"]]
+
+
+def test_every_worker_module_has_its_test_module() -> None:
+    """Tests mirror the rooms: workers/<m>.py is tested by tests/{unit,integration}/
+    workers/test_<m>.py (unit where no service is needed), as in PyAV and dramatiq."""
+    root = room_graph.ROOT
+    tests = root / "tests"
+    missing = [
+        source.stem
+        for source in sorted((root / "workers").glob("*.py"))
+        if source.stem != "__init__"
+        and not any(
+            (tests / kind / "workers" / f"test_{source.stem}.py").is_file()
+            for kind in ("unit", "integration")
+        )
+    ]
+    assert missing == []
