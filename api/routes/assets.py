@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
+from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.responses import epoch_to_datetime, redirect_to
 from mediamill.schemas.api import AssetMetadata, RenditionQuery, StreamUrls, checked_token
 from mediamill.schemas.errors import InvalidRequestError, error_from_name
@@ -178,15 +178,14 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
 
 @router.get("/v0/assets/{assetId}/metadata", response_model=AssetMetadata)
 def get_metadata(
-    rt: RuntimeDep,
+    s: SessionDep,
     request: Request,
     asset_id: Annotated[str, Path(alias="assetId")],
     _: ReadKey,
 ) -> Response:
     """The Asset with its renditions and packages. The ETag is the SHA-256 of the body,
     so `If-None-Match` answers 304 until anything about the asset changes."""
-    with rt.db.session() as s:
-        metadata = asset_metadata(s, asset_id)
+    metadata = asset_metadata(s, asset_id)
     body = json.dumps(metadata.to_json_dict(), separators=(",", ":")).encode()
     etag = f'"{hashlib.sha256(body).hexdigest()}"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}

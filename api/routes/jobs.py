@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
+from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas import keys
 from mediamill.schemas.base import CamelModel
@@ -149,7 +149,7 @@ def _filename_from_url(url: str) -> str | None:
 
 @router.get("", response_model=JobPage)
 def list_jobs(
-    rt: RuntimeDep,
+    s: SessionDep,
     _principal: ReadKey,
     status: JobStatus | None = None,
     job_type: Annotated[JobType | None, Query(alias="type")] = None,
@@ -159,10 +159,9 @@ def list_jobs(
 ) -> JSONResponse:
     """Top-level jobs, newest first (children are listed inside their parent), filtered
     by status, type and asset; `nextCursor` fetches the next page, null on the last."""
-    with rt.db.session() as s:
-        jobs, next_cursor = jobs_admin.list_jobs_page(
-            s, status=status, job_type=job_type, asset_id=asset_id, limit=limit, cursor=cursor
-        )
+    jobs, next_cursor = jobs_admin.list_jobs_page(
+        s, status=status, job_type=job_type, asset_id=asset_id, limit=limit, cursor=cursor
+    )
     return JSONResponse({"data": [j.to_json_dict() for j in jobs], "nextCursor": next_cursor})
 
 

@@ -153,7 +153,7 @@ def _validated(model: type[M], body: Any) -> M:
 
 @router.get("/v0/legacy/assets", response_model=LegacyAssetPage)
 def list_legacy_assets(
-    rt: RuntimeDep,
+    s: SessionDep,
     request: Request,
     _: ReadKey,
     filters: str | None = None,
@@ -169,9 +169,8 @@ def list_legacy_assets(
     order = parse_sort(sort)
     page_size = whole_number(count, "count", LEGACY_PAGE_MAX, LEGACY_PAGE_MAX, cap=True)
     offset = whole_number(start, "start", 0, MAX_START)
-    with rt.db.session() as s:
-        rows, total = legacy.list_legacy_assets(s, parsed, order, offset, page_size)
-        results = [_legacy_json(r) for r in rows]
+    rows, total = legacy.list_legacy_assets(s, parsed, order, offset, page_size)
+    results = [_legacy_json(r) for r in rows]
     page = LegacyAssetPage(
         options={
             "count": page_size,
@@ -200,15 +199,14 @@ def get_legacy_asset(
 
 @router.head("/v0/legacy/assets/{compositeKey}")
 def head_legacy_asset(
-    rt: RuntimeDep,
+    s: SessionDep,
     composite_key: Annotated[str, Path(alias="compositeKey")],
     _: ReadKey,
 ) -> Response:
     """200 with `x-legacy-asset-id` (when known) if the legacy asset exists, else 404."""
     token = parse_composite_key(composite_key)
-    with rt.db.session() as s:
-        row = _legacy_row(s, token)
-        headers = {"x-legacy-asset-id": row.legacy_asset_id} if row.legacy_asset_id else {}
+    row = _legacy_row(s, token)
+    headers = {"x-legacy-asset-id": row.legacy_asset_id} if row.legacy_asset_id else {}
     return Response(status_code=200, headers=headers)
 
 

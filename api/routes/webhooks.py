@@ -53,12 +53,10 @@ def create_webhook(rt: RuntimeDep, body: CreateWebhookRequest, _p: AdminKey) -> 
 
 @router.get("", response_model=WebhookEndpointPage)
 def list_webhooks(
-    rt: RuntimeDep,
-    _p: ReadKey, limit: Limit = 50, cursor: Cursor = None
+    s: SessionDep, _p: ReadKey, limit: Limit = 50, cursor: Cursor = None
 ) -> JSONResponse:
     """Endpoints, newest first; `nextCursor` fetches the next page, null on the last."""
-    with rt.db.session() as s:
-        data, next_cursor = webhook_admin.list_endpoints(s, limit=limit, cursor=cursor)
+    data, next_cursor = webhook_admin.list_endpoints(s, limit=limit, cursor=cursor)
     return _json({"data": [d.to_json_dict() for d in data], "nextCursor": next_cursor})
 
 
@@ -101,7 +99,7 @@ def rotate_webhook_secret(rt: RuntimeDep, webhook_id: str, _p: AdminKey) -> JSON
 
 @router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryPage)
 def list_webhook_deliveries(
-    rt: RuntimeDep,
+    s: SessionDep,
     webhook_id: str,
     _p: ReadKey,
     status: DeliveryStatus | None = None,
@@ -110,10 +108,9 @@ def list_webhook_deliveries(
 ) -> JSONResponse:
     """The endpoint's delivery log, newest first, optionally of one status, with each
     delivery's latest attempt (HTTP status, first 1 KB of the answer, duration)."""
-    with rt.db.session() as s:
-        data, next_cursor = webhook_admin.list_deliveries(
-            s, webhook_id, status=status, limit=limit, cursor=cursor
-        )
+    data, next_cursor = webhook_admin.list_deliveries(
+        s, webhook_id, status=status, limit=limit, cursor=cursor
+    )
     return _json({"data": [d.to_json_dict() for d in data], "nextCursor": next_cursor})
 
 
