@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from mediamill.schemas import keys
 from mediamill.schemas.base import CamelModel
@@ -106,10 +106,20 @@ class JobParams(CamelModel):
     time_limit_ms: int | None = Field(default=None, gt=0)
     stage_seconds: dict[str, float] | None = None
 
+    @field_validator("time_limit_ms", mode="before")
+    @classmethod
+    def _no_limit_below_one(cls, value: object) -> object:
+        """Rows of earlier versions hold a limit ≤ 0 where a header declared a negative
+        duration (queue.time_limit_ms now clamps it): read as no limit, not refused."""
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            return None
+        return value
+
     def to_row(self) -> dict:
-        """The JSON stored on the job row: unset top-level fields left out, nested
-        models (a rendition spec's unset fields included) dumped whole, as written
-        before the contract was typed."""
+        """The JSON stored on the job row, in the shape written before the contract was
+        typed: unset top-level fields left out (earlier versions wrote some as null,
+        which reads the same), nested models (a rendition spec's unset fields
+        included) dumped whole."""
         row = self.model_dump(mode="json", by_alias=True)
         return {name: value for name, value in row.items() if value is not None}
 

@@ -278,12 +278,15 @@ def _plan_renditions(rt: runtime.Runtime, s: Session, job: JobRow, asset: Asset)
     (then to packaging), or to packaging when they all exist. True when a stage
     message is due. The plan (POST /v0/jobs), or without one the defaults and the
     package, is resolved against the asset once, here. A rendition asked for that this
-    original cannot give (an mp4 of audio, or a quality it lacks under `exact`) fails
-    the job, analysis kept; defaults that do not apply are only skipped."""
-    params = _ingest_params(job)
+    original cannot give (an mp4 of audio, or a quality it lacks under `exact`), or
+    parameters that do not validate, fail the job, analysis kept; defaults that do not
+    apply are only skipped."""
     try:  # resolved before any row is written, so a refusal leaves nothing half-planned
+        # Invalid parameters fail the job here, in the transaction that records the
+        # analysis, so the analysis is kept instead of rolled back with the error.
+        params = _ingest_params(job)
         wanted, ladder = plan_renditions(rt.settings, params.plan or RenditionPlan(), asset)
-    except (LowQualityError, UnsupportedRenditionError) as exc:
+    except (LowQualityError, UnsupportedRenditionError, ModelInvalidError) as exc:
         repo.fail_job(s, job, exc)
         return False
     if not wanted:

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from mediamill.config.settings import Settings
 from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import BlobNotFoundError, ConflictError, InvalidRequestError
@@ -28,15 +29,21 @@ from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import ingest_job_in
 
 
-def open_upload(rt: Runtime, session: Session, body: CreateUpload) -> UploadRow:
-    """A new session awaiting its bytes, in the caller's transaction (so that an
-    idempotent answer commits with it); InvalidRequestError over the size limit."""
-    limit = rt.settings.upload_max_bytes
+def check_upload_size(settings: Settings, body: CreateUpload) -> None:
+    """InvalidRequestError when the declared size is over the limit of one upload
+    (checked before anything is written, an idempotency key included)."""
+    limit = settings.upload_max_bytes
     if body.size_bytes > limit:
         raise InvalidRequestError(
             f"sizeBytes {body.size_bytes} is over the {limit}-byte limit of one upload "
             "(MEDIAMILL_UPLOAD_MAX_BYTES)"
         )
+
+
+def open_upload(rt: Runtime, session: Session, body: CreateUpload) -> UploadRow:
+    """A new session awaiting its bytes, in the caller's transaction (so that an
+    idempotent answer commits with it); InvalidRequestError over the size limit."""
+    check_upload_size(rt.settings, body)
     upload_id = str(uuid.uuid4())
     return upload_db.create_upload(
         session,

@@ -78,6 +78,7 @@ def create_upload(
 ) -> JSONResponse:
     """Open an upload session: 201 with the `uploadUrl` to PUT the file to (honours
     `Idempotency-Key`: a retry gets the same session, not a second one)."""
+    uploads.check_upload_size(rt.settings, body)
 
     def produce(record: Record) -> tuple[int, Any]:
         with rt.db.session() as s:

@@ -224,3 +224,29 @@ def test_old_rows_in_the_middle_of_their_work_run(rt: Runtime, samples: dict[str
         package = repo.list_packages(s, sha)[0]
     with rt.store.open(package.master_key) as f:
         assert f.read().startswith(b"#EXTM3U")
+
+
+def test_a_row_with_a_lying_header_limit_runs_and_invalid_params_keep_the_analysis(
+    rt: Runtime, samples: dict[str, Path]
+) -> None:
+    """A row the old version wrote with a limit ≤ 0 (a header declaring a negative
+    duration) runs, as with no limit; a row whose parameters do not validate reaching
+    analysis fails with ModelInvalidError naming the field, and the analysis it ran is
+    kept (not rolled back with the error, leaving the asset `analysing`)."""
+    lying = samples["music.flac"]
+    params = {**ingest_from_path(str(lying), lying.name, lying.stat().st_size), "timeLimitMs": -5}
+    _analysed(rt, _run(rt, JobType.INGEST, JobStage.STORE, params), lying)
+
+    broken = samples["speech.wav"]
+    blob, _ = rt.store.put_content_addressed("originals", io.BytesIO(broken.read_bytes()))
+    with rt.db.session() as s:
+        repo.insert_asset_if_absent(s, blob.sha256, blob.key, blob.size_bytes, broken.name)
+    bad = {**ingest_of_stored(blob.key, blob.sha256, broken.name, blob.size_bytes), "x": 1}
+    job = wait_job(
+        rt, _run(rt, JobType.INGEST, JobStage.ANALYSE, bad, asset_id=blob.sha256), timeout_s=120
+    )
+    assert job.status == "failed" and job.error.name == "ModelInvalidError"
+    assert "x: Extra inputs are not permitted" in job.error.message
+    with rt.db.session() as s:
+        asset = repo.asset_from_row(s, repo.get_asset_row(s, blob.sha256))
+    assert asset.status == "analysed" and asset.integrated_lufs is not None

@@ -99,7 +99,7 @@ def test_what_was_staged_is_named_only_for_a_staged_store_copy() -> None:
         ({"source": {"kind": "stored", "key": "k", "sha256": "nope"}}, "sha256"),
         ({"filename": "a"}, "source"),
         ({**ingest_staged("incoming/a", "a", 1), "sizeByte": 3}, "sizeByte"),
-        ({**ingest_staged("incoming/a", "a", 1), "timeLimitMs": -1}, "timeLimitMs"),
+        ({**ingest_staged("incoming/a", "a", 1), "timeLimitMs": 1.5}, "timeLimitMs"),
         ({**ingest_with_plan("k", "a", 1), "plan": {"renditions": [{"format": "wma"}]}}, "format"),
     ],
 )
@@ -129,3 +129,12 @@ def test_new_params_are_written_in_the_old_shape() -> None:
         staged=True,
     )
     assert params.to_row() == _set(ingest_of_upload("incoming/u1.ab", "a.flac", 10, "u1"))
+
+
+def test_a_limit_below_one_ms_from_an_old_row_reads_as_no_limit() -> None:
+    """Earlier versions stored a limit ≤ 0 for a header declaring a negative duration."""
+    old = {**ingest_from_path("/media/a.flac", "a.flac", 10), "timeLimitMs": -5}
+    params = parse_job_params("ingest", old)
+    assert params.time_limit_ms is None and "timeLimitMs" not in params.to_row()
+    with pytest.raises(ModelInvalidError, match="timeLimitMs"):
+        parse_job_params("ingest", {**old, "timeLimitMs": "soon"})
