@@ -33,9 +33,9 @@ from mediamill.storage.blobs import StoredBlob
 from mediamill.storage.legacy import link_track_token
 from mediamill.storage.models import AssetRow, JobRow
 from mediamill.workers.delivery import SignedUrl, sign_file_url
-from mediamill.workers.packages import enqueue_package, package_ladder
+from mediamill.workers.packages import enqueue_package, planned_ladder
 from mediamill.workers.queue import send_committed, time_limit_ms
-from mediamill.workers.renditions import request_rendition
+from mediamill.workers.renditions import request_planned, request_rendition
 from mediamill.workers.runtime import Runtime
 
 # Retry-After for work in progress: the benchmarks (docs/performance.md) transcode and package
@@ -108,9 +108,7 @@ def store_and_record(
         # bytes whose asset row is not written yet. Unrecorded, they are only reused.
         raise length_mismatch(declared_length, blob.size_bytes)
     with rt.db.session() as s:
-        row = record_original(
-            s, blob, filename, asset_type=declared_type, token=token, lock=True
-        )
+        row = record_original(s, blob, filename, asset_type=declared_type, token=token, lock=True)
         job_id, send = _start_analysis(rt, s, row, filename)
         asset = repo.asset_from_row(s, row)
     if send is not None:
@@ -266,7 +264,7 @@ def start_packaging(rt: Runtime, asset: Asset, packages: list[Package]) -> None:
             f"asset {asset_id} is not analysed yet; it is packaged after",
             retry_after_s=retry_after_s(asset.duration_ms),
         )
-    ladder = package_ladder(rt.settings, asset)
+    ladder = planned_ladder(rt.settings, asset)
     if not ladder:
         raise ModelInvalidError(f"asset {asset_id} has no renditions that can be packaged")
     with rt.db.session() as s:
@@ -279,7 +277,7 @@ def start_packaging(rt: Runtime, asset: Asset, packages: list[Package]) -> None:
             f"asset {asset_id} could not be packaged "
             f"({reason.get('name')}: {reason.get('message')})"
         )
-    rungs = [request_rendition(rt, asset_id, spec, exact=False) for spec in ladder]
+    rungs = [request_planned(rt, asset_id, rung) for rung in ladder]
     if any(r.status in (RenditionStatus.QUEUED, RenditionStatus.RUNNING) for r in rungs):
         return
     if not any(r.status is RenditionStatus.READY for r in rungs):

@@ -40,25 +40,30 @@ from mediamill.storage.models import JobRow
 from mediamill.workers import runtime
 from mediamill.workers.middleware import owned_job
 from mediamill.workers.queue import send_committed, time_limit_ms
-from mediamill.workers.renditions import ladder_candidates
+from mediamill.workers.renditions import PlannedRendition, ladder_candidates
 
 log = logging.getLogger(__name__)
 
 _MANIFESTS = (MASTER_PLAYLIST, DASH_MANIFEST)
 
 
-def package_ladder(settings: Settings, asset: Asset) -> list[RenditionSpec]:
-    """The renditions a package of `asset` carries, as effective specs: the video
+def planned_ladder(settings: Settings, asset: Asset) -> list[PlannedRendition]:
+    """The renditions a package of `asset` carries, each resolved once: the video
     ladder for video, the AAC ladder for audio (rungs the original cannot support,
     or that resolve to the same rendition, left out)."""
-    ladder: dict[str, RenditionSpec] = {}
+    ladder: dict[str, PlannedRendition] = {}
     for spec in ladder_candidates(settings, asset):
         try:
-            effective, _ = resolve(spec, asset, False)
+            effective, notes = resolve(spec, asset, False)
         except UnsupportedRenditionError:
             continue
-        ladder.setdefault(effective.spec_id, effective)
+        ladder.setdefault(effective.spec_id, PlannedRendition(spec, effective, notes))
     return list(ladder.values())
+
+
+def package_ladder(settings: Settings, asset: Asset) -> list[RenditionSpec]:
+    """The effective specs of `planned_ladder`."""
+    return [rung.effective for rung in planned_ladder(settings, asset)]
 
 
 def plan_package(settings: Settings, job: JobRow, asset: Asset) -> None:

@@ -9,6 +9,7 @@ processes) and reports it not ready.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -174,13 +175,28 @@ def request_rendition(
     yet), LowQualityError (exact and the original cannot support it),
     UnsupportedRenditionError. A returned rendition that is not `ready` is on its way.
     """
+
+    def planned(asset: Asset) -> PlannedRendition:
+        return PlannedRendition(requested, *resolve(requested, asset, exact))
+
+    return _request(rt, asset_id, planned)
+
+
+def request_planned(rt: Runtime, asset_id: str, rung: PlannedRendition) -> Rendition:
+    """`request_rendition` for a rendition already resolved against this analysed
+    asset (a package rung of `packages.planned_ladder`): not resolved again."""
+    return _request(rt, asset_id, lambda _asset: rung)
+
+
+def _request(rt: Runtime, asset_id: str, plan: Callable[[Asset], PlannedRendition]) -> Rendition:
     send: JobRow | None = None
     with rt.db.session() as s:
         asset_row = repo.get_asset_row(s, asset_id)
         if asset_row.status != AssetStatus.ANALYSED.value:
             raise ModelNotReadyError(f"asset {asset_id} is not analysed yet", asset_id=asset_id)
         asset = repo.asset_from_row(s, asset_row)
-        effective, notes = resolve(requested, asset, exact)
+        rendition = plan(asset)
+        effective = rendition.effective
         try:
             existing = repo.get_rendition_row(s, asset_id, effective.spec_id)
         except Exception:
@@ -191,12 +207,10 @@ def request_rendition(
             s,
             JobType.TRANSCODE,
             JobStage.TRANSCODE,
-            TranscodeParams(
-                time_limit_ms=transcode_time_limit_ms(rt.settings, asset, [effective])
-            ),
+            TranscodeParams(time_limit_ms=transcode_time_limit_ms(rt.settings, asset, [effective])),
             asset_id=asset_id,
         )
-        rows = add_renditions(s, job, asset, [PlannedRendition(requested, effective, notes)])
+        rows = add_renditions(s, job, asset, [rendition])
         if rows:
             send = job
             result = repo.rendition_from_row(rows[0])

@@ -317,3 +317,27 @@ def test_packaging_refuses_what_can_never_be_packaged(rt: Runtime) -> None:
     with pytest.raises(ModelInvalidError, match="has no renditions that can be packaged"):
         assets.ready_package(rt, rungs_fail)
     assert ("package", rungs_fail) not in _jobs(rt)
+
+
+def test_package_rungs_keep_what_resolving_the_ladder_changed(rt: Runtime) -> None:
+    """A mono original: each stereo rung of the AAC ladder is resolved once, and the
+    rendition records the rung as asked and why it became mono, as ingest records it
+    (requesting the already-effective spec again used to record no change at all)."""
+    mono = _recorded(
+        rt,
+        b"mono master",
+        status=AssetStatus.ANALYSED.value,
+        asset_type="audio",
+        codec="flac",
+        channels=1,
+        sample_rate_hz=48000,
+        duration_ms=60_000,
+    )
+    with pytest.raises(ModelNotReadyError):
+        assets.ready_package(rt, mono)
+    with rt.db.session() as s:
+        made = repo.list_renditions(s, mono)
+    assert sorted(r.spec.bitrate_bps for r in made) == [64000, 128000]  # 256k: not in mono
+    for rendition in made:
+        assert (rendition.requested.channels, rendition.spec.channels) == (2, 1)
+        assert any("channels 2 -> 1" in note for note in rendition.adjustments)
