@@ -165,6 +165,15 @@ class Settings(BaseSettings):
     package_url_margin_s: int = Field(default=3600, ge=0)
     cloudfront_key_pair_id: str | None = None
     cloudfront_private_key_file: Path | None = None
+    max_url_expires_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=1,
+        description=(
+            "The longest any signed URL lives, from every signer, `mediamill sign "
+            "--expires-in` included (longer: a named 400); package URLs of longer media "
+            "are cut to it. S3 presigned URLs cannot outlive 7 days anyway."
+        ),
+    )
 
     # Limits on what is processed (the largest file is `upload_max_bytes`, below). A
     # job over one fails at once with a named LimitExceededError; the asset is not

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ _ID = re.compile(r"^[A-Za-z0-9._\-]+$")
 MANIFESTS = ("master.m3u8", "manifest.mpd")
 # SigV4 presigned URLs live at most 7 days (S3 refuses a longer X-Amz-Expires).
 S3_MAX_EXPIRES_S = 7 * 24 * 3600
+# A signer made without settings caps expiries as Settings.max_url_expires_s does.
+DEFAULT_MAX_EXPIRES_S = 7 * 24 * 3600
 # CloudFront's URL-safe base64: these three characters cannot appear in a query string.
 _CLOUDFRONT_B64 = str.maketrans({"+": "-", "=": "_", "/": "~"})
 
@@ -79,11 +82,25 @@ def _checked_manifest(manifest: str) -> str:
     return manifest
 
 
-def _expires_at(expires_in_s: int, now_s: float | None) -> int:
-    """The epoch second a URL made at `now_s` (default: now) stops working."""
+def _expires_at(expires_in_s: int, now_s: float | None, max_expires_s: float) -> int:
+    """The epoch second a URL made at `now_s` (default: now) stops working.
+    InvalidRequestError outside 1 s to `max_expires_s` (MEDIAMILL_MAX_URL_EXPIRES_S):
+    an expiry of years is a leaked URL for years, and one past the edge's 64-bit
+    clock no URL at all."""
     if expires_in_s < 1:
-        raise InvalidRequestError(f"expiry must be at least 1 s, not {expires_in_s}")
+        raise InvalidRequestError(f"expiry must be at least 1 s, not {_short(expires_in_s)}")
+    if expires_in_s > max_expires_s:
+        raise InvalidRequestError(
+            f"expiry of {_short(expires_in_s)} s is over the cap of {max_expires_s} s "
+            "(MEDIAMILL_MAX_URL_EXPIRES_S)"
+        )
     return int((now_s if now_s is not None else time.time()) + expires_in_s)
+
+
+def _short(number: int) -> str:
+    """A number as echoed in an error: at most 24 digits of it."""
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:24]}..."
 
 
 @dataclass(frozen=True)
@@ -116,9 +133,12 @@ class UrlSigner(Protocol):
 class NginxSigner:
     """Signs file and package URLs for an nginx edge (`mediamill edge nginx-conf`)."""
 
-    def __init__(self, cdn_base: str, secret: str) -> None:
+    def __init__(
+        self, cdn_base: str, secret: str, *, max_expires_s: int = DEFAULT_MAX_EXPIRES_S
+    ) -> None:
         self.cdn_base = cdn_base.rstrip("/")
         self.secret = secret
+        self.max_expires_s = max_expires_s
 
     def file_token(self, key: str, expires: int) -> str:
         return _token(f"{expires}/{_checked_key(key)} {self.secret}")
@@ -127,7 +147,7 @@ class NginxSigner:
         return _token(f"{expires}/{_package_prefix(asset_id, package_id)} {self.secret}")
 
     def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
-        expires = _expires_at(expires_in_s, now_s)
+        expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
         token = self.file_token(key, expires)
         return SignedUrl(f"{self.cdn_base}/{key}?md5={token}&expires={expires}", expires)
 
@@ -140,7 +160,7 @@ class NginxSigner:
         now_s: float | None = None,
     ) -> SignedUrl:
         _checked_manifest(manifest)
-        expires = _expires_at(expires_in_s, now_s)
+        expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
         token = self.package_token(asset_id, package_id, expires)
         prefix = _package_prefix(asset_id, package_id)
         return SignedUrl(f"{self.cdn_base}/p/{token}/{expires}/{prefix}/{manifest}", expires)
@@ -173,7 +193,14 @@ class SignedCookies:
 class CloudFrontUrlSigner:
     """CloudFront signed URLs and cookies (RSA, SHA-1 PKCS#1 v1.5, as CloudFront requires)."""
 
-    def __init__(self, cdn_base: str, key_pair_id: str, private_key_pem: bytes | str) -> None:
+    def __init__(
+        self,
+        cdn_base: str,
+        key_pair_id: str,
+        private_key_pem: bytes | str,
+        *,
+        max_expires_s: int = DEFAULT_MAX_EXPIRES_S,
+    ) -> None:
         from botocore.signers import CloudFrontSigner
         from cryptography.exceptions import UnsupportedAlgorithm
         from cryptography.hazmat.primitives.asymmetric import rsa
@@ -197,6 +224,7 @@ class CloudFrontUrlSigner:
             raise ConfigError(f"the CloudFront RSA key has {key.key_size} bits; 2048 needed")
         self.cdn_base = cdn_base.rstrip("/")
         self.key_pair_id = key_pair_id
+        self.max_expires_s = max_expires_s
         self._key: RSAPrivateKey = key
         self._signer = CloudFrontSigner(key_pair_id, self._rsa_sha1)
 
@@ -208,7 +236,7 @@ class CloudFrontUrlSigner:
 
     def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
         """A canned-policy URL: `{cdn_base}/{key}?Expires=&Signature=&Key-Pair-Id=`."""
-        expires = _expires_at(expires_in_s, now_s)
+        expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
         url = f"{self.cdn_base}/{_checked_key(key)}"
         return SignedUrl(
             self._signer.generate_presigned_url(url, date_less_than=_utc(expires)), expires
@@ -230,7 +258,7 @@ class CloudFrontUrlSigner:
         """The manifest URL under the package's wildcard policy
         (`?Policy=&Signature=&Key-Pair-Id=`)."""
         _checked_manifest(manifest)
-        expires = _expires_at(expires_in_s, now_s)
+        expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
         policy = self.package_policy(asset_id, package_id, expires)
         url = f"{self.cdn_base}/{_package_prefix(asset_id, package_id)}/{manifest}"
         return SignedUrl(self._signer.generate_presigned_url(url, policy=policy), expires)
@@ -240,7 +268,7 @@ class CloudFrontUrlSigner:
     ) -> SignedCookies:
         """`CloudFront-Policy`, `-Signature` and `-Key-Pair-Id` for the package's wildcard
         policy: DASH (and native HLS) players send cookies with each segment request."""
-        expires = _expires_at(expires_in_s, now_s)
+        expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
         policy = self.package_policy(asset_id, package_id, expires).encode()
         cookies = {
             "CloudFront-Policy": cloudfront_b64(policy),
@@ -267,9 +295,17 @@ class S3UrlSigner:
     expiry: the URL is signed for the seconds left until `now_s + expires_in_s`.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", *, client: Any) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any,
+        max_expires_s: int = DEFAULT_MAX_EXPIRES_S,
+    ) -> None:
         if not bucket:
             raise ConfigError("the S3 signer needs a bucket")
+        self.max_expires_s = max_expires_s
         prefix = prefix.strip("/")
         self.bucket = bucket
         self.prefix = _checked_key(prefix) if prefix else ""
@@ -283,13 +319,15 @@ class S3UrlSigner:
     def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
         object_key = self.object_key(key)
         signed_at = int(time.time())
-        expires = _expires_at(expires_in_s, now_s)
+        # S3's own bound first (it also holds where the deployment's cap is higher).
+        expires = _expires_at(expires_in_s, now_s, math.inf)
         remaining_s = expires - signed_at
         if not 1 <= remaining_s <= S3_MAX_EXPIRES_S:
             raise InvalidRequestError(
                 f"an S3 presigned URL must live 1 s to {S3_MAX_EXPIRES_S} s (7 days) from now, "
-                f"not {remaining_s} s"
+                f"not {_short(remaining_s)} s"
             )
+        _expires_at(expires_in_s, now_s, self.max_expires_s)
         url = self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": object_key},
@@ -317,9 +355,17 @@ class S3UrlSigner:
 def signer_from_settings(settings: Settings, *, client: Any | None = None) -> UrlSigner:
     """The signer `MEDIAMILL_SIGNING_MODE` asks for, or ConfigError naming what is missing.
     `client`: the blob store's S3 client, which mode s3 presigns with (else its own)."""
+    cap_s = settings.max_url_expires_s
+    if settings.file_url_expires_s > cap_s:
+        raise ConfigError(
+            f"MEDIAMILL_FILE_URL_EXPIRES_S ({settings.file_url_expires_s}) is over "
+            f"MEDIAMILL_MAX_URL_EXPIRES_S ({cap_s})"
+        )
     mode = settings.signing_mode
     if mode == "nginx":
-        return NginxSigner(settings.cdn_base_url, settings.resolved_signing_secret())
+        return NginxSigner(
+            settings.cdn_base_url, settings.resolved_signing_secret(), max_expires_s=cap_s
+        )
     if mode == "cloudfront":
         key_pair_id = settings.cloudfront_key_pair_id
         key_file = settings.cloudfront_private_key_file
@@ -340,7 +386,7 @@ def signer_from_settings(settings: Settings, *, client: Any | None = None) -> Ur
             raise ConfigError(
                 f"cannot read MEDIAMILL_CLOUDFRONT_PRIVATE_KEY_FILE {str(path)!r}: {exc.strerror}"
             ) from exc
-        return CloudFrontUrlSigner(settings.cdn_base_url, key_pair_id, pem)
+        return CloudFrontUrlSigner(settings.cdn_base_url, key_pair_id, pem, max_expires_s=cap_s)
     if mode == "s3":
         parsed = urlparse(settings.storage_url or "")
         if parsed.scheme != "s3" or not parsed.netloc:
@@ -358,12 +404,14 @@ def signer_from_settings(settings: Settings, *, client: Any | None = None) -> Ur
                 secret_access_key=secret.get_secret_value() if secret is not None else None,
                 region=settings.s3_region,
             )
-        return S3UrlSigner(parsed.netloc, unquote(parsed.path), client=client)
+        return S3UrlSigner(parsed.netloc, unquote(parsed.path), client=client, max_expires_s=cap_s)
     raise ConfigError(f"unknown signing mode {mode!r}")
 
 
 def package_expires_in_s(settings: Settings, duration_ms: int | None) -> int:
     """How long a package URL lives: long enough to play it through, plus a margin,
-    and never shorter than a file URL. An unknown duration counts as zero."""
+    and never shorter than a file URL, nor longer than the cap. An unknown duration
+    counts as zero."""
     duration_s = -(-(duration_ms or 0) // 1000)  # whole seconds, rounded up
-    return max(settings.file_url_expires_s, duration_s + settings.package_url_margin_s)
+    wanted_s = max(settings.file_url_expires_s, duration_s + settings.package_url_margin_s)
+    return min(wanted_s, settings.max_url_expires_s)

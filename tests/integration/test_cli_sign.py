@@ -97,6 +97,26 @@ def test_sign_refuses_bad_requests(env: dict[str, str]) -> None:
     assert proc.stderr.startswith("error: InvalidRequestError: not a signable key")
 
 
+def test_sign_refuses_an_expiry_over_the_cap(env: dict[str, str]) -> None:
+    """`--expires-in 99999999999` made a URL valid until the year 5195; a larger value
+    overflowed into one the edge refuses. Both are a named error now, for packages too."""
+    for seconds in ("99999999999", "9" * 40, str(7 * 24 * 3600 + 1)):
+        proc = mm(env, "sign", KEY, "--expires-in", seconds)
+        assert (proc.returncode, proc.stdout) == (1, "")
+        assert proc.stderr.startswith("error: InvalidRequestError: expiry of "), proc.stderr
+        assert "MEDIAMILL_MAX_URL_EXPIRES_S" in proc.stderr
+    proc = mm(
+        {**env, "MEDIAMILL_MAX_URL_EXPIRES_S": "60", "MEDIAMILL_FILE_URL_EXPIRES_S": "60"},
+        "sign",
+        KEY,
+        "--expires-in",
+        "61",
+    )
+    assert proc.returncode == 1 and "over the cap of 60 s" in proc.stderr
+    proc = mm(env, "sign", KEY, "--expires-in", str(7 * 24 * 3600), "--json")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_sign_unknown_package_is_not_found(env: dict[str, str]) -> None:
     proc = mm(env, "sign", "--package", f"{ASSET}/{PACKAGE}")
     assert (proc.returncode, proc.stdout) == (1, "")

@@ -347,3 +347,70 @@ def test_package_urls_outlive_the_media() -> None:
     assert package_expires_in_s(settings, 5_400_001) == 5_401 + 600, "rounded up"
     assert package_expires_in_s(settings, 60_000) == 3600, "never below a file URL"
     assert package_expires_in_s(settings, None) == 3600
+
+
+# ---- expiry caps (MEDIAMILL_MAX_URL_EXPIRES_S) ----------------------------------------------
+
+WEEK_S = 7 * 24 * 3600
+
+
+def every_signer(rsa_key: rsa.RSAPrivateKey, cap_s: int) -> list[UrlSigner]:
+    return [
+        NginxSigner(CDN, SECRET, max_expires_s=cap_s),
+        CloudFrontUrlSigner(CDN, KEY_PAIR_ID, pem_of(rsa_key), max_expires_s=cap_s),
+        S3UrlSigner("media", client=s3_signer().client, max_expires_s=cap_s),
+    ]
+
+
+@pytest.mark.parametrize("asked_s", [WEEK_S + 1, 99_999_999_999, 10**40])
+def test_every_signer_refuses_an_expiry_over_the_cap(
+    rsa_key: rsa.RSAPrivateKey, asked_s: int
+) -> None:
+    """An expiry of years (or past the edge's clock) is a named 400 from every signer,
+    for files and packages; the error echoes at most 24 digits of it."""
+    for signer in every_signer(rsa_key, WEEK_S):
+        # S3 refuses past 7 days by itself, before the deployment's cap.
+        named = "7 days" if isinstance(signer, S3UrlSigner) else "MEDIAMILL_MAX_URL_EXPIRES_S"
+        with pytest.raises(InvalidRequestError, match=named) as e:
+            signer.sign_file("renditions/a/x.mp3", asked_s)
+        assert len(e.value.message) < 120
+        if not isinstance(signer, S3UrlSigner):
+            with pytest.raises(InvalidRequestError, match="over the cap of 604800 s"):
+                signer.sign_package(ASSET, "p1", asked_s)
+
+
+def test_the_cap_itself_signs_and_the_edge_accepts_it(rsa_key: rsa.RSAPrivateKey) -> None:
+    now_s = time.time()
+    for signer in every_signer(rsa_key, WEEK_S):
+        signed = signer.sign_file("renditions/a/x.mp3", WEEK_S, now_s=now_s)
+        assert signed.expires_at_epoch_s == int(now_s + WEEK_S)
+    nginx = NginxSigner(CDN, SECRET, max_expires_s=WEEK_S)
+    signed = nginx.sign_file("renditions/a/x.mp3", WEEK_S)
+    token = dict(parse_qsl(urlsplit(signed.url).query))["md5"]
+    assert nginx.verify_file("renditions/a/x.mp3", token, signed.expires_at_epoch_s)
+
+
+def test_a_cap_below_s3s_own_bound_holds_for_s3(rsa_key: rsa.RSAPrivateKey) -> None:
+    s3 = every_signer(rsa_key, 3600)[2]
+    s3.sign_file("renditions/a/x.mp3", 3600)
+    with pytest.raises(InvalidRequestError, match="over the cap of 3600 s"):
+        s3.sign_file("renditions/a/x.mp3", 3601)
+
+
+def test_signers_from_settings_take_the_configured_cap() -> None:
+    settings = Settings(
+        _env_file=None, signing_secret=SECRET, max_url_expires_s=600, file_url_expires_s=600
+    )
+    signer = signer_from_settings(settings)
+    signer.sign_file("renditions/a/x.mp3", 600)
+    with pytest.raises(InvalidRequestError, match="over the cap of 600 s"):
+        signer.sign_file("renditions/a/x.mp3", 601)
+    with pytest.raises(ConfigError, match=r"MEDIAMILL_FILE_URL_EXPIRES_S \(3600\) is over"):
+        signer_from_settings(Settings(_env_file=None, signing_secret=SECRET, max_url_expires_s=60))
+
+
+def test_a_package_of_long_media_is_signed_up_to_the_cap() -> None:
+    settings = Settings(_env_file=None, max_url_expires_s=7200, package_url_margin_s=3600)
+    assert package_expires_in_s(settings, 1_000) == 1 + 3600
+    assert package_expires_in_s(settings, 10 * 3600 * 1000) == 7200
+    assert package_expires_in_s(settings, 30 * 60 * 1000) == 30 * 60 + 3600
