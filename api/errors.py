@@ -22,6 +22,27 @@ DATABASE_RETRY_AFTER_S = 5
 # The database cannot be reached now (down, restarting, refusing connections, a dropped
 # connection, every pooled connection busy): worth trying again, not the request's fault.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+# OperationalErrors a request's own size causes, not an outage: SQLite's limits (by
+# message; sqlite3 has no error codes on them) and PostgreSQL's SQLSTATE class 54,
+# "program limit exceeded". A 503 for them would invite a client to retry for ever.
+_SQLITE_LIMIT_MESSAGES = (
+    "expression tree is too large",
+    "too many sql variables",
+    "like or glob pattern too complex",
+    "string or blob too big",
+    "parser stack overflow",
+    "too many terms in compound select",
+)
+
+
+def caused_by_request(exc: Exception) -> bool:
+    """Whether a database error is the request's fault (too large), not an outage."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith("54"):
+        return True
+    message = str(orig if orig is not None else exc).lower()
+    return any(limit in message for limit in _SQLITE_LIMIT_MESSAGES)
 
 # Most specific first: the first class an error is an instance of decides.
 STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
@@ -114,6 +135,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if caused_by_request(exc):
+            log.warning("request %s: too large for the database: %s", request_id(request), exc)
+            return error_response(
+                request,
+                400,
+                "InvalidRequestError",
+                "the request is too large for the database to answer; narrow it",
+            )
         # One line, not a traceback per request: the outage is the news, and /ready says it.
         log.warning(
             "request %s: the database is unavailable: %s",

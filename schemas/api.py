@@ -194,7 +194,7 @@ def parse_composite_key(composite_key: str) -> str:
     name, sep, value = composite_key.partition(":")
     if not sep or name != "trackToken":
         raise InvalidRequestError(
-            f"unsupported composite key {composite_key!r}: use trackToken:{{value}}"
+            f"unsupported composite key {_echo(composite_key)}: use trackToken:{{value}}"
         )
     return checked_token(value)
 
@@ -245,6 +245,35 @@ class LegacyFilters(BaseModel):
 
 
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
+# Bounds on a filter object, far above what mongoose-middleware clients send
+# (`{"mandatory": {"exact": {"legacyTrackToken": [...]}}}` is 4 deep): deeper
+# nesting would exhaust the parser's stack, more values the database's expression
+# limits (SQLite: "Expression tree is too large"), each a 5xx for a bad request.
+MAX_FILTER_DEPTH = 6
+MAX_FILTER_VALUES = 100
+MAX_FILTER_CHARS = 16_384
+
+
+def _json_depth(text: str) -> int:
+    """How deep `[` and `{` nest in JSON text, strings skipped (without parsing it)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _nest(target: dict[str, Any], path: list[str], value: str) -> None:
@@ -259,7 +288,7 @@ def _nest(target: dict[str, Any], path: list[str], value: str) -> None:
     for part in parents:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
-            raise InvalidRequestError(f"filters: conflicting values for {part!r}")
+            raise InvalidRequestError(f"filters: conflicting values for {_echo(part)}")
     existing = target.get(leaf)
     if existing is None:
         target[leaf] = [value] if appending else value
@@ -268,7 +297,7 @@ def _nest(target: dict[str, Any], path: list[str], value: str) -> None:
     elif isinstance(existing, str):
         target[leaf] = [existing, value]
     else:
-        raise InvalidRequestError(f"filters: conflicting values for {leaf!r}")
+        raise InvalidRequestError(f"filters: conflicting values for {_echo(leaf)}")
 
 
 def filters_from_query(filters_param: str | None, items: list[tuple[str, str]]) -> dict[str, Any]:
@@ -276,6 +305,10 @@ def filters_from_query(filters_param: str | None, items: list[tuple[str, str]]) 
     (`filters[mandatory][exact][legacyTrackToken]=1032904`), as Express clients send."""
     raw: dict[str, Any] = {}
     if filters_param is not None and filters_param.strip():
+        if len(filters_param) > MAX_FILTER_CHARS:
+            raise InvalidRequestError(f"filters is longer than {MAX_FILTER_CHARS} characters")
+        if _json_depth(filters_param) > MAX_FILTER_DEPTH:
+            raise InvalidRequestError(f"filters nests deeper than {MAX_FILTER_DEPTH} levels")
         try:
             parsed = json.loads(filters_param)
         except json.JSONDecodeError as exc:
@@ -289,7 +322,11 @@ def filters_from_query(filters_param: str | None, items: list[tuple[str, str]]) 
         rest = key[len("filters") :]
         path = _BRACKETS.findall(rest)
         if not path or "".join(f"[{p}]" for p in path) != rest:
-            raise InvalidRequestError(f"malformed filter parameter {key!r}")
+            raise InvalidRequestError(f"malformed filter parameter {_echo(key)}")
+        if len(path) > MAX_FILTER_DEPTH:
+            raise InvalidRequestError(
+                f"filter parameters nest deeper than {MAX_FILTER_DEPTH} levels"
+            )
         _nest(raw, path, value)
     return raw
 
@@ -311,7 +348,7 @@ def _conditions(spec: Any, where: str) -> list[Condition]:
         except ValueError:
             allowed = ", ".join(m.value for m in MatchOp)
             raise InvalidRequestError(
-                f"filters.{where}: unsupported match {op_name!r} (supported: {allowed})"
+                f"filters.{where}: unsupported match {_echo(op_name)} (supported: {allowed})"
             ) from None
         if not isinstance(fields, dict):
             raise InvalidRequestError(f"filters.{where}.{op_name} must be an object")
@@ -332,7 +369,7 @@ def _legacy_field(name: str, where: str) -> LegacyField:
     except ValueError:
         allowed = ", ".join(f.value for f in LegacyField)
         raise InvalidRequestError(
-            f"filters.{where}: unknown field {name!r} (fields: {allowed})"
+            f"filters.{where}: unknown field {_echo(name)} (fields: {allowed})"
         ) from None
 
 
@@ -357,12 +394,27 @@ def parse_legacy_filters(raw: dict[str, Any]) -> LegacyFilters:
         names = spec.get("fields", [f.value for f in LegacyField])
         fields = [_legacy_field(n, "keyword.fields") for n in _strings(names, "keyword.fields")]
         keyword = Keyword(fields=fields, terms=_keyword_terms(spec["term"]))
-    return LegacyFilters(
+    filters = LegacyFilters(
         mandatory=_conditions(raw.get("mandatory", {}), "mandatory"),
         optional=_conditions(raw.get("optional", {}), "optional"),
         keyword=keyword,
         echo=raw,
     )
+    values = sum(len(c.values) for c in (*filters.mandatory, *filters.optional))
+    if keyword is not None:
+        values += len(keyword.terms) * len(keyword.fields)
+    if values > MAX_FILTER_VALUES:
+        raise InvalidRequestError(
+            f"filters compare {values} values (keyword terms count once per field); "
+            f"at most {MAX_FILTER_VALUES}"
+        )
+    return filters
+
+
+def _echo(text: str, limit: int = 80) -> str:
+    """`text` as an error quotes it: repr, cut to `limit` characters."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= limit else f"{quoted[:limit]}..."
 
 
 class SortKey(BaseModel):

@@ -401,3 +401,34 @@ def test_legacy_assets_list_bounds_start_and_caps_count(api) -> None:
         "start": 0,
     }
     assert_error(api.client.get("/v0/legacy/assets"), 401, "AuthenticationError")
+
+
+def test_hostile_filters_are_named_400s_never_5xx(api) -> None:
+    """Issue 15: 3,000 nested brackets in `?filters=` were a 500 (RecursionError), and
+    5,000 `contains` values a 503 "database is unavailable" (SQLite's expression tree
+    limit), which invites retries for ever. Both are bounded with a named 400, and an
+    error quotes at most a short piece of what was sent."""
+    _create(api, "4000000", "a.wav", None)
+    deep_list = "[" * 3000 + "]" * 3000
+    deep_object = '{"mandatory": ' * 3000 + "{}" + "}" * 3000
+    many = {"mandatory": {"contains": {"originalFileName": [f"v{i}" for i in range(2000)]}}}
+    keyword = {"keyword": {"term": " ".join(f"t{i}" for i in range(200))}}
+    cases = [
+        ({"filters": deep_list}, "nests deeper than 6 levels"),
+        ({"filters": deep_object[:16000]}, "nests deeper than 6 levels"),
+        ({"filters": json.dumps(many)}, "longer than 16384 characters"),
+        (
+            {"filters": json.dumps({"mandatory": {"contains": {"originalFileName": ["x"] * 101}}})},
+            "compare 101 values",
+        ),
+        ({"filters": json.dumps(keyword)}, "at most 100"),
+        ({"filters[" + "][".join(["a"] * 3000) + "]": "x"}, "nest deeper than 6 levels"),
+        ({"filters[mandatory][" + "é" * 1000 + "": "x"}, "malformed filter parameter"),
+    ]
+    for params, named in cases:
+        r = api.client.get("/v0/legacy/assets", params=params, headers=api.read)
+        message = assert_error(r, 400, "InvalidRequestError")["message"]
+        assert named in message and len(message) < 300, message
+    within = {"mandatory": {"contains": {"originalFileName": [f"v{i}" for i in range(99)] + ["a"]}}}
+    tokens, _ = _tokens(api, filters=json.dumps(within))
+    assert tokens == ["4000000"]
