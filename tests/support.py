@@ -1,4 +1,4 @@
-"""Helpers shared by tests: service checks, throwaway databases, script loading."""
+"""Helpers shared by tests: service checks, throwaway databases, script loading, brokers."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import pytest
+from dramatiq import Message
+from dramatiq.brokers.stub import StubBroker
+
+if TYPE_CHECKING:
+    from mediamill.workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -22,6 +28,15 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("MEDIAMILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 RABBITMQ_URL = os.environ.get("MEDIAMILL_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+MakeRuntime = Callable[..., "Runtime"]
+
+
+class RefusingBroker(StubBroker):
+    """A broker that cannot be reached: every enqueue fails as a dropped Redis would."""
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        raise ConnectionError("broker unreachable")
 
 
 def _load_script(name: str):

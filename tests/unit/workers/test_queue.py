@@ -6,19 +6,17 @@ row is marked unsent for the sweeper, and nothing is raised."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
-from support import raw_job
+from support import MakeRuntime, RefusingBroker, raw_job
 
 from mediamill.config.settings import Settings
 from mediamill.schemas.job_params import IngestParams, PathSource
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
-from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.db import Database
 from mediamill.storage.models import JobRow
 from mediamill.workers.actors import declare_actors
@@ -33,19 +31,9 @@ from mediamill.workers.queue import (
 from mediamill.workers.runtime import Runtime
 
 
-class RefusingBroker(StubBroker):
-    """A broker that cannot be reached: every enqueue fails as a dropped Redis would."""
-
-    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
-        raise ConnectionError("broker unreachable")
-
-
 @pytest.fixture
-def rt(db: Database, tmp_path: Path) -> Iterator[Runtime]:
-    broker = StubBroker()
-    broker.declare_queue(QUEUE_NAME)
-    yield Runtime(Settings(_env_file=None), db, LocalBlobStore(tmp_path / "store"), broker)
-    broker.close()
+def rt(make_runtime: MakeRuntime) -> Runtime:
+    return make_runtime()
 
 
 def _ingest_job(db: Database, time_limit: int | None = 4321) -> JobRow:
@@ -138,10 +126,10 @@ def test_send_committed_sends_and_leaves_the_row_as_committed(rt: Runtime) -> No
 
 
 def test_send_committed_to_a_refusing_broker_marks_the_row_unsent(
-    rt: Runtime, caplog: pytest.LogCaptureFixture
+    rt: Runtime, refusing_broker: RefusingBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The broker's error is logged, not raised; `enqueued_at` is cleared for the sweeper."""
-    rt.broker = RefusingBroker()
+    rt.broker = refusing_broker
     job = _ingest_job(rt.db)
     with caplog.at_level(logging.WARNING, logger="mediamill.workers.queue"):
         assert send_committed(rt, job) is False
@@ -152,12 +140,15 @@ def test_send_committed_to_a_refusing_broker_marks_the_row_unsent(
 
 
 def test_send_committed_with_broker_and_database_down_still_does_not_raise(
-    rt: Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    rt: Runtime,
+    refusing_broker: RefusingBroker,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Neither the broker's nor the database's error escapes; both are logged."""
     job = _ingest_job(rt.db)
     down = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'jobs.db'}")
-    rt.broker, rt.db = RefusingBroker(), down
+    rt.broker, rt.db = refusing_broker, down
     with caplog.at_level(logging.WARNING, logger="mediamill.workers.queue"):
         assert send_committed(rt, job) is False
     assert f"could not mark job {job.id} unsent" in caplog.messages

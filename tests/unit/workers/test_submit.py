@@ -5,21 +5,19 @@ queued and marked unsent for the sweeper; a local file is read in place or stage
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dramatiq import Message
-from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from support import MakeRuntime, RefusingBroker
 
 from mediamill.config.settings import Settings
 from mediamill.schemas import keys
 from mediamill.schemas.job_params import IngestParams, PathSource, RenditionPlan, StoreSource
 from mediamill.schemas.renditions import RenditionFormat, RenditionSpec
 from mediamill.storage import outbox, repo
-from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.db import Database
 from mediamill.storage.models import JobRow
 from mediamill.workers import submit
@@ -29,19 +27,9 @@ from mediamill.workers.runtime import Runtime
 MIB = 1 << 20
 
 
-class RefusingBroker(StubBroker):
-    """A broker that is down: every enqueue raises."""
-
-    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
-        raise ConnectionError("broker unreachable")
-
-
 @pytest.fixture
-def rt(db: Database, tmp_path: Path) -> Iterator[Runtime]:
-    broker = StubBroker()
-    broker.declare_queue(QUEUE_NAME)
-    yield Runtime(Settings(_env_file=None), db, LocalBlobStore(tmp_path / "store"), broker)
-    broker.close()
+def rt(make_runtime: MakeRuntime) -> Runtime:
+    return make_runtime()
 
 
 def _messages(rt: Runtime) -> list[Message]:
@@ -131,9 +119,11 @@ def test_in_transaction_commits_with_the_job_or_nothing_is_written(rt: Runtime) 
     assert [m.args for m in _messages(rt)] == [(job.id,)]
 
 
-def test_a_refused_send_leaves_the_job_queued_and_unsent(db: Database, tmp_path: Path) -> None:
+def test_a_refused_send_leaves_the_job_queued_and_unsent(
+    rt: Runtime, refusing_broker: RefusingBroker
+) -> None:
     """Broker down: no exception, the row stays `queued` with no `enqueued_at` for the sweeper."""
-    rt = Runtime(Settings(_env_file=None), db, LocalBlobStore(tmp_path / "s"), RefusingBroker())
+    rt.broker = refusing_broker
     job = submit.submit_ingest(rt, StoreSource(key="inbox/a.wav"), "a.wav", 10)
     with rt.db.session() as s:
         row = repo.get_job_row(s, job.id)

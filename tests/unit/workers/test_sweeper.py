@@ -5,21 +5,19 @@ claim are left alone; after an outage the first sweep sends every queued job."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from dramatiq import Message
-from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import update
+from support import MakeRuntime
 
 from mediamill.config.settings import Settings
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.job_params import IngestParams, PathSource
 from mediamill.schemas.jobs import JobStage, JobStatus, JobType
 from mediamill.storage import repo
-from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.db import Database
 from mediamill.storage.models import JobRow
 from mediamill.workers.queue import QUEUE_NAME
@@ -28,12 +26,8 @@ from mediamill.workers.sweeper import Sweeper, sweep
 
 
 @pytest.fixture
-def rt(db: Database, tmp_path: Path) -> Iterator[Runtime]:
-    broker = StubBroker()
-    broker.declare_queue(QUEUE_NAME)
-    settings = Settings(_env_file=None, requeue_after_s=60, job_lease_s=30)
-    yield Runtime(settings, db, LocalBlobStore(tmp_path / "store"), broker)
-    broker.close()
+def rt(make_runtime: MakeRuntime) -> Runtime:
+    return make_runtime(Settings(_env_file=None, requeue_after_s=60, job_lease_s=30))
 
 
 def _job(rt: Runtime, *, status: str, age_s: float, enqueued: bool = True) -> str:

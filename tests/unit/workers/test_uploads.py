@@ -6,20 +6,16 @@ what was staged."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from dramatiq import Message
-from dramatiq.brokers.stub import StubBroker
+from support import MakeRuntime
 
 from mediamill.config.settings import Settings
 from mediamill.schemas import keys
 from mediamill.schemas.errors import ConflictError, InvalidRequestError
 from mediamill.schemas.uploads import CreateUpload, UploadStatus
 from mediamill.storage import repo
-from mediamill.storage.blobs import LocalBlobStore
-from mediamill.storage.db import Database
 from mediamill.workers import uploads
 from mediamill.workers.queue import QUEUE_NAME
 from mediamill.workers.runtime import Runtime
@@ -28,12 +24,8 @@ BYTES = b"RIFF-not-really-a-wave-file" * 10
 
 
 @pytest.fixture
-def rt(db: Database, tmp_path: Path) -> Iterator[Runtime]:
-    broker = StubBroker()
-    broker.declare_queue(QUEUE_NAME)
-    settings = Settings(_env_file=None, upload_max_bytes=1000)
-    yield Runtime(settings, db, LocalBlobStore(tmp_path / "store"), broker)
-    broker.close()
+def rt(make_runtime: MakeRuntime) -> Runtime:
+    return make_runtime(Settings(_env_file=None, upload_max_bytes=1000))
 
 
 def _open(rt: Runtime, size_bytes: int = len(BYTES)) -> str:
