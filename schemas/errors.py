@@ -128,6 +128,12 @@ class RefusedUrlError(InvalidRequestError):
     does not resolve, or an address that is not public (loopback, private, link-local)."""
 
 
+class SymlinkRefusedError(InvalidRequestError):
+    """A local-store key whose path is, or passes through, a symbolic link. The local
+    store never follows links, so a link planted in it cannot point a job (or the edge)
+    at a file outside the store, such as the signing secret."""
+
+
 class TransientError(MediaMillError):
     """A failure that may pass: network, storage or database hiccups. Retried with backoff."""
 
@@ -200,6 +206,7 @@ __all__ = [
     "RefusedUrlError",
     "SizeMismatchError",
     "StorageError",
+    "SymlinkRefusedError",
     "TransientError",
     "UnsupportedMediaError",
     "UnsupportedRenditionError",

@@ -4,6 +4,10 @@ Objects are plain files under `root`, one per key. Writes go to
 `root/.tmp/<uuid>` (same filesystem as the objects), are fsynced, then renamed
 onto their final path, so a reader never sees a partial file and a crash leaves
 at most an orphan under `.tmp` (never under a key).
+
+A key's path is walked from `root` one component at a time with `O_NOFOLLOW`, on
+every read and write: a symbolic link anywhere in it (file or directory, pointing
+inside the store or out) is refused with SymlinkRefusedError, never followed.
 """
 
 from __future__ import annotations
@@ -13,13 +17,19 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from mediamill.schemas.errors import BlobNotFoundError, InvalidRequestError, StorageError
+from mediamill.schemas.errors import (
+    BlobNotFoundError,
+    InvalidRequestError,
+    StorageError,
+    SymlinkRefusedError,
+)
 from mediamill.storage.blobs.base import (
     DEFAULT_CHUNK_BYTES,
     BlobStore,
@@ -37,6 +47,59 @@ TMP_DIR_NAME = ".tmp"
 # reverse": the key conflicts with another key (S3 allows `a` and `a/b`, a
 # filesystem does not).
 _CONFLICT_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted under a key must not hang the reader.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _refuse_link(dir_fd: int, name: str, key: str) -> None:
+    """SymlinkRefusedError if `name` in `dir_fd` is a symbolic link."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError:
+        return
+    if stat.S_ISLNK(mode):
+        raise SymlinkRefusedError(
+            f"blob key {key!r} is or passes through a symbolic link; the local store "
+            "never follows links",
+            key=key,
+        )
+
+
+def _open_dir(dir_fd: int, name: str, key: str, create: bool) -> int:
+    """Open directory `name` in `dir_fd` without following a link (made if `create`)."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError:
+        _refuse_link(dir_fd, name, key)
+        raise
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, dir_fd=dir_fd)
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        _refuse_link(dir_fd, name, key)
+        raise
+
+
+def _entry_mode(dir_fd: int, name: str, key: str) -> int | None:
+    """The mode of `name` in `dir_fd` (None if absent), refusing a link."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        _refuse_link(dir_fd, name, key)
+    return mode
+
+
+def _fsync(dir_fd: int) -> None:
+    """fsync an open directory so a rename in it survives power loss (best effort)."""
+    with contextlib.suppress(OSError):
+        os.fsync(dir_fd)
 
 
 class BlobWriter:
@@ -94,6 +157,67 @@ class LocalBlobStore(BlobStore):
         """The file of a key; only ever called with a validated key."""
         return self.root.joinpath(*validate_key(key).split("/"))
 
+    @contextlib.contextmanager
+    def _parent(self, key: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
+        """The open directory that holds `key`'s file, and the file's name in it, reached
+        from `root` without following a link (SymlinkRefusedError at a link); `create`
+        makes missing directories. OSErrors of a missing or conflicting component pass
+        through for the caller to name."""
+        *directories, name = validate_key(key).split("/")
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for directory in directories:
+                next_fd = _open_dir(fd, directory, key, create)
+                os.close(fd)
+                fd = next_fd
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    def _regular_file(self, key: str) -> os.stat_result:
+        """The stat of `key`'s file; BlobNotFoundError unless it is a regular file."""
+        try:
+            with self._parent(key) as (dir_fd, name):
+                mode = _entry_mode(dir_fd, name, key)
+                if mode is None or not stat.S_ISREG(mode):
+                    raise BlobNotFoundError(f"no blob under {key!r}", key=key)
+                return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise BlobNotFoundError(f"no blob under {key!r}", key=key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot stat blob {key!r}", key=key) from exc
+
+    def _open_read_fd(self, key: str) -> int:
+        """A read descriptor on `key`'s regular file, opened without following a link."""
+        try:
+            with self._parent(key) as (dir_fd, name):
+                try:
+                    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        _refuse_link(dir_fd, name, key)
+                    raise
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise BlobNotFoundError(f"no blob under {key!r}", key=key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot open blob {key!r}", key=key) from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BlobNotFoundError(f"no blob under {key!r}", key=key)
+        os.set_blocking(fd, True)
+        return fd
+
+    def _publish(self, tmp_path: Path, key: str) -> None:
+        """Rename a finished temporary file onto `key` (its directories made, no link
+        followed) and fsync the directory so the rename survives power loss."""
+        try:
+            with self._parent(key, create=True) as (dir_fd, name):
+                _entry_mode(dir_fd, name, key)
+                os.replace(tmp_path, name, dst_dir_fd=dir_fd)
+                _fsync(dir_fd)
+        except OSError as exc:
+            raise self._write_error(exc, key) from exc
+
     # -- writing ----------------------------------------------------------
 
     @contextlib.contextmanager
@@ -129,13 +253,9 @@ class LocalBlobStore(BlobStore):
             raise StorageError(f"cannot flush blob {key!r}", key=key) from exc
         return size_bytes, sha256
 
-    def _make_parent(self, final: Path, key: str) -> None:
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise self._write_error(exc, key) from exc
-
     def _write_error(self, exc: OSError, key: str) -> Exception:
+        if isinstance(exc, FileNotFoundError):
+            return BlobNotFoundError(f"no blob under {key!r}", key=key)
         if exc.errno in _CONFLICT_ERRNOS:
             return InvalidRequestError(
                 f"blob key {key!r} conflicts with an existing key (a file where a directory "
@@ -144,30 +264,12 @@ class LocalBlobStore(BlobStore):
             )
         return StorageError(f"cannot store blob {key!r}", key=key)
 
-    def _sync_dir(self, directory: Path) -> None:
-        """fsync a directory so a rename survives power loss (best effort, POSIX only)."""
-        try:
-            fd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
     def put(self, key: str, stream: BinaryIO, *, content_type: str | None = None) -> StoredBlob:
-        final = self._path(key)
+        validate_key(key)
         with self._temp_write() as (tmp_path, handle):
             size_bytes, sha256 = self._write_all(handle, stream, key)
             handle.close()
-            self._make_parent(final, key)
-            try:
-                os.replace(tmp_path, final)
-            except OSError as exc:
-                raise self._write_error(exc, key) from exc
-        self._sync_dir(final.parent)
+            self._publish(tmp_path, key)
         return StoredBlob(key=key, size_bytes=size_bytes, sha256=sha256)
 
     @contextlib.contextmanager
@@ -175,17 +277,12 @@ class LocalBlobStore(BlobStore):
         """Write `key` piece by piece (`writer.write(chunk)`): on a clean exit the bytes
         are fsynced and published under `key` atomically, like `put`; if the block
         raises, nothing is published and the previous object (if any) stays."""
-        final = self._path(key)
+        validate_key(key)
         with self._temp_write() as (tmp_path, handle):
             writer = BlobWriter(handle, key)
             yield writer
             blob = writer._finish()
-            self._make_parent(final, key)
-            try:
-                os.replace(tmp_path, final)
-            except OSError as exc:
-                raise self._write_error(exc, key) from exc
-        self._sync_dir(final.parent)
+            self._publish(tmp_path, key)
         writer.blob = blob
 
     def put_content_addressed(
@@ -196,49 +293,45 @@ class LocalBlobStore(BlobStore):
             size_bytes, sha256 = self._write_all(handle, stream, prefix)
             handle.close()
             key = f"{prefix}/{sha256}"
-            final = self._path(key)
-            self._make_parent(final, key)
-            created = self._publish_if_absent(tmp_path, final, key)
-        if created:
-            self._sync_dir(final.parent)
+            try:
+                with self._parent(key, create=True) as (dir_fd, name):
+                    created = self._publish_if_absent(tmp_path, dir_fd, name, key)
+                    if created:
+                        _fsync(dir_fd)
+            except OSError as exc:
+                raise self._write_error(exc, key) from exc
         return StoredBlob(key=key, size_bytes=size_bytes, sha256=sha256), created
 
-    def _publish_if_absent(self, tmp_path: Path, final: Path, key: str) -> bool:
-        """Link the temp file onto `final` unless it exists; True if this call created it.
+    def _publish_if_absent(self, tmp_path: Path, dir_fd: int, name: str, key: str) -> bool:
+        """Link the temp file onto `name` unless it exists; True if this call created it.
 
-        A hard link fails atomically when `final` exists, so two concurrent writers
+        A hard link fails atomically when `name` exists, so two concurrent writers
         of the same bytes cannot both report `created`. Filesystems without hard
         links fall back to an exists check plus rename (same bytes, so harmless).
+        A link already under the key is refused, never taken for the object.
         """
         try:
-            os.link(tmp_path, final)
+            os.link(tmp_path, name, dst_dir_fd=dir_fd)
             return True
-        except FileExistsError as exc:
-            if final.is_file():
+        except FileExistsError:
+            mode = _entry_mode(dir_fd, name, key)
+            if mode is not None and stat.S_ISREG(mode):
                 return False
-            raise self._write_error(exc, key) from exc
+            raise
         except OSError as exc:
             if exc.errno not in {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}:
-                raise self._write_error(exc, key) from exc
-        if final.is_file():
+                raise
+        mode = _entry_mode(dir_fd, name, key)
+        if mode is not None and stat.S_ISREG(mode):
             return False
-        try:
-            os.replace(tmp_path, final)
-        except OSError as exc:
-            raise self._write_error(exc, key) from exc
+        os.replace(tmp_path, name, dst_dir_fd=dir_fd)
         return True
 
     # -- reading ----------------------------------------------------------
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
-        path = self._path(key)
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise BlobNotFoundError(f"no blob under {key!r}", key=key) from exc
-        except OSError as exc:
-            raise StorageError(f"cannot open blob {key!r}", key=key) from exc
+        handle = os.fdopen(self._open_read_fd(key), "rb")
         try:
             yield handle
         finally:
@@ -246,30 +339,41 @@ class LocalBlobStore(BlobStore):
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
+        """The key's path, once its walk from `root` met no link and the path names the
+        same file the walk opened (so ffmpeg, which opens by name, reads that file)."""
+        fd = self._open_read_fd(key)
+        try:
+            opened = os.fstat(fd)
+        finally:
+            os.close(fd)
         path = self._path(key)
-        if not path.is_file():
-            raise BlobNotFoundError(f"no blob under {key!r}", key=key)
+        try:
+            named = path.stat()
+        except OSError as exc:
+            raise BlobNotFoundError(f"no blob under {key!r}", key=key) from exc
+        if (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+            raise SymlinkRefusedError(
+                f"blob key {key!r} changed while it was opened; the local store never "
+                "follows links",
+                key=key,
+            )
         yield path
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            self._regular_file(key)
+        except BlobNotFoundError:
+            return False
+        return True
 
     def size(self, key: str) -> int:
-        path = self._path(key)
-        try:
-            stat = path.stat()
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise BlobNotFoundError(f"no blob under {key!r}", key=key) from exc
-        except OSError as exc:
-            raise StorageError(f"cannot stat blob {key!r}", key=key) from exc
-        if not path.is_file():
-            raise BlobNotFoundError(f"no blob under {key!r}", key=key)
-        return stat.st_size
+        return self._regular_file(key).st_size
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
+        """Remove the key's file; a link under the key is removed itself, never followed."""
         try:
-            path.unlink()
+            with self._parent(key) as (dir_fd, name):
+                os.unlink(name, dir_fd=dir_fd)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as exc:
@@ -296,14 +400,22 @@ class LocalBlobStore(BlobStore):
         validate_prefix(prefix)
         directory_part = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root.joinpath(*directory_part.split("/")) if directory_part else self.root
+        if directory_part and os.path.realpath(start) != str(start):
+            # `root` is resolved, so the two differ only where a link is on the way.
+            raise SymlinkRefusedError(
+                f"prefix {prefix!r} passes through a symbolic link; the local store never "
+                "follows links",
+                prefix=prefix,
+            )
         keys: list[str] = []
         try:
+            # os.walk does not descend into linked directories; linked files are skipped.
             for dirpath, dirnames, filenames in os.walk(start):
                 # Dot-names are never keys: skips `.tmp` and anything foreign.
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 relative_dir = Path(dirpath).relative_to(self.root).as_posix()
                 for name in filenames:
-                    if name.startswith("."):
+                    if name.startswith(".") or os.path.islink(os.path.join(dirpath, name)):
                         continue
                     key = name if relative_dir == "." else f"{relative_dir}/{name}"
                     if key.startswith(prefix):
@@ -316,31 +428,33 @@ class LocalBlobStore(BlobStore):
     # -- moving and URLs --------------------------------------------------
 
     def move(self, src: str, dst: str) -> None:
-        src_path, dst_path = self._path(src), self._path(dst)
-        if not src_path.is_file():
-            raise BlobNotFoundError(f"no blob under {src!r}", key=src)
-        if src_path == dst_path:
+        self._regular_file(src)
+        if validate_key(src) == validate_key(dst):
             return
-        self._make_parent(dst_path, dst)
         try:
-            os.replace(src_path, dst_path)
+            with (
+                self._parent(src) as (src_fd, src_name),
+                self._parent(dst, create=True) as (dst_fd, dst_name),
+            ):
+                _entry_mode(dst_fd, dst_name, dst)
+                os.replace(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                _fsync(dst_fd)
         except FileNotFoundError as exc:
             raise BlobNotFoundError(f"no blob under {src!r}", key=src) from exc
         except OSError as exc:
             raise self._write_error(exc, dst) from exc
-        self._sync_dir(dst_path.parent)
 
     def snapshot(self, src: str, dst: str) -> int:
         """A hard link: every write here publishes a new file by rename and never
         changes a stored file in place, so the link keeps the bytes `src` has now.
         Falls back to a streamed copy where the filesystem has no hard links."""
-        src_path, dst_path = self._path(src), self._path(dst)
-        if not src_path.is_file():
-            raise BlobNotFoundError(f"no blob under {src!r}", key=src)
+        self._regular_file(src)
+        validate_key(dst)
         tmp_path = self._tmp_dir / uuid.uuid4().hex
         try:
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
-            os.link(src_path, tmp_path)
+            with self._parent(src) as (src_fd, src_name):
+                os.link(src_name, tmp_path, src_dir_fd=src_fd, follow_symlinks=False)
         except FileNotFoundError as exc:
             raise BlobNotFoundError(f"no blob under {src!r}", key=src) from exc
         except OSError as exc:
@@ -348,11 +462,16 @@ class LocalBlobStore(BlobStore):
                 raise self._write_error(exc, dst) from exc
             return super().snapshot(src, dst)
         try:
-            self._make_parent(dst_path, dst)
-            os.replace(tmp_path, dst_path)
-            return dst_path.stat().st_size
-        except OSError as exc:
-            raise self._write_error(exc, dst) from exc
+            # The link is the file `_regular_file` saw unless it was swapped meanwhile.
+            if not stat.S_ISREG(os.lstat(tmp_path).st_mode):
+                raise SymlinkRefusedError(
+                    f"blob key {src!r} is or passes through a symbolic link; the local "
+                    "store never follows links",
+                    key=src,
+                )
+            size_bytes = os.lstat(tmp_path).st_size
+            self._publish(tmp_path, dst)
+            return size_bytes
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp_path.unlink()
