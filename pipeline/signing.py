@@ -6,10 +6,13 @@
 nginx (`NginxSigner`, compatible with nginx's `secure_link` module):
 
 A file:    {cdn_base}/{key}?md5={token}&expires={epoch}
-           token = base64url(MD5("{expires}/{key} {secret}")), no padding
+           token = base64url(MD5("mediamill-file:{expires}/{key} {secret}")), no padding
 A package: {cdn_base}/p/{token}/{expires}/{prefix}/master.m3u8
-           token = base64url(MD5("{expires}/{prefix} {secret}"))
+           token = base64url(MD5("mediamill-package:{expires}/{prefix} {secret}"))
            prefix = keys.package_prefix(assetId, packageId)
+
+Each form signs its own domain label (`config/url_tokens.py`), so no token of one
+form opens a URL of another.
 
 The package token sits in the path, not the query string, so every relative URI
 inside the HLS and DASH manifests (media playlists, init and media segments)
@@ -41,6 +44,7 @@ from urllib.parse import unquote, urlparse
 
 from mediamill.config.s3 import s3_client as make_s3_client
 from mediamill.config.settings import ConfigError, Settings
+from mediamill.config.url_tokens import TokenDomain, token_input
 from mediamill.schemas import keys
 from mediamill.schemas.errors import InvalidRequestError
 
@@ -141,10 +145,11 @@ class NginxSigner:
         self.max_expires_s = max_expires_s
 
     def file_token(self, key: str, expires: int) -> str:
-        return _token(f"{expires}/{_checked_key(key)} {self.secret}")
+        return _token(token_input(TokenDomain.FILE, expires, _checked_key(key), self.secret))
 
     def package_token(self, asset_id: str, package_id: str, expires: int) -> str:
-        return _token(f"{expires}/{_package_prefix(asset_id, package_id)} {self.secret}")
+        prefix = _package_prefix(asset_id, package_id)
+        return _token(token_input(TokenDomain.PACKAGE, expires, prefix, self.secret))
 
     def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
         expires = _expires_at(expires_in_s, now_s, self.max_expires_s)

@@ -12,35 +12,38 @@ bug cannot hide an edge bug. With CI=true a missing nginx fails; elsewhere it sk
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import functools
 import hashlib
-import http.client
-import io
 import json
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import m3u8
 import pytest
+from edge_support import (
+    Edge,
+    Response,
+    assert_cors,
+    fetch,
+    free_port,
+    local_edge,
+    md5_token,
+    nginx_binary,
+    raw_get,
+    running_nginx,
+)
 from mpegdash.parser import MPEGDASHParser
-from support import IN_CI, ROOT, make_sample, slowloris
+from support import ROOT, make_sample, slowloris
 
 from mediamill.pipeline.analysis import analyse_file
 from mediamill.pipeline.ffmpeg import ffmpeg_binary
@@ -48,7 +51,7 @@ from mediamill.pipeline.packaging import Track, package_tracks
 from mediamill.pipeline.signing import NginxSigner
 from mediamill.pipeline.transcode import plan_output, produce
 from mediamill.schemas.renditions import parse_video_ladder
-from mediamill.storage.blobs import BlobStore, LocalBlobStore
+from mediamill.storage.blobs import LocalBlobStore
 
 pytestmark = pytest.mark.integration
 
@@ -67,25 +70,19 @@ EXPECTED_TYPES = {
     "wav": "audio/wav",
     "m4a": "audio/mp4",
 }
-START_TIMEOUT_S = 20.0
 REFUSED = {400, 403, 404}
 
 
 # ---- tokens, computed the way nginx's secure_link documentation does ------------------------
 
 
-def md5_token(text: str) -> str:
-    digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def file_query(key: str, expires: int, secret: str = SECRET) -> str:
-    return f"md5={md5_token(f'{expires}/{key} {secret}')}&expires={expires}"
+    return f"md5={md5_token(f'mediamill-file:{expires}/{key} {secret}')}&expires={expires}"
 
 
 def package_path(asset_id: str, package_id: str, expires: int, secret: str = SECRET) -> str:
     prefix = f"packages/{asset_id}/{package_id}"
-    token = md5_token(f"{expires}/{prefix} {secret}")
+    token = md5_token(f"mediamill-package:{expires}/{prefix} {secret}")
     return f"/p/{token}/{expires}/{prefix}"
 
 
@@ -94,169 +91,17 @@ def tamper(token: str) -> str:
     return ("B" if token[0] == "A" else "A") + token[1:]
 
 
-# ---- HTTP -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: Message
-    body: bytes
-
-    @property
-    def content_type(self) -> str:
-        return (self.headers.get("Content-Type") or "").split(";")[0].strip()
-
-    def header_set(self, name: str) -> set[str]:
-        """A comma-separated header's items, lower-cased."""
-        return {item.strip().lower() for item in (self.headers.get(name) or "").split(",")}
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> Response:
-    """One request with urllib (no proxies); error statuses are returned, not raised."""
-    request = urllib.request.Request(url, method=method, headers=headers or {})
-    try:
-        with _OPENER.open(request, timeout=10) as resp:
-            return Response(resp.status, resp.headers, resp.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return Response(exc.code, exc.headers, exc.read())
-
-
-def raw_get(base_url: str, path: str) -> Response:
-    """GET a path exactly as written (`..` and `%2e` included): urllib may tidy paths."""
-    parts = urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return Response(resp.status, resp.headers, resp.read())
-    finally:
-        conn.close()
-
-
-def assert_cors(resp: Response) -> None:
-    assert resp.headers.get("Access-Control-Allow-Origin") == "*"
-    assert {"content-length", "content-range"} <= resp.header_set("Access-Control-Expose-Headers")
-
-
 def max_age_s(resp: Response) -> int:
     match = re.search(r"max-age=(\d+)", resp.headers.get("Cache-Control") or "")
     assert match, f"no max-age in Cache-Control: {resp.headers.get('Cache-Control')!r}"
     return int(match.group(1))
 
 
-# ---- nginx ----------------------------------------------------------------------------------
-
-
-def nginx_binary() -> str:
-    """The nginx binary; missing: a failure in CI, a skip elsewhere (scripts/test installs it)."""
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    if found is None:
-        message = "nginx is not installed (scripts/test installs it with ensure_nginx)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_nginx(conf: Path, state_dir: Path, port: int) -> Iterator[str]:
-    """Run nginx in the foreground on `conf` until the block ends; yields its base URL.
-
-    As root, workers would drop to `nobody`, which cannot enter pytest's 0700 temp
-    dirs: `user root;` keeps them able to read the store.
-    """
-    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-    log_path = state_dir / "nginx.out"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [nginx_binary(), "-p", str(state_dir), "-c", str(conf), "-g", directives],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-
-    def logs() -> str:
-        error_log = state_dir / "error.log"
-        text = log_path.read_text(errors="replace")
-        return text + (error_log.read_text(errors="replace") if error_log.exists() else "")
-
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"nginx exited with code {proc.returncode}:\n{logs()}")
-            try:
-                raw_get(base_url, "/")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"nginx did not answer on {base_url}:\n{logs()}")
-                time.sleep(0.05)
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@dataclass(frozen=True)
-class Edge:
-    base_url: str
-    store: BlobStore
-    signer: NginxSigner
-
-    def put(self, key: str, data: bytes) -> bytes:
-        self.store.put(key, io.BytesIO(data))
-        return data
-
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     """nginx on a free port with the configuration `mediamill edge nginx-conf` prints."""
-    from mediamill.cli import main
-    from mediamill.config.settings import get_settings
-
-    nginx_binary()
-    tmp = tmp_path_factory.mktemp("edge")
-    store = LocalBlobStore(tmp / "store")
-    state_dir = tmp / "state"
-    port = free_port()
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in list(os.environ):
-            if var.startswith("MEDIAMILL_"):
-                mp.delenv(var)
-        mp.setenv("MEDIAMILL_DATA_DIR", str(tmp / "data"))
-        mp.setenv("MEDIAMILL_SIGNING_SECRET", SECRET)
-        get_settings.cache_clear()
-        try:
-            with contextlib.redirect_stdout(out):
-                argv = ["edge", "nginx-conf", "--listen", f"127.0.0.1:{port}"]
-                argv += ["--root", str(store.root), "--state-dir", str(state_dir)]
-                assert main(argv) == 0
-        finally:
-            get_settings.cache_clear()
-    assert state_dir.is_dir()  # created by the command: nginx needs it to start
-    conf = tmp / "nginx.conf"
-    conf.write_text(out.getvalue())
-    with running_nginx(conf, state_dir, port) as base_url:
-        yield Edge(base_url, store, NginxSigner(base_url, SECRET))
+    with local_edge(tmp_path_factory.mktemp("edge"), SECRET) as running:
+        yield running
 
 
 # ---- a package tree -------------------------------------------------------------------------
@@ -464,7 +309,7 @@ def test_a_tampered_file_token_is_403(edge: Edge) -> None:
     data = edge.put(key, os.urandom(1000))
     edge.put(other, os.urandom(1000))
     expires = int(time.time()) + 300
-    token = md5_token(f"{expires}/{key} {SECRET}")
+    token = md5_token(f"mediamill-file:{expires}/{key} {SECRET}")
     assert fetch(f"{edge.base_url}/{key}?{file_query(key, expires)}").body == data
     for query in (
         f"md5={tamper(token)}&expires={expires}",
@@ -483,7 +328,7 @@ def test_a_missing_token_is_403(edge: Edge) -> None:
     key = f"renditions/{uuid.uuid4().hex}/x.flac"
     data = edge.put(key, os.urandom(1000))
     expires = int(time.time()) + 300
-    token = md5_token(f"{expires}/{key} {SECRET}")
+    token = md5_token(f"mediamill-file:{expires}/{key} {SECRET}")
     for query in ("", "?", f"?md5={token}", f"?expires={expires}", f"?md5=&expires={expires}"):
         resp = fetch(f"{edge.base_url}/{key}{query}")
         assert resp.status == 403, query
@@ -671,7 +516,7 @@ def test_a_package_token_opens_only_its_own_package(edge: Edge) -> None:
     asset_a, package_a = make_package_tree(edge.store.root)
     asset_b, package_b = make_package_tree(edge.store.root)
     e = int(time.time()) + 300
-    token_a = md5_token(f"{e}/packages/{asset_a}/{package_a} {SECRET}")
+    token_a = md5_token(f"mediamill-package:{e}/packages/{asset_a}/{package_a} {SECRET}")
     segment = "seg-0-00001.m4s"
     assert fetch(f"{edge.base_url}{package_path(asset_a, package_a, e)}/{segment}").status == 200
     for prefix in (
@@ -793,7 +638,7 @@ def test_minio_edge_refuses_like_the_local_edge(minio_edge: Edge) -> None:
     key = f"renditions/{uuid.uuid4().hex}/spec.mp3"
     data = minio_edge.put(key, os.urandom(1000))
     e = int(time.time()) + 300
-    token = md5_token(f"{e}/{key} {SECRET}")
+    token = md5_token(f"mediamill-file:{e}/{key} {SECRET}")
     base = minio_edge.base_url
     assert fetch(f"{base}/{key}?md5={tamper(token)}&expires={e}").status == 403
     assert fetch(f"{base}/{key}").status == 403

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from mediamill.cli import main
 from mediamill.config.edge import render_nginx_conf
@@ -58,8 +59,18 @@ def test_the_secret_is_in_both_checks(tmp_path: Path) -> None:
     conf = render(tmp_path, secret=secret)
     checks = re.findall(r'secure_link_md5 "([^"]*)";', conf)
     assert checks == [
-        f"$edge_expires/$edge_prefix {secret}",
-        f"$secure_link_expires$uri {secret}",
+        f"mediamill-package:$edge_expires/$edge_prefix {secret}",
+        f"mediamill-file:$secure_link_expires$uri {secret}",
+    ]
+
+
+def test_the_minio_template_checks_the_same_token_domains(tmp_path: Path) -> None:
+    """The template's two checks are the generated file's, with the secret's variable."""
+    template = (ROOT / "config/nginx/edge-minio.conf.template").read_text()
+    secret = "${MEDIAMILL_SIGNING_SECRET}"
+    generated = re.findall(r'secure_link_md5 "([^"]*)";', render(tmp_path, secret="s3cret-s3cret"))
+    assert re.findall(r'secure_link_md5 "([^"]*)";', template) == [
+        check.replace("s3cret-s3cret", secret) for check in generated
     ]
 
 

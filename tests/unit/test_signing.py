@@ -45,7 +45,7 @@ def test_file_url_matches_the_secure_link_recipe() -> None:
     signer = NginxSigner("https://cdn.example.com/", SECRET)
     signed = signer.sign_file("renditions/abc/mp3-128000-2ch.mp3", 3600, now_s=1_700_000_000)
     expires = 1_700_003_600
-    token = reference_token(f"{expires}/renditions/abc/mp3-128000-2ch.mp3 {SECRET}")
+    token = reference_token(f"mediamill-file:{expires}/renditions/abc/mp3-128000-2ch.mp3 {SECRET}")
     assert signed.url == (
         f"https://cdn.example.com/renditions/abc/mp3-128000-2ch.mp3?md5={token}&expires={expires}"
     )
@@ -60,7 +60,7 @@ def test_file_url_matches_the_secure_link_recipe() -> None:
 def test_package_token_is_in_the_path() -> None:
     signer = NginxSigner("https://cdn.example.com", SECRET)
     signed = signer.sign_package("a" * 64, "pkg1", 7200, manifest="manifest.mpd", now_s=100)
-    token = reference_token(f"7300/packages/{'a' * 64}/pkg1 {SECRET}")
+    token = reference_token(f"mediamill-package:7300/packages/{'a' * 64}/pkg1 {SECRET}")
     assert (
         signed.url
         == f"https://cdn.example.com/p/{token}/7300/packages/{'a' * 64}/pkg1/manifest.mpd"

@@ -1,0 +1,192 @@
+"""Running the nginx edge in tests: nginx on a free port with the configuration
+`mediamill edge nginx-conf` prints over a local store, and plain HTTP to reach it
+(urllib without proxies; raw paths with http.client). Tokens are computed here the
+way nginx's secure_link documentation does, independently of the signer, so a signer
+bug cannot hide an edge bug. With CI=true a missing nginx fails; elsewhere it skips."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import io
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from support import IN_CI
+
+from mediamill.pipeline.signing import NginxSigner
+from mediamill.storage.blobs import BlobStore, LocalBlobStore
+
+START_TIMEOUT_S = 20.0
+
+
+def md5_token(text: str) -> str:
+    """base64url(MD5(text)) without padding: nginx secure_link's token of `text`."""
+    digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip()
+
+    def header_set(self, name: str) -> set[str]:
+        """A comma-separated header's items, lower-cased."""
+        return {item.strip().lower() for item in (self.headers.get(name) or "").split(",")}
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> Response:
+    """One request with urllib (no proxies); error statuses are returned, not raised."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with _OPENER.open(request, timeout=10) as resp:
+            return Response(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return Response(exc.code, exc.headers, exc.read())
+
+
+def raw_get(base_url: str, path: str) -> Response:
+    """GET a path exactly as written (`..` and `%2e` included): urllib may tidy paths."""
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def assert_cors(resp: Response) -> None:
+    assert resp.headers.get("Access-Control-Allow-Origin") == "*"
+    assert {"content-length", "content-range"} <= resp.header_set("Access-Control-Expose-Headers")
+
+
+def nginx_binary() -> str:
+    """The nginx binary; missing: a failure in CI, a skip elsewhere (scripts/test installs it)."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    if found is None:
+        message = "nginx is not installed (scripts/test installs it with ensure_nginx)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_nginx(conf: Path, state_dir: Path, port: int) -> Iterator[str]:
+    """Run nginx in the foreground on `conf` until the block ends; yields its base URL.
+
+    As root, workers would drop to `nobody`, which cannot enter pytest's 0700 temp
+    dirs: `user root;` keeps them able to read the store.
+    """
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    log_path = state_dir / "nginx.out"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [nginx_binary(), "-p", str(state_dir), "-c", str(conf), "-g", directives],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def logs() -> str:
+        error_log = state_dir / "error.log"
+        text = log_path.read_text(errors="replace")
+        return text + (error_log.read_text(errors="replace") if error_log.exists() else "")
+
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"nginx exited with code {proc.returncode}:\n{logs()}")
+            try:
+                raw_get(base_url, "/")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"nginx did not answer on {base_url}:\n{logs()}")
+                time.sleep(0.05)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Edge:
+    base_url: str
+    store: BlobStore
+    signer: NginxSigner
+
+    def put(self, key: str, data: bytes) -> bytes:
+        self.store.put(key, io.BytesIO(data))
+        return data
+
+
+@contextlib.contextmanager
+def local_edge(tmp: Path, secret: str) -> Iterator[Edge]:
+    """nginx on a free port with the configuration `mediamill edge nginx-conf` prints
+    for a local store under `tmp`, signing with `secret`."""
+    from mediamill.cli import main
+    from mediamill.config.settings import get_settings
+
+    nginx_binary()
+    store = LocalBlobStore(tmp / "store")
+    state_dir = tmp / "state"
+    port = free_port()
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for var in list(os.environ):
+            if var.startswith("MEDIAMILL_"):
+                mp.delenv(var)
+        mp.setenv("MEDIAMILL_DATA_DIR", str(tmp / "data"))
+        mp.setenv("MEDIAMILL_SIGNING_SECRET", secret)
+        get_settings.cache_clear()
+        try:
+            with contextlib.redirect_stdout(out):
+                argv = ["edge", "nginx-conf", "--listen", f"127.0.0.1:{port}"]
+                argv += ["--root", str(store.root), "--state-dir", str(state_dir)]
+                assert main(argv) == 0
+        finally:
+            get_settings.cache_clear()
+    assert state_dir.is_dir()  # created by the command: nginx needs it to start
+    conf = tmp / "nginx.conf"
+    conf.write_text(out.getvalue())
+    with running_nginx(conf, state_dir, port) as base_url:
+        yield Edge(base_url, store, NginxSigner(base_url, secret))
