@@ -56,6 +56,7 @@ STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
     (e.ConflictError, 409),
     # The Content Automation API answers a missing legacyTrackToken with 409.
     (e.ArgumentNullOrEmptyError, 409),
+    (e.PayloadTooLargeError, 413),
     (e.InvalidRequestError, 400),
     (e.FileTooLargeError, 413),
     (e.LimitExceededError, 422),

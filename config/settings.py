@@ -231,6 +231,9 @@ class Settings(BaseSettings):
     # are ingested. MediaMill's own keys (`schemas/keys.py`) never are.
     bucket_events_token: SecretStr | None = None
     bucket_events_prefix: str = "inbox/"
+    # The most records one notification may carry (413 above): each costs a HEAD of
+    # its object before anything is acted on.
+    bucket_event_max_records: int = Field(default=100, ge=1, le=10_000)
 
     # Request bodies (api/body_limit.py): the most bytes any body but an upload's may
     # have (JSON bodies are read whole, before the API key is checked). The streaming

@@ -113,6 +113,11 @@ class ConflictError(MediaMillError):
     cancelled; an idempotency key reused with another request body)."""
 
 
+class PayloadTooLargeError(InvalidRequestError):
+    """A request body carrying more items than the service takes at once (a bucket
+    notification with more records than `MEDIAMILL_BUCKET_EVENT_MAX_RECORDS`)."""
+
+
 class SizeMismatchError(InvalidRequestError):
     """The bytes to ingest are not the size declared for them (an upload's object
     changed after `complete` checked it). Retrying cannot help: upload again."""
@@ -201,6 +206,7 @@ __all__ = [
     "ModelInvalidError",
     "ModelNotFoundError",
     "ModelNotReadyError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
     "ProcessingTimeoutError",
     "RefusedUrlError",

@@ -61,6 +61,7 @@ class BucketNotification(_Lenient):
     """One notification body: S3's `Records`, plus MinIO's webhook `EventName` / `Key`
     (informational; the records are what counts). S3's `s3:TestEvent` has no records."""
 
-    records: list[S3EventRecord] = Field(default_factory=list, alias="Records", max_length=1000)
+    # A backstop: the route refuses more than MEDIAMILL_BUCKET_EVENT_MAX_RECORDS first.
+    records: list[S3EventRecord] = Field(default_factory=list, alias="Records", max_length=10_000)
     event_name: str | None = Field(default=None, alias="EventName")
     key: str | None = Field(default=None, alias="Key")

@@ -122,16 +122,22 @@ def cancel_upload(session: Session, upload_id: str) -> bool:
 
 
 def find_bucket_event(
-    session: Session, bucket: str, object_key: str, version: str
+    session: Session, bucket: str, object_key: str, *versions: str
 ) -> BucketEventRow | None:
-    """The row of an object version already acted on, if any (a cheap pre-check; the
-    unique row in `record_bucket_event` is what decides)."""
-    stmt = select(BucketEventRow).where(
-        BucketEventRow.bucket == bucket,
-        BucketEventRow.object_key == object_key,
-        BucketEventRow.version == version,
+    """The row of an object version already acted on under any of `versions` (one
+    version may have been recorded under an older spelling), if any: a cheap
+    pre-check; the unique row in `record_bucket_event` is what decides."""
+    stmt = (
+        select(BucketEventRow)
+        .where(
+            BucketEventRow.bucket == bucket,
+            BucketEventRow.object_key == object_key,
+            BucketEventRow.version.in_(versions),
+        )
+        .order_by(BucketEventRow.created_at)
+        .limit(1)
     )
-    return session.scalars(stmt).one_or_none()
+    return session.scalars(stmt).first()
 
 
 def record_bucket_event(session: Session, bucket: str, object_key: str, version: str) -> str | None:

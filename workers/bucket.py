@@ -5,10 +5,17 @@ listen-bucket` (MinIO's ListenBucketNotification stream). A record is first judg
 (`plan_record`): non-creation events, folder markers, hidden files and keys outside
 `MEDIAMILL_BUCKET_EVENTS_PREFIX` are acknowledged and ignored; another bucket, a
 `..` segment or an unsafe name is refused with InvalidRequestError before anything in
-the notification is acted on. Then (`act`) a unique (bucket, key, version) row decides,
-in the same transaction as the ingest job row, whether this is the first delivery:
-a re-sent notification, in any process, makes no second job. The job's message is
-sent after commit (the sweeper re-sends it if that fails).
+the notification is acted on, and so is a body of more than
+`MEDIAMILL_BUCKET_EVENT_MAX_RECORDS` records (PayloadTooLargeError, 413).
+
+Nothing a record says about the object is trusted: its object is looked up (HEAD,
+once per key and notification). A missing object is acknowledged and ignored with a
+log line; otherwise the object's identity as the bucket reports it (its versionId, else
+its ETag and size) is the version. Then (`act`) a unique (bucket, key, version) row
+decides, in the same transaction as the ingest job row, whether this is the first
+delivery: a re-sent notification, or a thousand records with made-up eTags, in any
+process, makes no second job. The job's message is sent after commit (the sweeper
+re-sends it if that fails).
 
 Keys that `validate_key` accepts are ingested where they are. Other safe names (a
 space, parentheses, any Unicode) are first copied server-side to a generated key
@@ -31,11 +38,16 @@ from pydantic import ValidationError
 
 from mediamill.config.settings import ConfigError, Settings
 from mediamill.schemas import keys
-from mediamill.schemas.errors import InvalidRequestError, MediaMillError, describe_validation
+from mediamill.schemas.errors import (
+    InvalidRequestError,
+    MediaMillError,
+    PayloadTooLargeError,
+    describe_validation,
+)
 from mediamill.schemas.job_params import BucketEventOrigin, IngestParams, StoreSource
 from mediamill.schemas.notifications import BucketNotification, S3EventRecord
 from mediamill.storage import uploads as upload_db
-from mediamill.storage.blobs import validate_bucket_key, validate_key
+from mediamill.storage.blobs import BucketObject, validate_bucket_key, validate_key
 from mediamill.storage.blobs.base import validate_prefix
 from mediamill.storage.models import JobRow
 from mediamill.workers.queue import send_committed
@@ -79,8 +91,6 @@ class PlannedIngest:
     bucket: str
     key: str  # the object's key in the bucket, decoded, store prefix included
     store_key: str  # the same without the store prefix
-    version: str  # "v:<versionId>", else "e:<eTag>", else "s:<sequencer>"
-    size_bytes: int
     in_place: bool  # store_key passes validate_key: no copy needed
 
 
@@ -105,25 +115,13 @@ def events_prefix(settings: Settings) -> str:
 def store_bucket(rt: Runtime) -> tuple[str, str]:
     """(bucket, key prefix) of the S3 store; InvalidRequestError on any other store."""
     bucket = getattr(rt.store, "bucket", None)
-    if not isinstance(bucket, str) or not hasattr(rt.store, "import_object"):
+    if not isinstance(bucket, str) or not hasattr(rt.store, "head_bucket_object"):
+        # The store's repr would name a server path: say only what kind it is.
         raise InvalidRequestError(
-            f"bucket notifications need an S3 store (MEDIAMILL_STORAGE_URL=s3://bucket); "
-            f"this deployment stores blobs in {rt.store!r}"
+            "bucket notifications need an S3 store (MEDIAMILL_STORAGE_URL=s3://bucket); "
+            "this deployment stores blobs in a local directory"
         )
     return bucket, str(getattr(rt.store, "prefix", "") or "")
-
-
-def _version(record: S3EventRecord) -> str:
-    obj = record.s3.object if record.s3 else None
-    if obj is not None and obj.version_id and obj.version_id != "null":
-        return f"v:{obj.version_id}"
-    if obj is not None and obj.etag:
-        return f"e:{obj.etag}"
-    if obj is not None and obj.sequencer:
-        return f"s:{obj.sequencer}"
-    raise InvalidRequestError(
-        "the record has no versionId, eTag or sequencer to tell object versions apart"
-    )
 
 
 def plan_record(rt: Runtime, record: S3EventRecord) -> PlannedIngest | RecordResult:
@@ -169,47 +167,54 @@ def plan_record(rt: Runtime, record: S3EventRecord) -> PlannedIngest | RecordRes
         in_place = True
     except InvalidRequestError:
         in_place = False
-    return PlannedIngest(
-        bucket=bucket,
-        key=key,
-        store_key=store_key,
-        version=_version(record),
-        size_bytes=record.s3.object.size_bytes or 0,
-        in_place=in_place,
-    )
+    return PlannedIngest(bucket=bucket, key=key, store_key=store_key, in_place=in_place)
 
 
 # ---- acting on them -----------------------------------------------------------------------
 
 
-def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
-    """Make the ingest job of a planned record, unless its object version was seen."""
+def head(rt: Runtime, plan: PlannedIngest) -> BucketObject | None:
+    """The planned record's object as the bucket reports it, None if there is none."""
+    return rt.store.head_bucket_object(plan.key)  # type: ignore[attr-defined]
+
+
+def act(rt: Runtime, plan: PlannedIngest, found: BucketObject | None) -> RecordResult:
+    """Make the ingest job of a planned record whose object is `found` (`head`), unless
+    that object version was seen; a missing object is ignored."""
+    if found is None:
+        log.info("bucket record for %r ignored: no such object in %r", plan.key, plan.bucket)
+        return RecordResult(
+            plan.bucket, plan.key, "ignored", reason="no such object (deleted, or never written)"
+        )
+    version = found.identity
     with rt.db.session() as s:
-        seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, plan.version)
+        seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, *found.identities)
     if seen is not None:
         return RecordResult(plan.bucket, plan.key, "duplicate", job_id=seen.job_id)
     staged: str | None = None
-    size_bytes = plan.size_bytes
+    size_bytes = found.size_bytes
     if not plan.in_place:
         staged = keys.staged_copy_key("bucket-")
-        size_bytes = rt.store.import_object(plan.key, staged)  # type: ignore[attr-defined]
+        size_bytes = rt.store.import_object(  # type: ignore[attr-defined]
+            plan.key, staged, version_id=found.version_id
+        )
     params = IngestParams(
         source=StoreSource(key=staged or plan.store_key),
         filename=PurePosixPath(plan.key).name,
         size_bytes=size_bytes,
-        bucket_event=BucketEventOrigin(bucket=plan.bucket, key=plan.key, version=plan.version),
+        bucket_event=BucketEventOrigin(bucket=plan.bucket, key=plan.key, version=version),
         # Only a copy made here is ingest's to delete; an object ingested in place is not.
         staged=True if staged else None,
     )
     job: JobRow | None = None
     try:
         with rt.db.session() as s:
-            event_id = upload_db.record_bucket_event(s, plan.bucket, plan.key, plan.version)
+            event_id = upload_db.record_bucket_event(s, plan.bucket, plan.key, version)
             if event_id is not None:
                 job = ingest_job_in(s, rt.settings, params)
                 upload_db.set_bucket_event_job(s, event_id, job.id)
             else:
-                seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, plan.version)
+                seen = upload_db.find_bucket_event(s, plan.bucket, plan.key, version)
     except BaseException:
         rt.store.discard(staged)
         raise
@@ -224,13 +229,31 @@ def act(rt: Runtime, plan: PlannedIngest) -> RecordResult:
 
 def handle_notification(rt: Runtime, notification: BucketNotification) -> list[RecordResult]:
     """Every record of one notification. All are judged before any is acted on, so a
-    refused notification (InvalidRequestError) leaves nothing half done."""
+    refused notification (InvalidRequestError) leaves nothing half done; each key's
+    object is looked up once."""
     plans = [plan_record(rt, record) for record in notification.records]
-    return [act(rt, p) if isinstance(p, PlannedIngest) else p for p in plans]
+    found: dict[str, BucketObject | None] = {}
+    results: list[RecordResult] = []
+    for p in plans:
+        if isinstance(p, PlannedIngest):
+            if p.key not in found:
+                found[p.key] = head(rt, p)
+            results.append(act(rt, p, found[p.key]))
+        else:
+            results.append(p)
+    return results
 
 
-def parse_notification(body: Any) -> BucketNotification:
-    """A notification body (a dict from JSON) as the model; InvalidRequestError if not."""
+def parse_notification(body: Any, max_records: int) -> BucketNotification:
+    """A notification body (a dict from JSON) as the model; PayloadTooLargeError over
+    `max_records` records (counted before anything else is read), InvalidRequestError
+    if it is not a notification."""
+    records = body.get("Records") if isinstance(body, dict) else None
+    if isinstance(records, list) and len(records) > max_records:
+        raise PayloadTooLargeError(
+            f"a notification may carry at most {max_records} records, not {len(records)} "
+            "(MEDIAMILL_BUCKET_EVENT_MAX_RECORDS)"
+        )
     try:
         return BucketNotification.model_validate(body)
     except ValidationError as exc:
@@ -266,7 +289,8 @@ def listen(rt: Runtime, events: Iterable[dict]) -> Iterator[RecordResult | Media
     no redelivery: the webhook, with MinIO's queue_dir, is the at-least-once path)."""
     for event in events:
         try:
-            yield from handle_notification(rt, parse_notification(event))
+            notification = parse_notification(event, rt.settings.bucket_event_max_records)
+            yield from handle_notification(rt, notification)
         except MediaMillError as exc:
             log.warning("bucket notification not handled: %s: %s", exc.name, exc.message)
             yield exc

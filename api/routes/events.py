@@ -44,8 +44,10 @@ def require_bucket_token(request: Request) -> None:
 def storage_event(rt: RuntimeDep, body: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008
     """One S3 or MinIO notification: an ingest job per new object (exactly once per
     bucket + key + version), other events acknowledged and ignored. 202 when a job was
-    made, else 200; 400 (nothing acted on) for another bucket or an unsafe key."""
-    results = handle_notification(rt, parse_notification(body))
+    made, else 200; 400 (nothing acted on) for another bucket or an unsafe key, 413 for
+    more than `MEDIAMILL_BUCKET_EVENT_MAX_RECORDS` records."""
+    notification = parse_notification(body, rt.settings.bucket_event_max_records)
+    results = handle_notification(rt, notification)
     counts = {
         outcome: sum(r.outcome == outcome for r in results)
         for outcome in ("accepted", "duplicate", "ignored")

@@ -12,7 +12,13 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from mediamill.config.settings import ConfigError, Settings
-from mediamill.storage.blobs.base import BlobStore, StoredBlob, validate_bucket_key, validate_key
+from mediamill.storage.blobs.base import (
+    BlobStore,
+    BucketObject,
+    StoredBlob,
+    validate_bucket_key,
+    validate_key,
+)
 from mediamill.storage.blobs.local import BlobWriter, LocalBlobStore
 
 if TYPE_CHECKING:
@@ -64,6 +70,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BlobStore",
     "BlobWriter",
+    "BucketObject",
     "LocalBlobStore",
     "S3BlobStore",
     "StoredBlob",

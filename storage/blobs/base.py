@@ -54,6 +54,34 @@ class StoredBlob:
     sha256: str
 
 
+@dataclass(frozen=True)
+class BucketObject:
+    """An object as the bucket reports it (HEAD): what tells one version of a key from
+    another, whatever a notification about it claims."""
+
+    key: str  # the raw bucket key, store prefix included
+    size_bytes: int
+    etag: str | None
+    version_id: str | None  # None (or S3's "null") when the bucket is not versioned
+    last_modified: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """`v:<versionId>` in a versioned bucket, else `e:<ETag>:<size>`."""
+        if self.version_id and self.version_id != "null":
+            return f"v:{self.version_id}"
+        if self.etag:
+            return f"e:{self.etag}:{self.size_bytes}"
+        return f"m:{self.last_modified}:{self.size_bytes}"
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """`identity`, and the `e:<ETag>` that versions before HEAD-checking recorded."""
+        if self.identity.startswith("e:"):
+            return (self.identity, f"e:{self.etag}")
+        return (self.identity,)
+
+
 def validate_key(key: str) -> str:
     """Return `key` unchanged if it is a safe object key, else raise InvalidRequestError.
 

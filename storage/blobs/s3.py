@@ -36,6 +36,7 @@ from mediamill.schemas.errors import (
 from mediamill.storage.blobs.base import (
     MIB,
     BlobStore,
+    BucketObject,
     StoredBlob,
     iter_chunks,
     scratch_prefix,
@@ -504,19 +505,41 @@ class S3BlobStore(BlobStore):
                 )
             )
 
-    def import_object(self, bucket_key: str, dst: str) -> int:
+    def head_bucket_object(self, bucket_key: str) -> BucketObject | None:
+        """The object someone else wrote under a raw bucket key (prefix included, any
+        name `validate_bucket_key` accepts) as S3 reports it, or None when there is
+        none: what a bucket notification is checked against."""
+        validate_bucket_key(bucket_key)
+        head = self._head(bucket_key, bucket_key)
+        if head is None:
+            return None
+        etag = head.get("ETag")
+        modified = head.get("LastModified")
+        return BucketObject(
+            key=bucket_key,
+            size_bytes=int(head["ContentLength"]),
+            etag=str(etag).strip('"') if etag else None,
+            version_id=head.get("VersionId"),
+            last_modified=modified.isoformat() if modified is not None else None,
+        )
+
+    def import_object(self, bucket_key: str, dst: str, *, version_id: str | None = None) -> int:
         """Server-side copy of an object that someone else wrote into this bucket, named
         by its raw bucket key (prefix included, any name `validate_bucket_key` accepts,
-        spaces and all), to the store key `dst`; returns its size in bytes.
+        spaces and all), to the store key `dst`; returns its size in bytes. With
+        `version_id`, that version is copied, whatever was written since.
 
         This is how such an object becomes readable through the store API, whose keys
         are deliberately narrower. BlobNotFoundError when the object is gone.
         """
         validate_bucket_key(bucket_key)
         dst_full = self._full_key(dst)
+        source: dict[str, str] = {"Bucket": self.bucket, "Key": bucket_key}
+        if version_id and version_id != "null":
+            source["VersionId"] = version_id
         with _s3_errors("copy", bucket_key):
             self.client.copy(
-                CopySource={"Bucket": self.bucket, "Key": bucket_key},
+                CopySource=source,
                 Bucket=self.bucket,
                 Key=dst_full,
                 Config=self._transfer_config,

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -113,6 +114,24 @@ def make_s3_store(moto_server: MotoServer, bucket: str, prefix: str = "") -> Blo
     )
     store.ensure_bucket()
     return store
+
+
+def s3_settings(
+    moto_server: MotoServer, tmp_path: Path, bucket: str, prefix: str = "", **extra: Any
+) -> Any:
+    """Settings of a deployment on the S3 store `bucket[/prefix]` of the moto endpoint
+    (data dir under `tmp_path`, a signing secret set); `extra` adds or overrides settings."""
+    from mediamill.config.settings import Settings
+
+    given: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "storage_url": f"s3://{bucket}/{prefix}",
+        "s3_endpoint_url": moto_server.endpoint_url,
+        "s3_access_key_id": S3_ACCESS_KEY_ID,
+        "s3_secret_access_key": S3_SECRET_ACCESS_KEY,
+        "signing_secret": "test-signing-secret-0123456789",
+    }
+    return Settings(**{**given, **extra})
 
 
 @contextmanager

@@ -297,18 +297,11 @@ def test_requests_are_validated_and_scoped(api) -> None:
 
 
 def _s3_settings(moto_server, tmp_path: Path) -> Settings:
-    from integration.conftest import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, make_s3_store
+    from integration.conftest import make_s3_store, s3_settings
 
     bucket = f"up-{uuid.uuid4().hex[:12]}"
     make_s3_store(moto_server, bucket)
-    return Settings(
-        data_dir=tmp_path / "s3-data",
-        storage_url=f"s3://{bucket}",
-        s3_endpoint_url=moto_server.endpoint_url,
-        s3_access_key_id=S3_ACCESS_KEY_ID,
-        s3_secret_access_key=S3_SECRET_ACCESS_KEY,
-        signing_secret="test-signing-secret-0123456789",
-    )
+    return s3_settings(moto_server, tmp_path, bucket, data_dir=tmp_path / "s3-data")
 
 
 @pytest.fixture
