@@ -3,8 +3,8 @@
 `config/nginx/edge-minio.conf.template`).
 
 Each form signs its own domain label first, so a token made for one form is never
-valid for another: before the labels, a package token for `packages/A/P` was also a
-valid file token for the key `packages/A/P`, since both signed "{expires}/{path}
+valid for another: before the labels, a package's token was also a valid file token
+for the key that is the package's prefix, since both signed "{expires}/{path}
 {secret}". A new form (the playback sessions' session-bound URLs) takes a new label.
 """
 

@@ -404,7 +404,7 @@ def test_an_oversized_json_body_is_413_before_any_handler(small_limits_api, monk
     from mediamill.api.routes import events
 
     handled: list[object] = []  # bodies that reached the handler
-    monkeypatch.setattr(events, "parse_notification", handled.append)
+    monkeypatch.setattr(events, "parse_notification", lambda body, limit: handled.append(body))
     monkeypatch.setattr(events, "handle_notification", lambda rt, parsed: [])
     big = {"source": {"key": "media/a.wav"}, "filename": "x" * 2 * JSON_LIMIT_BYTES}
     r = api.client.post("/v0/jobs", json=big, headers=api.admin)  # with Content-Length
