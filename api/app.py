@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from mediamill import __version__
 from mediamill.api.body_limit import BodyLimitMiddleware
+from mediamill.api.deps import bounded_path_params
 from mediamill.api.errors import install_error_handlers
 from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
@@ -56,6 +57,7 @@ def create_app(
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(bounded_path_params)],
     )
     app.state.metrics = metrics
     install_error_handlers(app)

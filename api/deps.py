@@ -1,6 +1,6 @@
 """What route handlers get from the app, as FastAPI dependencies (the FastAPI
 full-stack template's `api/deps.py`): the process's runtime, a database session, and
-the API key a route needs.
+the API key a route needs; and `bounded_path_params`, which every route runs first.
 
 `runtime_of` is async on purpose: a sync dependency would cost every request a hop
 to the thread pool for one attribute read.
@@ -16,7 +16,23 @@ from sqlalchemy.orm import Session
 
 from mediamill.api.auth import Principal, require_admin, require_read
 from mediamill.api.state import app_runtime
+from mediamill.schemas.errors import InvalidRequestError
 from mediamill.workers.runtime import Runtime
+
+# The longest id, token or composite key a path names (a legacy composite key:
+# `trackToken:` and a token of 128 characters).
+MAX_PATH_PARAM_CHARS = 160
+
+
+async def bounded_path_params(request: Request) -> None:
+    """A named 400 for a path parameter longer than any id, token or key can be, before
+    a route looks it up (a 60 KB id would be echoed whole by its 404)."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and len(value) > MAX_PATH_PARAM_CHARS:
+            raise InvalidRequestError(
+                f"path parameter {name} is {len(value)} characters long; ids, tokens and "
+                f"keys in a path have at most {MAX_PATH_PARAM_CHARS}"
+            )
 
 
 async def runtime_of(request: Request) -> Runtime:

@@ -5,6 +5,8 @@ to statuses."""
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -89,12 +91,42 @@ def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "")
 
 
+MAX_MESSAGE_CHARS = 1000
+# A run of this many characters without a space is input (an id, a key, a URL): no
+# message of ours has a word that long.
+_LONG_RUN = re.compile(r"\S{121,}")
+
+
+def bounded_message(message: str, server_paths: Iterable[str] = ()) -> str:
+    """`message` as an error body may carry it: each server path in it (the data
+    directory, the store's root) named as `<server path>`, a run of over 120 characters
+    without a space cut to 80, and the whole to 1,000. The backstop behind the errors
+    that quote input with `echo`: no body sends back a 60 KB id or a path of the server."""
+    for path in server_paths:
+        if len(path) > 1:
+            message = re.sub(rf"(?<![\w.-]){re.escape(path)}", "<server path>", message)
+    message = _LONG_RUN.sub(lambda m: f"{m.group(0)[:80]}...", message)
+    return message if len(message) <= MAX_MESSAGE_CHARS else f"{message[:MAX_MESSAGE_CHARS]}..."
+
+
+def _server_paths(request: Request) -> list[str]:
+    """Directories of this server that an error message must not show."""
+    rt = getattr(request.app.state, "runtime", None)
+    if rt is None:
+        return []
+    paths = [str(rt.settings.resolved_data_dir)]
+    root = getattr(rt.store, "root", None)
+    if root is not None:
+        paths.append(str(root))
+    return sorted(paths, key=len, reverse=True)
+
+
 def error_response(
     request: Request, status: int, name: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     body = {
         "name": name,
-        "message": message,
+        "message": bounded_message(message, _server_paths(request)),
         "statusCode": status,
         "requestId": request_id(request),
     }

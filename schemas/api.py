@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mediamill.schemas.base import CamelModel, RequestModel
-from mediamill.schemas.errors import ArgumentNullOrEmptyError, InvalidRequestError
+from mediamill.schemas.errors import ArgumentNullOrEmptyError, InvalidRequestError, echo
 from mediamill.schemas.media import Asset
 from mediamill.schemas.packages import Package
 from mediamill.schemas.renditions import (
@@ -124,12 +124,20 @@ class StreamUrls(CamelModel):
 
 
 def checked_token(value: str | None, *, what: str = "legacyTrackToken") -> str:
-    """A legacy track token, or ArgumentNullOrEmptyError / InvalidRequestError."""
+    """A legacy track token, or ArgumentNullOrEmptyError / InvalidRequestError. A token
+    names one path segment (`/v0/legacy/tracks/{token}`), so one that no URL can carry
+    (`/` or `\\` in it, or `.` / `..`, which clients fold away) is refused when it is
+    given, not left to be unreachable later."""
     if value is None or not str(value).strip():
         raise ArgumentNullOrEmptyError(f"{what} cannot be null or empty")
     token = str(value).strip()
     if len(token) > MAX_TOKEN_CHARS or any(ord(c) < 32 for c in token):
         raise InvalidRequestError(f"{what} must be at most {MAX_TOKEN_CHARS} printable characters")
+    if "/" in token or "\\" in token or token in {".", ".."}:
+        raise InvalidRequestError(
+            f"{what} {echo(token)} cannot be addressed by a URL: no '/' or '\\', and not "
+            "'.' or '..'"
+        )
     return token
 
 
@@ -194,7 +202,7 @@ def parse_composite_key(composite_key: str) -> str:
     name, sep, value = composite_key.partition(":")
     if not sep or name != "trackToken":
         raise InvalidRequestError(
-            f"unsupported composite key {_echo(composite_key)}: use trackToken:{{value}}"
+            f"unsupported composite key {echo(composite_key)}: use trackToken:{{value}}"
         )
     return checked_token(value)
 
@@ -288,7 +296,7 @@ def _nest(target: dict[str, Any], path: list[str], value: str) -> None:
     for part in parents:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
-            raise InvalidRequestError(f"filters: conflicting values for {_echo(part)}")
+            raise InvalidRequestError(f"filters: conflicting values for {echo(part)}")
     existing = target.get(leaf)
     if existing is None:
         target[leaf] = [value] if appending else value
@@ -297,7 +305,7 @@ def _nest(target: dict[str, Any], path: list[str], value: str) -> None:
     elif isinstance(existing, str):
         target[leaf] = [existing, value]
     else:
-        raise InvalidRequestError(f"filters: conflicting values for {_echo(leaf)}")
+        raise InvalidRequestError(f"filters: conflicting values for {echo(leaf)}")
 
 
 def filters_from_query(filters_param: str | None, items: list[tuple[str, str]]) -> dict[str, Any]:
@@ -322,7 +330,7 @@ def filters_from_query(filters_param: str | None, items: list[tuple[str, str]]) 
         rest = key[len("filters") :]
         path = _BRACKETS.findall(rest)
         if not path or "".join(f"[{p}]" for p in path) != rest:
-            raise InvalidRequestError(f"malformed filter parameter {_echo(key)}")
+            raise InvalidRequestError(f"malformed filter parameter {echo(key)}")
         if len(path) > MAX_FILTER_DEPTH:
             raise InvalidRequestError(
                 f"filter parameters nest deeper than {MAX_FILTER_DEPTH} levels"
@@ -348,7 +356,7 @@ def _conditions(spec: Any, where: str) -> list[Condition]:
         except ValueError:
             allowed = ", ".join(m.value for m in MatchOp)
             raise InvalidRequestError(
-                f"filters.{where}: unsupported match {_echo(op_name)} (supported: {allowed})"
+                f"filters.{where}: unsupported match {echo(op_name)} (supported: {allowed})"
             ) from None
         if not isinstance(fields, dict):
             raise InvalidRequestError(f"filters.{where}.{op_name} must be an object")
@@ -369,7 +377,7 @@ def _legacy_field(name: str, where: str) -> LegacyField:
     except ValueError:
         allowed = ", ".join(f.value for f in LegacyField)
         raise InvalidRequestError(
-            f"filters.{where}: unknown field {_echo(name)} (fields: {allowed})"
+            f"filters.{where}: unknown field {echo(name)} (fields: {allowed})"
         ) from None
 
 
@@ -409,12 +417,6 @@ def parse_legacy_filters(raw: dict[str, Any]) -> LegacyFilters:
             f"at most {MAX_FILTER_VALUES}"
         )
     return filters
-
-
-def _echo(text: str, limit: int = 80) -> str:
-    """`text` as an error quotes it: repr, cut to `limit` characters."""
-    quoted = repr(text)
-    return quoted if len(quoted) <= limit else f"{quoted[:limit]}..."
 
 
 class SortKey(BaseModel):

@@ -161,14 +161,31 @@ class FFmpegError(MediaMillError):
     """An ffmpeg run failed; `context['stderr']` holds the tail of its output."""
 
 
+ECHO_CHARS = 80
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """`value` as an error message quotes input: its repr, cut to `limit` characters,
+    so a 60 KB id or key is never sent back whole."""
+    quoted = repr(value)
+    return quoted if len(quoted) <= limit else f"{quoted[:limit]}..."
+
+
+def _cut(text: str, limit: int = ECHO_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 def describe_validation(errors: Iterable[Mapping[str, Any]], *, drop: tuple[str, ...] = ()) -> str:
     """pydantic's `errors()` as one line: `field.path: message; ...` (`drop`: location
-    parts left out, such as FastAPI's `body`)."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err.get('loc', ()) if p not in drop) or 'body'}: "
-        f"{err.get('msg', 'invalid')}"
-        for err in errors
+    parts left out, such as FastAPI's `body`). A location part is input too (the name
+    of an unknown field): each is cut to 80 characters, and at most 10 errors are told."""
+    listed = list(errors)
+    told = "; ".join(
+        f"{'.'.join(_cut(str(p)) for p in err.get('loc', ()) if p not in drop) or 'body'}: "
+        f"{_cut(str(err.get('msg', 'invalid')), 200)}"
+        for err in listed[:10]
     )
+    return told if len(listed) <= 10 else f"{told}; and {len(listed) - 10} more"
 
 
 def error_from_name(name: str, message: str) -> MediaMillError:
@@ -218,5 +235,6 @@ __all__ = [
     "UnsupportedRenditionError",
     "WorkerCrashedError",
     "describe_validation",
+    "echo",
     "error_from_name",
 ]

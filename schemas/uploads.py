@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from mediamill.schemas.base import CamelModel, RequestModel
 
@@ -53,6 +53,14 @@ class CreateUpload(RequestModel):
     legacy_track_token: str | None = Field(
         default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._\-]+$"
     )
+
+    @field_validator("legacy_track_token")
+    @classmethod
+    def _addressable(cls, value: str | None) -> str | None:
+        """`.` and `..` name no path segment a URL can carry (clients fold them away)."""
+        if value in {".", ".."}:
+            raise ValueError("a legacyTrackToken cannot be '.' or '..'")
+        return value
 
 
 class Upload(CamelModel):

@@ -69,9 +69,13 @@ def parse_source_url(url: str) -> SourceUrl:
     if parts.username is not None or parts.password is not None:
         raise InvalidRequestError("credentials in the source URL are not accepted")
     try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        given_port = parts.port
     except ValueError as exc:
         raise InvalidRequestError(f"the source URL has an invalid port: {exc}") from exc
+    if given_port == 0:
+        # `:0` would silently become the scheme's default port: no server listens on 0.
+        raise InvalidRequestError("the source URL has an invalid port: 0")
+    port = given_port or _DEFAULT_PORTS[scheme]
     host = parts.hostname
     if not host:
         raise InvalidRequestError("the source URL has no host")

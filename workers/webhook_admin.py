@@ -91,9 +91,12 @@ def check_webhook_url(url: str, settings: Settings) -> str:
         raise InvalidRequestError(f"the webhook URL must be 1 to {MAX_URL_LENGTH} characters")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises on an invalid port)
     except ValueError as exc:
         raise InvalidRequestError(f"the webhook URL is not a valid URL: {exc}") from exc
+    try:
+        parts.port  # noqa: B018 (raises on an invalid port)
+    except ValueError as exc:
+        raise InvalidRequestError(f"the webhook URL has an invalid port: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise InvalidRequestError(f"webhook URLs must be https://, not {scheme or url!r}")

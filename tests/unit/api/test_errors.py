@@ -46,3 +46,29 @@ def test_a_database_that_cannot_be_opened_is_still_unavailable(tmp_path: Path) -
     r = app_running("SELECT 1", url).get("/q")
     assert (r.status_code, r.json()["name"]) == (503, "ServiceUnavailableError")
     assert r.headers["retry-after"] == "5"
+
+
+def test_bounded_message_hides_server_paths_and_cuts_long_runs() -> None:
+    from mediamill.api.errors import bounded_message
+
+    root = "/srv/mediamill/store"
+    message = f"cannot open {root}/inbox/a.flac (key 'inbox/{'Q' * 5000}') under inbox{root}"
+    bounded = bounded_message(message, [root])
+    assert root + "/" not in bounded and "<server path>/inbox/a.flac" in bounded
+    assert f"inbox{root}" in bounded  # a path inside a word is not a server path
+    assert max(len(run) for run in bounded.split()) <= 120
+    assert "Q" * 81 not in bounded
+    words = " ".join(["word"] * 400)
+    assert len(bounded_message(words)) == 1003 and bounded_message(words).endswith("...")
+    assert bounded_message("no job 'abc'") == "no job 'abc'"
+
+
+def test_echo_and_validation_descriptions_quote_at_most_80_characters() -> None:
+    from mediamill.schemas.errors import describe_validation, echo
+
+    assert echo("short") == "'short'"
+    assert echo("Q" * 1000) == "'" + "Q" * 79 + "..."
+    errors = [{"loc": ("body", "Q" * 5000), "msg": "Extra inputs are not permitted"}] * 12
+    told = describe_validation(errors, drop=("body",))
+    assert told.count("Extra inputs") == 10 and told.endswith("; and 2 more")
+    assert "Q" * 81 not in told

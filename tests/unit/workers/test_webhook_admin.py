@@ -95,7 +95,9 @@ def test_check_webhook_url_refusals_name_the_webhook_url(monkeypatch: pytest.Mon
         refusal("https://u:p@93.184.215.14/") == "credentials in the webhook URL are not accepted"
     )
     assert refusal("https:///in") == "the webhook URL has no host"
-    assert refusal("https://93.184.215.14:99999/").startswith("the webhook URL is not a valid URL")
+    assert refusal("https://93.184.215.14:99999/").startswith("the webhook URL has an invalid port")
+    assert refusal("https://93.184.215.14:0/") == "the webhook URL has an invalid port: 0"
+    assert refusal("https://[::1/").startswith("the webhook URL is not a valid URL")
     assert refusal("ftp://93.184.215.14/") == "webhook URLs must be https://, not 'ftp'"
     assert refusal(PUBLIC + "#top") == "the webhook URL must not have a fragment (#...)"
     assert refusal("https://[::1]/in") == (
