@@ -220,6 +220,11 @@ class Settings(BaseSettings):
     # sources (a caller must not make the service reach internal hosts) unless this is
     # set: for tests and closed networks only.
     allow_private_url_ingest: bool = False
+    # URL sources on these hosts (comma-separated host names or addresses, matched
+    # exactly, case-insensitively) may resolve to private addresses: a media server on
+    # the closed network, without lifting the check for every other host. Every
+    # redirect hop is checked against it again.
+    url_ingest_allow_hosts: str = ""
 
     # Upload sessions (`POST /v0/uploads`): how long an upload URL stays valid, and the
     # largest declared size (5 GiB is what one presigned S3 PUT may carry).

@@ -50,7 +50,7 @@ from mediamill.workers.middleware import owned_job
 from mediamill.workers.packages import package, plan_package
 from mediamill.workers.queue import QUEUE_NAME, send_committed, time_limit_ms
 from mediamill.workers.renditions import add_renditions, plan_renditions, transcode_time_limit_ms
-from mediamill.workers.url_source import open_source_url
+from mediamill.workers.url_source import open_source_url, parse_allow_hosts
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ def _store_original(
     with open_source_url(
         source.url,
         allow_private=settings.allow_private_url_ingest,
+        allow_hosts=parse_allow_hosts(settings.url_ingest_allow_hosts),
         max_bytes=min(settings.url_ingest_max_bytes, settings.upload_max_bytes),
         timeout_s=settings.url_ingest_timeout_s,
         read_timeout_s=settings.url_ingest_read_timeout_s,

@@ -3,11 +3,13 @@
 A URL given to the API must not make the service reach hosts its callers cannot:
 only http and https, no credentials in the URL, and every address the host
 resolves to must be global (private, loopback, link-local such as a cloud
-metadata endpoint, multicast and reserved ranges are refused) unless
-`MEDIAMILL_ALLOW_PRIVATE_URL_INGEST` is set. The connection goes to the very
-address that was checked (no second DNS lookup an attacker could answer
-differently), TLS still verifies the certificate against the host name, and
-each redirect is checked the same way.
+metadata endpoint, multicast and reserved ranges are refused) unless the host is
+one of `MEDIAMILL_URL_INGEST_ALLOW_HOSTS` (matched exactly: a media server on the
+closed network), or `MEDIAMILL_ALLOW_PRIVATE_URL_INGEST` lifts the check for every
+host. The connection goes to the very address that was checked (no second DNS
+lookup an attacker could answer differently), TLS still verifies the certificate
+against the host name, and each redirect hop is checked the same way, allow-list
+included: an allowed host cannot redirect to an internal one that is not.
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ def parse_source_url(url: str) -> SourceUrl:
     return SourceUrl(url=url, scheme=scheme, host=host, port=port, target=target)
 
 
+def parse_allow_hosts(text: str) -> frozenset[str]:
+    """`"localhost, Media.Internal, [::1]"` -> the host names as URLs carry them
+    (lower-cased, IPv6 without brackets), matched exactly: no wildcards, no suffixes."""
+    hosts = (h.strip().lower() for h in text.split(","))
+    return frozenset(h[1:-1] if h.startswith("[") and h.endswith("]") else h for h in hosts if h)
+
+
 def _global_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
@@ -108,8 +117,11 @@ def address_allowed(address: str) -> bool:
     return _global_unicast(ip)
 
 
-def resolve_addresses(source: SourceUrl, *, allow_private: bool) -> list[str]:
-    """The host's addresses, all of them checked. A literal address is not looked up."""
+def resolve_addresses(
+    source: SourceUrl, *, allow_private: bool, allow_hosts: frozenset[str] = frozenset()
+) -> list[str]:
+    """The host's addresses, all of them checked unless the host is in `allow_hosts`
+    (exactly) or `allow_private` is set. A literal address is not looked up."""
     try:
         infos = socket.getaddrinfo(source.host, source.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -117,23 +129,26 @@ def resolve_addresses(source: SourceUrl, *, allow_private: bool) -> list[str]:
             raise TransientError(f"cannot resolve {source.host} now: {exc}") from exc
         raise InvalidRequestError(f"the source host {source.host} does not resolve") from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not allow_private:
+    if not allow_private and source.host.lower() not in allow_hosts:
         refused = [a for a in addresses if not address_allowed(a)]
         if refused:
             raise InvalidRequestError(
                 f"the source host {source.host} resolves to a non-public address "
-                f"({refused[0]}); private, loopback and link-local sources are refused"
+                f"({refused[0]}); private, loopback and link-local sources are refused "
+                "unless the host is in MEDIAMILL_URL_INGEST_ALLOW_HOSTS"
             )
     return addresses
 
 
-def check_source_url(url: str, *, allow_private: bool) -> SourceUrl:
+def check_source_url(
+    url: str, *, allow_private: bool, allow_hosts: frozenset[str] = frozenset()
+) -> SourceUrl:
     """What the API checks before accepting a URL: its form and, when the host
     resolves now, its addresses. A host that does not resolve yet is left to the
     worker (which checks again anyway, at fetch time)."""
     source = parse_source_url(url)
     with suppress(TransientError):
-        resolve_addresses(source, allow_private=allow_private)
+        resolve_addresses(source, allow_private=allow_private, allow_hosts=allow_hosts)
     return source
 
 
@@ -231,6 +246,7 @@ def open_source_url(
     max_bytes: int,
     timeout_s: float,
     read_timeout_s: float,
+    allow_hosts: frozenset[str] = frozenset(),
 ) -> Iterator[io.RawIOBase]:
     """A streamed body of `url` (redirects followed and re-checked), bounded in size
     and wall-clock time. Errors: InvalidRequestError / ModelNotFoundError (permanent:
@@ -239,7 +255,9 @@ def open_source_url(
     deadline = time.monotonic() + timeout_s
     source = parse_source_url(url)
     for _hop in range(MAX_REDIRECTS + 1):
-        addresses = resolve_addresses(source, allow_private=allow_private)
+        addresses = resolve_addresses(
+            source, allow_private=allow_private, allow_hosts=allow_hosts
+        )
         conn = _connect(source, addresses, min(read_timeout_s, timeout_s))
         try:
             conn.putrequest("GET", source.target, skip_accept_encoding=True)

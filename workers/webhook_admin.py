@@ -37,8 +37,7 @@ from mediamill.schemas.webhooks import (
 from mediamill.storage import webhook_deliveries
 from mediamill.storage import webhooks as store
 from mediamill.storage.models import WebhookDeliveryRow, WebhookEndpointRow
-from mediamill.workers.url_source import address_allowed, parse_source_url
-from mediamill.workers.webhook_http import parse_allow_hosts
+from mediamill.workers.url_source import address_allowed, parse_allow_hosts, parse_source_url
 
 log = logging.getLogger(__name__)
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")

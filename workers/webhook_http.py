@@ -44,10 +44,6 @@ class HttpResult:
     retry_after_s: float | None = None
 
 
-def parse_allow_hosts(text: str) -> frozenset[str]:
-    """`"localhost, hooks.internal"` -> the lower-cased host names."""
-    return frozenset(h.strip().lower() for h in text.split(",") if h.strip())
-
 
 def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to (a seam tests replace)."""

@@ -31,7 +31,8 @@ from mediamill.storage import webhook_deliveries as wd
 from mediamill.workers.delivery import sign_file_url, sign_package_urls
 from mediamill.workers.health import OutageLog
 from mediamill.workers.runtime import Runtime
-from mediamill.workers.webhook_http import parse_allow_hosts, post_webhook
+from mediamill.workers.url_source import parse_allow_hosts
+from mediamill.workers.webhook_http import post_webhook
 
 log = logging.getLogger(__name__)
 

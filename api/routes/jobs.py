@@ -37,7 +37,7 @@ from mediamill.workers.queue import send_committed
 from mediamill.workers.renditions import check_requestable
 from mediamill.workers.runtime import Runtime
 from mediamill.workers.submit import submit_ingest
-from mediamill.workers.url_source import check_source_url
+from mediamill.workers.url_source import check_source_url, parse_allow_hosts
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v0/jobs", tags=["jobs"])
@@ -128,7 +128,11 @@ def _submit(
             plan=body.plan(),
             in_transaction=in_transaction,
         )
-    url = check_source_url(body.source.url or "", allow_private=settings.allow_private_url_ingest)
+    url = check_source_url(
+        body.source.url or "",
+        allow_private=settings.allow_private_url_ingest,
+        allow_hosts=parse_allow_hosts(settings.url_ingest_allow_hosts),
+    )
     filename = body.filename or _filename_from_url(url.url)
     return submit_ingest(
         rt,

@@ -137,3 +137,36 @@ def test_a_redirect_to_a_private_address_is_refused_before_connecting(
     ):
         pass
     assert connected == [("media.example.com", [PUBLIC_V4])]  # never the private host
+
+
+def test_parse_allow_hosts_lower_cases_and_drops_blanks() -> None:
+    """The allow list is the comma-separated host names, trimmed and lower-cased; an
+    IPv6 address may be written with its URL brackets."""
+    assert url_source.parse_allow_hosts(" LocalHost, hooks.Internal ,, ") == {
+        "localhost",
+        "hooks.internal",
+    }
+    assert url_source.parse_allow_hosts("[::1], 10.0.0.7") == {"::1", "10.0.0.7"}
+    assert url_source.parse_allow_hosts("") == frozenset()
+
+
+def test_the_allow_list_exempts_exactly_its_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An allowed host may be private; its subdomains, its parent and its other names
+    are not exempt (matched exactly, not as a suffix)."""
+    _fake_resolver(
+        monkeypatch,
+        {
+            "media.internal": "10.0.0.7",
+            "cdn.media.internal": "10.0.0.8",
+            "internal": "10.0.0.9",
+            "10.0.0.7": "10.0.0.7",
+        },
+    )
+    allowed = url_source.parse_allow_hosts("Media.Internal")
+    source = check_source_url(
+        "http://media.internal/a.wav", allow_private=False, allow_hosts=allowed
+    )
+    assert source.host == "media.internal"
+    for url in ("http://cdn.media.internal/a.wav", "http://internal/a.wav", "http://10.0.0.7/"):
+        with pytest.raises(InvalidRequestError, match="MEDIAMILL_URL_INGEST_ALLOW_HOSTS"):
+            check_source_url(url, allow_private=False, allow_hosts=allowed)

@@ -26,7 +26,6 @@ from mediamill.workers import webhook_http
 from mediamill.workers.webhook_http import (
     USER_AGENT,
     checked_addresses,
-    parse_allow_hosts,
     parse_retry_after,
     post_webhook,
 )
@@ -111,12 +110,6 @@ def post(url: str, *, max_response_bytes: int = 64 * 1024, **headers: str):
         timeout_s=5,
         max_response_bytes=max_response_bytes,
     )
-
-
-def test_parse_allow_hosts_lower_cases_and_drops_blanks() -> None:
-    """The allow list is the comma-separated host names, trimmed and lower-cased."""
-    assert parse_allow_hosts(" LocalHost, hooks.Internal ,, ") == {"localhost", "hooks.internal"}
-    assert parse_allow_hosts("") == frozenset()
 
 
 def test_checked_addresses_judges_every_address(monkeypatch: pytest.MonkeyPatch) -> None:
