@@ -399,6 +399,7 @@ def _job_count(api) -> int:
         return s.query(JobRow).count()
 
 
+@pytest.mark.security
 def test_an_oversized_json_body_is_413_before_any_handler(small_limits_api, monkeypatch) -> None:
     api = small_limits_api
     from mediamill.api.routes import events
@@ -429,6 +430,7 @@ def test_an_oversized_json_body_is_413_before_any_handler(small_limits_api, monk
     assert api.client.post("/v0/jobs", json={"source": {}}, headers=api.admin).status_code == 400
 
 
+@pytest.mark.security
 def test_an_oversized_upload_is_413_and_nothing_is_stored(small_limits_api, samples) -> None:
     from mediamill.storage.models import AssetRow
 

@@ -451,6 +451,7 @@ def test_list_filters_and_pages_through_every_job(paused_api, samples) -> None:
         assert r.json()["name"] == "InvalidRequestError"
 
 
+@pytest.mark.security
 def test_read_keys_read_and_only_admin_keys_write(paused_api, samples) -> None:
     api = paused_api
     key = put_sample(api, samples["speech.wav"], "media/speech.wav")

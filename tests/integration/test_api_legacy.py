@@ -403,6 +403,7 @@ def test_legacy_assets_list_bounds_start_and_caps_count(api) -> None:
     assert_error(api.client.get("/v0/legacy/assets"), 401, "AuthenticationError")
 
 
+@pytest.mark.security
 def test_hostile_filters_are_named_400s_never_5xx(api) -> None:
     """Issue 15: 3,000 nested brackets in `?filters=` were a 500 (RecursionError), and
     5,000 `contains` values a 503 "database is unavailable" (SQLite's expression tree

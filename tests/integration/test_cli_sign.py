@@ -97,6 +97,7 @@ def test_sign_refuses_bad_requests(env: dict[str, str]) -> None:
     assert proc.stderr.startswith("error: InvalidRequestError: not a signable key")
 
 
+@pytest.mark.security
 def test_sign_refuses_an_expiry_over_the_cap(env: dict[str, str]) -> None:
     """`--expires-in 99999999999` made a URL valid until the year 5195; a larger value
     overflowed into one the edge refuses. Both are a named error now, for packages too."""

@@ -303,6 +303,7 @@ def test_other_methods_are_refused(edge: Edge) -> None:
     assert fetch(edge.signer.sign_file(key, 300).url, method="DELETE").status == 405
 
 
+@pytest.mark.security
 def test_a_tampered_file_token_is_403(edge: Edge) -> None:
     key = f"renditions/{uuid.uuid4().hex}/mp3-128000-2.mp3"
     other = f"renditions/{uuid.uuid4().hex}/mp3-128000-2.mp3"
@@ -344,6 +345,7 @@ def test_an_expired_file_url_is_410(edge: Edge) -> None:
     assert_cors(resp)
 
 
+@pytest.mark.security
 def test_in_flight_writes_and_dot_paths_are_never_served(edge: Edge) -> None:
     assert isinstance(edge.store, LocalBlobStore)
     inflight = edge.store.root / ".tmp" / uuid.uuid4().hex
@@ -359,6 +361,7 @@ def test_in_flight_writes_and_dot_paths_are_never_served(edge: Edge) -> None:
         assert resp.body not in {b"partial write", b"not a key"}
 
 
+@pytest.mark.security
 def test_nothing_outside_the_store_is_reachable(edge: Edge) -> None:
     assert isinstance(edge.store, LocalBlobStore)
     secret_bytes = b"outside the store " + os.urandom(16)
@@ -511,6 +514,7 @@ def test_an_expired_package_url_is_410(edge: Edge) -> None:
         assert_cors(resp)
 
 
+@pytest.mark.security
 def test_a_package_token_opens_only_its_own_package(edge: Edge) -> None:
     assert isinstance(edge.store, LocalBlobStore)
     asset_a, package_a = make_package_tree(edge.store.root)
@@ -679,6 +683,7 @@ def test_minio_edge_serves_packages_under_the_signed_prefix(minio_edge: Edge) ->
 # ---- the API behind the edge (`nginx-conf --api`) ---------------------------------------------
 
 
+@pytest.mark.security
 def test_the_edge_keeps_slow_and_greedy_clients_off_the_api(tmp_path: Path) -> None:
     """`mediamill edge nginx-conf --api` in front of a real `mediamill serve`: requests
     pass through; slow headers and stalled bodies are cut by nginx's timeouts, and past

@@ -8,12 +8,11 @@ every answer is below 500, short, and quotes at most 200 characters of what was 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import Api, running_api
+from api_support import Api
 
 pytestmark = pytest.mark.integration
 
@@ -23,16 +22,6 @@ HUGE = "Q" * 60_000
 IN_PATH = "Q" * 30_000
 LONG = "Q" * 4_000
 MAX_ECHO_CHARS = 200
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    from mediamill.config.settings import Settings
-
-    data_dir = tmp_path_factory.mktemp("door") / "data"
-    settings = Settings(_env_file=None, data_dir=data_dir, bucket_events_token="t" * 20)
-    with running_api(settings, run_worker=False) as running:
-        yield running
 
 
 def _operations(api: Api) -> list[tuple[str, str, dict[str, Any]]]:

@@ -362,6 +362,7 @@ def every_signer(rsa_key: rsa.RSAPrivateKey, cap_s: int) -> list[UrlSigner]:
     ]
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("asked_s", [WEEK_S + 1, 99_999_999_999, 10**40])
 def test_every_signer_refuses_an_expiry_over_the_cap(
     rsa_key: rsa.RSAPrivateKey, asked_s: int

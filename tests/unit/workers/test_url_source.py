@@ -37,6 +37,7 @@ def _fake_resolver(monkeypatch: pytest.MonkeyPatch, answers: dict[str, str]) -> 
     monkeypatch.setattr(url_source.socket, "getaddrinfo", getaddrinfo)
 
 
+@pytest.mark.security
 def test_6to4_and_teredo_are_judged_by_the_ipv4_they_embed() -> None:
     assert not address_allowed(SIXTOFOUR_METADATA)
     assert address_allowed(SIXTOFOUR_PUBLIC)
@@ -48,6 +49,7 @@ def test_6to4_and_teredo_are_judged_by_the_ipv4_they_embed() -> None:
     assert address_allowed(PUBLIC_V4) and address_allowed("2606:4700:4700::1111")
 
 
+@pytest.mark.security
 def test_6to4_literal_and_host_resolving_to_it_are_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -112,6 +114,7 @@ class _Connection:
     def close(self) -> None: ...
 
 
+@pytest.mark.security
 def test_a_redirect_to_a_private_address_is_refused_before_connecting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
