@@ -36,6 +36,8 @@ MIN_SAMPLE_RATE_HZ = 4000
 MAX_SAMPLE_RATE_HZ = 768_000
 # The column's width: a custom channel order is described channel by channel.
 MAX_LAYOUT_NAME_CHARS = 64
+# The smallest side of a 4:2:0 picture, so of any video rendition.
+MIN_SIDE_PX = 2
 # A WAV's data chunk header is looked for in this many first bytes.
 WAV_HEADER_SCAN_BYTES = 64 * 1024
 
@@ -118,6 +120,7 @@ def _analyse_container(
         _check_audio_format(audio)
     if video is not None:
         limits.check_dimensions(video.codec_context.width, video.codec_context.height)
+        _check_encodable(video.codec_context.width, video.codec_context.height)
     declared_s = _declared_duration_s(container, audio or video)
     limits.check_duration(declared_s, size_bytes, declared=True)
     guard = _DurationGuard(limits, size_bytes)
@@ -167,6 +170,20 @@ def _declared_duration_s(container: av.container.InputContainer, stream: av.stre
     if container.duration is not None:
         return container.duration / av.time_base
     return 0.0
+
+
+def _check_encodable(width_px: int, height_px: int) -> None:
+    """UnsupportedMediaError for a picture no rendition can be made of: renditions are
+    4:2:0 (each side a multiple of 2) and never upscaled, so at its own height, made
+    even, each side must still be at least 2 px. Without this a 1x1 video "succeeded"
+    with no rendition and no package: an asset with nothing to play."""
+    height = height_px - height_px % 2
+    width = 2 * round(width_px * height / height_px / 2) if height_px > 0 else 0
+    if height < MIN_SIDE_PX or width < MIN_SIDE_PX:
+        raise UnsupportedMediaError(
+            f"a {width_px}x{height_px} px video is too small to encode: renditions are at "
+            f"least {MIN_SIDE_PX}x{MIN_SIDE_PX} px and never upscaled"
+        )
 
 
 def _video_info(stream: av.video.stream.VideoStream) -> VideoInfo:
@@ -317,6 +334,15 @@ def _measure_audio(
                 if now - last_report >= PROGRESS_INTERVAL_S:
                     last_report = now
                     on_progress(min(1.0, decoded_samples / rate_hz / declared_s))
+    except av.error.PatchWelcomeError as exc:
+        # The demuxer meets what it cannot read, not damage: a chained Ogg whose next
+        # link has another sample rate or layout. Swallowed, the asset would be the first
+        # link alone; a named error says the rest could not be read.
+        raise UnsupportedMediaError(
+            f"the audio changes format at {decoded_samples / rate_hz:.2f} s (a chained "
+            "Ogg whose next link has another sample rate or channel layout?), which "
+            f"cannot be demuxed ({exc.strerror}); the media after it would be lost"
+        ) from exc
     except av.error.FFmpegError as exc:
         if decoded_samples == 0:
             raise CorruptMediaError(f"unreadable audio stream ({exc.strerror})") from exc

@@ -55,7 +55,8 @@ class RenditionSpec(CamelModel):
     bitrate_bps: int | None = Field(default=None, alias="bitrate", gt=0)
     channels: int | None = Field(default=None, ge=1, le=2)
     sample_rate_hz: int | None = Field(default=None, alias="sampleRate", ge=8000, le=192000)
-    height: int | None = Field(default=None, ge=144, le=4320)
+    # As small as a 4:2:0 picture goes: a video below the ladder gets a rung of its own.
+    height: int | None = Field(default=None, ge=2, le=4320)
     loudness: LoudnessTarget | None = None
 
     @model_validator(mode="after")

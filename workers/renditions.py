@@ -40,13 +40,17 @@ log = logging.getLogger(__name__)
 
 def default_specs(settings: Settings, asset: Asset) -> list[RenditionSpec]:
     """The automatic renditions for an asset: the video ladder (rungs above the
-    original's height left out, never upscaled) or the audio profile."""
+    original's height left out, never upscaled) or the audio profile. A video below
+    every rung gets one rung at its own height (made even) at the smallest rung's
+    bitrate, so it is never an asset with nothing to play."""
     if asset.video is not None:
-        return [
-            s
-            for s in parse_video_ladder(settings.default_video_ladder)
-            if s.height is not None and s.height <= asset.video.height
-        ]
+        ladder = parse_video_ladder(settings.default_video_ladder)
+        fitting = [s for s in ladder if s.height is not None and s.height <= asset.video.height]
+        if fitting or not ladder:
+            return fitting
+        smallest = min(ladder, key=lambda s: s.height or 0)
+        own_height = asset.video.height - asset.video.height % 2
+        return [smallest.model_copy(update={"height": own_height})]
     return parse_audio_profile(settings.default_audio_renditions)
 
 
