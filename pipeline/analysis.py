@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
@@ -20,8 +21,15 @@ import numpy as np
 from mediamill.pipeline.formats import AUDIO_CODECS, VIDEO_CODECS, container_name, mime_type
 from mediamill.pipeline.limits import NO_LIMITS, MediaLimits
 from mediamill.pipeline.loudness import LoudnessMeter, channel_weights
-from mediamill.schemas.errors import CorruptMediaError, UnsupportedMediaError
-from mediamill.schemas.media import AnalysisResult, LoudnessStats, MediaInfo, VideoInfo
+from mediamill.schemas.errors import CorruptMediaError, InvalidRequestError, UnsupportedMediaError
+from mediamill.schemas.media import (
+    AnalysisResult,
+    LoudnessStats,
+    MediaInfo,
+    TrackChoice,
+    Tracks,
+    VideoInfo,
+)
 
 BLOCK_S = 1.0
 PROGRESS_INTERVAL_S = 0.5
@@ -48,10 +56,14 @@ def analyse_file(
     path: Path | str,
     on_progress: ProgressCallback | None = None,
     limits: MediaLimits = NO_LIMITS,
+    audio_track: int | None = None,
+    video_track: int | None = None,
 ) -> AnalysisResult:
     """Probe and measure `path`. Raises CorruptMediaError or UnsupportedMediaError, or
     a LimitExceededError when the media is over `limits` (checked before and while
-    decoding, so a decompression bomb stops early)."""
+    decoding, so a decompression bomb stops early). `audio_track` / `video_track` pick
+    a track of a file with several (default: the first flagged default); the result
+    says which was used and why (InvalidRequestError for one the file lacks)."""
     # Absolute, so a file named like an ffmpeg protocol ("pipe:0") is still a file.
     path = Path(path).resolve()
     size_bytes = path.stat().st_size
@@ -65,7 +77,9 @@ def analyse_file(
     with container:
         if container.format.name == "wav":
             _check_wav_data_size(path, size_bytes)
-        return _analyse_container(container, size_bytes, on_progress, limits)
+        return _analyse_container(
+            container, size_bytes, on_progress, limits, audio_track, video_track
+        )
 
 
 def _check_wav_data_size(path: Path, size_bytes: int) -> None:
@@ -95,15 +109,19 @@ def _analyse_container(
     size_bytes: int,
     on_progress: ProgressCallback | None,
     limits: MediaLimits,
+    audio_track: int | None = None,
+    video_track: int | None = None,
 ) -> AnalysisResult:
-    audio = next((s for s in container.streams.audio if _codec(s) in AUDIO_CODECS), None)
-    video = next(
-        (
-            s
-            for s in container.streams.video
-            if _codec(s) in VIDEO_CODECS and not s.disposition & av.stream.Disposition.attached_pic
+    audio, audio_choice = _choose_track(
+        list(container.streams.audio), "audio", audio_track, lambda s: _codec(s) in AUDIO_CODECS
+    )
+    video, video_choice = _choose_track(
+        list(container.streams.video),
+        "video",
+        video_track,
+        lambda s: (
+            _codec(s) in VIDEO_CODECS and not s.disposition & av.stream.Disposition.attached_pic
         ),
-        None,
     )
     if audio is None and video is None:
         found = sorted({_codec(s) for s in container.streams}) or ["none"]
@@ -149,8 +167,52 @@ def _analyse_container(
         sample_rate_hz=audio.codec_context.sample_rate if audio is not None else None,
         duration_ms=duration_ms,
         video=_video_info(video) if video is not None else None,
+        tracks=Tracks(audio=audio_choice, video=video_choice),
     )
     return AnalysisResult(media=media, loudness=loudness)
+
+
+def _choose_track(
+    streams: list[Any], kind: str, requested: int | None, usable: Callable[[Any], bool]
+) -> tuple[Any, TrackChoice | None]:
+    """The track of `kind` to use, and the record of why. Asked for: that one, or
+    InvalidRequestError (the file lacks it, or it is not a codec MediaMill takes: the
+    bytes are fine, so the asset is not condemned). Else the first usable track flagged
+    default, else the first usable one."""
+
+    def choice(index: int, reason: str) -> TrackChoice:
+        language = streams[index].metadata.get("language")
+        return TrackChoice(
+            index=index, count=len(streams), reason=reason, language=language or None
+        )
+
+    if requested is not None:
+        if requested >= len(streams):
+            raise InvalidRequestError(
+                f"{kind} track {requested} was asked for; the file has {len(streams)} "
+                f"{kind} track(s), numbered from 0"
+            )
+        if not usable(streams[requested]):
+            raise InvalidRequestError(
+                f"{kind} track {requested} is {_codec(streams[requested])}, which MediaMill "
+                "does not take"
+            )
+        return streams[requested], choice(requested, "asked for by the job")
+    candidates = [i for i, s in enumerate(streams) if usable(s)]
+    if not candidates:
+        return None, None
+    flagged = [i for i in candidates if streams[i].disposition & av.stream.Disposition.default]
+    if len(streams) == 1:
+        return streams[0], choice(0, f"the only {kind} track")
+    if len(candidates) == 1:
+        return streams[candidates[0]], choice(
+            candidates[0], f"the only {kind} track MediaMill takes"
+        )
+    if flagged:
+        return streams[flagged[0]], choice(flagged[0], "the first track flagged default")
+    return streams[candidates[0]], choice(
+        candidates[0], "the first track (none is flagged default)"
+    )
 
 
 # Decoder names that differ from the codec's own name.

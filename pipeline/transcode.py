@@ -90,7 +90,10 @@ def build_args(source: Path, outputs: list[Output], media: MediaInfo) -> list[st
     video_users = [o for o in outputs if o.spec.format is RenditionFormat.MP4]
     if media.channels is None:
         raise UnsupportedRenditionError("the original has no audio stream")
-    audio = src["a:0"]
+    tracks = media.tracks
+    audio_index = tracks.audio.index if tracks and tracks.audio else 0
+    video_index = tracks.video.index if tracks and tracks.video else 0
+    audio = src[f"a:{audio_index}"]
     audio_branches = (
         audio.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
     )
@@ -98,7 +101,7 @@ def build_args(source: Path, outputs: list[Output], media: MediaInfo) -> list[st
     if video_users:
         if media.video is None:
             raise UnsupportedRenditionError("the original has no video stream")
-        video = src["v:0"]
+        video = src[f"v:{video_index}"]
         video_branches = (
             video.filter_multi_output("split", len(video_users)) if len(video_users) > 1 else None
         )
@@ -108,7 +111,7 @@ def build_args(source: Path, outputs: list[Output], media: MediaInfo) -> list[st
         a = audio_branches[a_index] if audio_branches is not None else audio
         a = _audio_chain(a, out, media)
         if out.spec.format is RenditionFormat.MP4:
-            v = video_branches[v_index] if video_branches is not None else src["v:0"]
+            v = video_branches[v_index] if video_branches is not None else video
             v_index += 1
             streams.append(
                 ffmpeg.output(

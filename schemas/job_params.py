@@ -124,6 +124,16 @@ class JobParams(CamelModel):
         return {name: value for name, value in row.items() if value is not None}
 
 
+class TrackRequest(CamelModel):
+    """Which audio and video track of a file with several to use (0-based, among the
+    file's tracks of that kind); None: the first track flagged default."""
+
+    model_config = _PARAMS
+
+    audio: int | None = Field(default=None, ge=0, le=255)
+    video: int | None = Field(default=None, ge=0, le=255)
+
+
 class IngestParams(JobParams):
     """An `ingest` job: store the original, analyse it, make renditions and package."""
 
@@ -140,6 +150,7 @@ class IngestParams(JobParams):
     bucket_event: BucketEventOrigin | None = None
     # Set when the renditions are planned: whether packaging follows the transcode.
     package: bool | None = None
+    tracks: TrackRequest | None = None
 
     def staged_key(self) -> str | None:
         """The store key of the copy the server staged for this job alone, which ingest

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from mediamill.schemas.base import CamelModel, RequestModel
-from mediamill.schemas.job_params import RenditionPlan
+from mediamill.schemas.job_params import RenditionPlan, TrackRequest
 from mediamill.schemas.renditions import AUDIO_BITRATES_BPS, RenditionFormat, RenditionSpec
 
 MAX_RENDITIONS_PER_JOB = 32
@@ -75,6 +75,9 @@ class CreateJobRequest(RequestModel):
     default_renditions: bool | None = None
     exact: bool = False
     package: bool = True
+    # Which audio / video track of a file with several (0-based); default: the first
+    # track flagged default. The asset records the choice (`tracks`).
+    tracks: TrackRequest | None = None
 
     def plan(self) -> RenditionPlan | None:
         """The job's plan, or None for the default behaviour. Specs stay as requested

@@ -32,6 +32,23 @@ class LoudnessStats(CamelModel):
     max_short_term_lufs: float | None = Field(default=None, alias="maxShortTerm")
 
 
+class TrackChoice(CamelModel):
+    """Which of a file's audio (or video) tracks was used, and why: every rendition and
+    measurement is of this one track."""
+
+    index: int  # among the file's tracks of this kind, in order (ffmpeg's `a:N` / `v:N`)
+    count: int  # how many tracks of this kind the file has
+    reason: str
+    language: str | None = None
+
+
+class Tracks(CamelModel):
+    """The audio and the video track an asset was made from."""
+
+    audio: TrackChoice | None = None
+    video: TrackChoice | None = None
+
+
 class MediaInfo(CamelModel):
     """Container and stream facts from one pass over the file."""
 
@@ -44,6 +61,7 @@ class MediaInfo(CamelModel):
     sample_rate_hz: int | None = Field(default=None, alias="sampleRate")
     duration_ms: int | None = Field(default=None, alias="duration")
     video: VideoInfo | None = None
+    tracks: Tracks | None = None
 
 
 class AnalysisResult(CamelModel):
@@ -80,6 +98,7 @@ class Asset(CamelModel):
     max_momentary_lufs: float | None = Field(default=None, alias="maxMomentary")
     max_short_term_lufs: float | None = Field(default=None, alias="maxShortTerm")
     video: VideoInfo | None = None
+    tracks: Tracks | None = None
     status: AssetStatus = AssetStatus.STORED
     error: dict[str, str] | None = None
     legacy_track_tokens: list[str] = Field(default_factory=list)

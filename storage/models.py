@@ -73,6 +73,8 @@ class AssetRow(Base):
     max_momentary_lufs: Mapped[float | None] = mapped_column(Float)
     max_short_term_lufs: Mapped[float | None] = mapped_column(Float)
     video: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Which audio and video track the asset was made from, and why (`Tracks`).
+    tracks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), index=True)
     error_name: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)

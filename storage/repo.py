@@ -18,7 +18,7 @@ from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import MediaMillError, ModelNotFoundError
 from mediamill.schemas.job_params import JobParams, check_params_type, parse_job_params
 from mediamill.schemas.jobs import Job, JobError, JobStage, JobStatus, JobType
-from mediamill.schemas.media import AnalysisResult, Asset, AssetStatus, VideoInfo
+from mediamill.schemas.media import AnalysisResult, Asset, AssetStatus, Tracks, VideoInfo
 from mediamill.schemas.packages import Package, PackageStatus
 from mediamill.schemas.renditions import Rendition, RenditionSpec, RenditionStatus
 from mediamill.storage.db import dialect_insert
@@ -112,6 +112,7 @@ def record_analysis(row: AssetRow, result: AnalysisResult) -> None:
     row.sample_rate_hz = media.sample_rate_hz
     row.duration_ms = media.duration_ms
     row.video = media.video.model_dump() if media.video else None
+    row.tracks = media.tracks.model_dump(mode="json") if media.tracks else None
     row.integrated_lufs = loud.integrated_lufs
     row.true_peak_dbtp = loud.true_peak_dbtp
     row.loudness_range_lu = loud.loudness_range_lu
@@ -145,6 +146,7 @@ def asset_from_row(session: Session, row: AssetRow) -> Asset:
         max_momentary_lufs=row.max_momentary_lufs,
         max_short_term_lufs=row.max_short_term_lufs,
         video=VideoInfo.model_validate(row.video) if row.video else None,
+        tracks=Tracks.model_validate(row.tracks) if row.tracks else None,
         status=AssetStatus(row.status),
         error={"name": row.error_name, "message": row.error_message or ""}
         if row.error_name

@@ -18,6 +18,7 @@ from mediamill.pipeline.limits import MediaLimits
 from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
+    ConflictError,
     InvalidRequestError,
     LowQualityError,
     MediaError,
@@ -37,6 +38,7 @@ from mediamill.schemas.job_params import (
     StoredOriginal,
     StoredSource,
     StoreSource,
+    TrackRequest,
 )
 from mediamill.schemas.jobs import JobStage, JobStatus
 from mediamill.schemas.media import Asset, AssetStatus, LoudnessStats, MediaInfo
@@ -87,7 +89,11 @@ def ingest(job_id: str) -> None:
             job.asset_id = asset.id
             repo.set_params(job, params)
             if asset.status == AssetStatus.ANALYSED.value:
-                if params.plan is not None:  # renditions asked for: plan them on the asset
+                conflict = _track_conflict(job, repo.asset_from_row(s, asset))
+                if conflict is not None:
+                    repo.fail_job(s, job, conflict)
+                    send_next = False
+                elif params.plan is not None:  # renditions asked for: plan them on the asset
                     send_next = _plan_renditions(rt, s, job, repo.asset_from_row(s, asset))
                 else:
                     repo.finish_job(job, {"deduplicated": True})
@@ -102,6 +108,33 @@ def ingest(job_id: str) -> None:
                 send_next = True
     if send_next:
         send_committed(rt, job)
+
+
+def _tracks_asked(job: JobRow) -> TrackRequest:
+    """The tracks an ingest job asks for (none asked: the defaults). Parameters that do
+    not validate ask for none here: planning fails the job on them, analysis kept."""
+    try:
+        params = repo.params_of(job)
+    except ModelInvalidError:
+        return TrackRequest()
+    tracks = params.tracks if isinstance(params, IngestParams) else None
+    return tracks or TrackRequest()
+
+
+def _track_conflict(job: JobRow, asset: Asset) -> ConflictError | None:
+    """A job asking for another track than the one the (same bytes') asset was made
+    from: one original has one choice, so the job fails naming the recorded one."""
+    asked, made = _tracks_asked(job), asset.tracks
+    for kind in ("audio", "video"):
+        index = getattr(asked, kind)
+        chosen = getattr(made, kind) if made is not None else None
+        if index is not None and chosen is not None and chosen.index != index:
+            return ConflictError(
+                f"asset {asset.original_asset_id} was made from {kind} track "
+                f"{chosen.index} ({chosen.reason}); {kind} track {index} cannot be used "
+                "for the same bytes"
+            )
+    return None
 
 
 def _ingest_params(job: JobRow) -> IngestParams:
@@ -221,6 +254,8 @@ def analyse(job_id: str) -> None:
             if asset.status == AssetStatus.FAILED.value:
                 error = error_from_name(asset.error_name or "", asset.error_message or "")
                 repo.fail_job(s, owned, error)
+            elif (conflict := _track_conflict(owned, repo.asset_from_row(s, asset))) is not None:
+                repo.fail_job(s, owned, conflict)
             elif _ingest_plan(owned) is not None:  # renditions asked for: plan them now
                 if _plan_renditions(rt, s, owned, repo.asset_from_row(s, asset)):
                     send = owned
@@ -237,10 +272,15 @@ def analyse(job_id: str) -> None:
         return
 
     progress = _ProgressWriter(rt, job_id)
+    asked = _tracks_asked(job)
     try:
         with rt.store.local_path(key) as path:
             result = rt.native().analyse(
-                path, on_progress=progress, limits=MediaLimits.from_settings(rt.settings)
+                path,
+                on_progress=progress,
+                limits=MediaLimits.from_settings(rt.settings),
+                audio_track=asked.audio,
+                video_track=asked.video,
             )
     except BaseException as exc:  # time limits interrupt with a BaseException
         # Bad media condemns the asset (the same bytes will fail the same way);

@@ -196,12 +196,16 @@ class NativePool:
         stage: str = "analyse",
         on_progress: Callable[[float], None] | None = None,
         limits: MediaLimits = NO_LIMITS,
+        audio_track: int | None = None,
+        video_track: int | None = None,
     ) -> AnalysisResult:
         """`pipeline.analysis.analyse_file` in a child."""
         args = {
             "path": str(Path(path).resolve()),
             "limits": dataclasses.asdict(limits),
             "progress": on_progress is not None,
+            "audio_track": audio_track,
+            "video_track": video_track,
         }
         return AnalysisResult.model_validate(self._call("analyse", args, stage, on_progress))
 

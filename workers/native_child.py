@@ -68,6 +68,8 @@ def _run(sock: socket.socket, request: dict[str, Any]) -> Any:
             Path(path),
             on_progress=progress if args.get("progress") else None,
             limits=MediaLimits(**args.get("limits", {})),
+            audio_track=args.get("audio_track"),
+            video_track=args.get("video_track"),
         )
         return result.model_dump(mode="json")
     if task == "probe_duration":

@@ -16,6 +16,7 @@ from mediamill.schemas.job_params import (
     PathSource,
     RenditionPlan,
     StoreSource,
+    TrackRequest,
 )
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.storage import repo
@@ -52,6 +53,7 @@ def submit_ingest(
     size_bytes: int,
     *,
     plan: RenditionPlan | None = None,
+    tracks: TrackRequest | None = None,
     store_s: float | None = None,
     staged: bool = False,
     in_transaction: Callable[[Session, JobRow], None] | None = None,
@@ -59,7 +61,8 @@ def submit_ingest(
     """Write an `ingest` job for `source` and enqueue its first stage.
 
     `plan` (POST /v0/jobs) says which renditions to make and whether to package;
-    without it the asset gets the defaults. `store_s` is how long storing may take
+    without it the asset gets the defaults; `tracks` picks the audio / video track of
+    a file with several. `store_s` is how long storing may take
     beyond the base limit (default: from the size). If the enqueue fails the job
     stays `queued` and the sweeper sends it later: nothing is lost once the row is
     committed. `staged` marks a source staged (`keys.staged_copy_key`) for this job alone,
@@ -72,6 +75,7 @@ def submit_ingest(
         size_bytes=size_bytes,
         plan=plan,
         staged=True if staged else None,
+        tracks=tracks,
     )
     with rt.db.session() as s:
         job = ingest_job_in(s, rt.settings, params, store_s=store_s)

@@ -126,6 +126,7 @@ def _submit(
             filename,
             size_bytes,
             plan=body.plan(),
+            tracks=body.tracks,
             in_transaction=in_transaction,
         )
     url = check_source_url(
@@ -140,6 +141,7 @@ def _submit(
         filename,
         0,
         plan=body.plan(),
+        tracks=body.tracks,
         store_s=settings.url_ingest_timeout_s,
         in_transaction=in_transaction,
     )

@@ -32,7 +32,7 @@ def db(database_url: str | None, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0007"
+    assert current_revision(db.engine) == head_revision() == "0008"
     tables = set(inspect(db.engine).get_table_names())
     assert {
         "assets",

@@ -122,3 +122,129 @@ def test_a_1x1_video_fails_with_a_named_error(api: Api, tmp_path: Path) -> None:
     assert job.status.value == "failed"
     assert job.error is not None and job.error.name == "UnsupportedMediaError"
     assert "1x1 px video is too small to encode" in job.error.message
+
+
+# ---- several tracks --------------------------------------------------------------------------
+
+TONES_HZ = (220, 330, 440, 550, 660)
+
+
+def _five_tracks(path: Path, tones_hz: tuple[int, ...], default: int | None = None) -> Path:
+    """A Matroska file of five FLAC audio tracks, one tone each; `default`: the only
+    track flagged default (else ffmpeg flags the first)."""
+    inputs = [a for f in tones_hz for a in ("-f", "lavfi", "-i", f"sine=f={f}:d=2")]
+    maps = [a for i in range(len(tones_hz)) for a in ("-map", str(i))]
+    flags: list[str] = []
+    if default is not None:
+        flags = [a for i in range(len(tones_hz)) for a in (f"-disposition:a:{i}", "0")]
+        flags += [f"-disposition:a:{default}", "default"]
+    _ffmpeg(*inputs, *maps, "-c:a", "flac", *flags, str(path))
+    return path
+
+
+def _tone_hz(api: Api, key: str) -> float:
+    """The strongest frequency of a stored rendition's audio."""
+    import numpy as np
+
+    with api.rt.store.local_path(key) as path, av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        frames = [f.to_ndarray().reshape(-1) for f in container.decode(stream)]
+        rate = stream.codec_context.sample_rate
+    mono = np.concatenate(frames)[: rate * 2]
+    spectrum = np.abs(np.fft.rfft(mono))
+    return float(np.argmax(spectrum[1:]) + 1) * rate / len(mono)
+
+
+def _ingest_tracks(api: Api, path: Path, tracks: dict | None) -> object:
+    key = f"inbox/{path.name}"
+    with path.open("rb") as f:
+        api.rt.store.put(key, f)
+    body: dict = {"source": {"key": key}, "package": False}
+    if tracks is not None:
+        body["tracks"] = tracks
+    r = api.client.post("/v0/jobs", json=body, headers=api.admin)
+    assert r.status_code == 201, r.text
+    return wait_job(api.rt, r.json()["id"], timeout_s=JOB_TIMEOUT_S)
+
+
+def _asset_and_renditions(api: Api, asset_id: str) -> tuple[dict, list]:
+    with api.rt.db.session() as s:
+        asset = repo.asset_from_row(s, repo.get_asset_row(s, asset_id)).to_json_dict()
+        return asset, repo.list_renditions(s, asset_id)
+
+
+@pytest.mark.parametrize(
+    ("default", "asked", "index", "reason"),
+    [
+        (None, None, 0, "the first track flagged default"),
+        (2, None, 2, "the first track flagged default"),
+        (None, 3, 3, "asked for by the job"),
+    ],
+)
+def test_a_file_with_five_audio_tracks_records_and_uses_its_choice(
+    api: Api, tmp_path: Path, default: int | None, asked: int | None, index: int, reason: str
+) -> None:
+    """The asset says which track it was made from and why; every rendition is of that
+    track (its tone is measured), chosen by default flag or by the job."""
+    path = _five_tracks(tmp_path / f"five-{default}-{asked}.mkv", TONES_HZ, default)
+    job = _ingest_tracks(api, path, None if asked is None else {"audio": asked})
+    assert job.status.value == "succeeded", job.error
+    asset, renditions = _asset_and_renditions(api, job.asset_id)
+    assert asset["tracks"]["audio"] == {
+        "index": index, "count": 5, "reason": reason, "language": None
+    }  # fmt: skip
+    assert renditions
+    for rendition in renditions:
+        assert _tone_hz(api, rendition.storage_key) == pytest.approx(TONES_HZ[index], abs=3)
+
+
+def test_a_track_the_file_lacks_fails_the_job_and_leaves_the_asset_usable(
+    api: Api, tmp_path: Path
+) -> None:
+    path = _five_tracks(tmp_path / "five-missing.mkv", (230, 340, 450, 560, 670))
+    job = _ingest_tracks(api, path, {"audio": 7})
+    assert job.status.value == "failed"
+    assert job.error is not None and job.error.name == "InvalidRequestError"
+    assert "audio track 7 was asked for; the file has 5" in job.error.message
+    again = _ingest_tracks(api, path, {"audio": 1})  # the bytes are not condemned
+    assert again.status.value == "succeeded", again.error
+    asset, _ = _asset_and_renditions(api, again.asset_id)
+    assert asset["tracks"]["audio"]["index"] == 1
+    other = _ingest_tracks(api, path, {"audio": 2})  # same bytes, another choice
+    assert other.status.value == "failed" and other.error.name == "ConflictError"
+    assert "made from audio track 1" in other.error.message
+
+
+def test_a_file_with_one_track_records_it(api: Api, tmp_path: Path) -> None:
+    path = tmp_path / "one.ogg"
+    path.write_bytes(_vorbis(tmp_path / "one-src.ogg", 44100, 440))
+    job = _ingest(api, path)
+    assert job.status.value == "succeeded", job.error
+    asset, _ = _asset_and_renditions(api, job.asset_id)
+    assert asset["tracks"] == {
+        "audio": {"index": 0, "count": 1, "reason": "the only audio track", "language": None},
+        "video": None,
+    }
+
+
+def test_the_video_track_is_chosen_the_same_way(api: Api, tmp_path: Path) -> None:
+    """Two video tracks (320x240, 160x120) and one audio: by default the first is
+    used; asked for, the second, and its rendition is made from it (160x120)."""
+    path = tmp_path / "two-videos.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "color=c=red:s=320x240:d=2:r=25",
+        "-f", "lavfi", "-i", "color=c=blue:s=160x120:d=2:r=25",
+        "-f", "lavfi", "-i", "sine=d=2",
+        "-map", "0", "-map", "1", "-map", "2",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path),
+    )  # fmt: skip
+    job = _ingest_tracks(api, path, {"video": 1})
+    assert job.status.value == "succeeded", job.error
+    asset, renditions = _asset_and_renditions(api, job.asset_id)
+    assert asset["tracks"]["video"]["index"] == 1
+    assert asset["tracks"]["video"]["count"] == 2
+    assert (asset["video"]["width"], asset["video"]["height"]) == (160, 120)
+    [rendition] = [r for r in renditions if r.spec.height is not None]
+    with api.rt.store.local_path(rendition.storage_key) as made, av.open(str(made)) as c:
+        stream = c.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (160, 120)
