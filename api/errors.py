@@ -92,20 +92,21 @@ def request_id(request: Request) -> str:
 
 
 MAX_MESSAGE_CHARS = 1000
-# A run of this many characters without a space is input (an id, a key, a URL): no
-# message of ours has a word that long.
-_LONG_RUN = re.compile(r"\S{121,}")
+ECHO_RUN_CHARS = 80
+# A run of more characters than this without a space is input (an id, a key, a URL):
+# no message of ours has a word that long.
+_LONG_RUN = re.compile(rf"\S{{{ECHO_RUN_CHARS + 1},}}")
 
 
 def bounded_message(message: str, server_paths: Iterable[str] = ()) -> str:
     """`message` as an error body may carry it: each server path in it (the data
-    directory, the store's root) named as `<server path>`, a run of over 120 characters
+    directory, the store's root) named as `<server path>`, a run of over 80 characters
     without a space cut to 80, and the whole to 1,000. The backstop behind the errors
     that quote input with `echo`: no body sends back a 60 KB id or a path of the server."""
     for path in server_paths:
         if len(path) > 1:
             message = re.sub(rf"(?<![\w.-]){re.escape(path)}", "<server path>", message)
-    message = _LONG_RUN.sub(lambda m: f"{m.group(0)[:80]}...", message)
+    message = _LONG_RUN.sub(lambda m: f"{m.group(0)[:ECHO_RUN_CHARS]}...", message)
     return message if len(message) <= MAX_MESSAGE_CHARS else f"{message[:MAX_MESSAGE_CHARS]}..."
 
 

@@ -127,8 +127,20 @@ def _track_conflict(job: JobRow, asset: Asset) -> ConflictError | None:
     asked, made = _tracks_asked(job), asset.tracks
     for kind in ("audio", "video"):
         index = getattr(asked, kind)
+        if index is None:
+            continue
         chosen = getattr(made, kind) if made is not None else None
-        if index is not None and chosen is not None and chosen.index != index:
+        if made is None:  # analysed before tracks were recorded: which one is unknown
+            return ConflictError(
+                f"asset {asset.original_asset_id} was analysed before its tracks were "
+                f"recorded; {kind} track {index} cannot be asked for the same bytes"
+            )
+        if chosen is None:
+            return ConflictError(
+                f"asset {asset.original_asset_id} has no {kind} track MediaMill took; "
+                f"{kind} track {index} cannot be used"
+            )
+        if chosen.index != index:
             return ConflictError(
                 f"asset {asset.original_asset_id} was made from {kind} track "
                 f"{chosen.index} ({chosen.reason}); {kind} track {index} cannot be used "
@@ -286,7 +298,8 @@ def analyse(job_id: str) -> None:
         # Bad media condemns the asset (the same bytes will fail the same way);
         # anything else (storage, a missing blob, a time limit) leaves it to be
         # analysed again by a later job.
-        condemned = isinstance(exc, MediaError)
+        # Not when the job asked for a track: the bytes may be fine with another one.
+        condemned = isinstance(exc, MediaError) and asked == TrackRequest()
         with rt.db.session() as s:
             row = repo.get_asset_row(s, job.asset_id or "", for_update=True)
             if condemned:

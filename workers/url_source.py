@@ -128,6 +128,8 @@ def resolve_addresses(
         if exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None)):
             raise TransientError(f"cannot resolve {source.host} now: {exc}") from exc
         raise InvalidRequestError(f"the source host {source.host} does not resolve") from exc
+    except (UnicodeError, ValueError) as exc:  # a label IDNA refuses (empty, too long)
+        raise InvalidRequestError(f"the source host {source.host!r} is not valid") from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not allow_private and source.host.lower() not in allow_hosts:
         refused = [a for a in addresses if not address_allowed(a)]

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import time
 import uuid
@@ -43,6 +44,10 @@ from mediamill.storage.blobs.base import (
 log = logging.getLogger(__name__)
 
 TMP_DIR_NAME = ".tmp"
+# `local_path` hands out a private hard link under `.tmp/<prefix><uuid>/<name>`.
+READ_DIR_PREFIX = "read-"
+READ_DIR_MIN_AGE_S = 24 * 3600
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 # Errors meaning "a path component is a file where a directory is needed, or the
 # reverse": the key conflicts with another key (S3 allows `a` and `a/b`, a
 # filesystem does not).
@@ -52,6 +57,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
+def _link_refused(key: str) -> SymlinkRefusedError:
+    return SymlinkRefusedError(
+        f"blob key {key!r} is or passes through a symbolic link; the local store never "
+        "follows links",
+        key=key,
+    )
+
+
 def _refuse_link(dir_fd: int, name: str, key: str) -> None:
     """SymlinkRefusedError if `name` in `dir_fd` is a symbolic link."""
     try:
@@ -59,11 +72,7 @@ def _refuse_link(dir_fd: int, name: str, key: str) -> None:
     except OSError:
         return
     if stat.S_ISLNK(mode):
-        raise SymlinkRefusedError(
-            f"blob key {key!r} is or passes through a symbolic link; the local store "
-            "never follows links",
-            key=key,
-        )
+        raise _link_refused(key)
 
 
 def _open_dir(dir_fd: int, name: str, key: str, create: bool) -> int:
@@ -147,6 +156,12 @@ class LocalBlobStore(BlobStore):
             raise StorageError(
                 f"cannot create blob store at {self.root}", root=str(self.root)
             ) from exc
+        if self._tmp_dir.is_symlink():
+            # Every write passes through `.tmp`: a link there would put bytes elsewhere.
+            raise StorageError(
+                f"{self._tmp_dir} is a symbolic link; the local store never follows links",
+                root=str(self.root),
+            )
 
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
@@ -254,8 +269,6 @@ class LocalBlobStore(BlobStore):
         return size_bytes, sha256
 
     def _write_error(self, exc: OSError, key: str) -> Exception:
-        if isinstance(exc, FileNotFoundError):
-            return BlobNotFoundError(f"no blob under {key!r}", key=key)
         if exc.errno in _CONFLICT_ERRNOS:
             return InvalidRequestError(
                 f"blob key {key!r} conflicts with an existing key (a file where a directory "
@@ -311,7 +324,9 @@ class LocalBlobStore(BlobStore):
         A link already under the key is refused, never taken for the object.
         """
         try:
-            os.link(tmp_path, name, dst_dir_fd=dir_fd)
+            # No AT_SYMLINK_FOLLOW: a link swapped in for the temp file is published as
+            # a link (which every read refuses), never as the file it points to.
+            os.link(tmp_path, name, dst_dir_fd=dir_fd, follow_symlinks=False)
             return True
         except FileExistsError:
             mode = _entry_mode(dir_fd, name, key)
@@ -339,8 +354,38 @@ class LocalBlobStore(BlobStore):
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
-        """The key's path, once its walk from `root` met no link and the path names the
-        same file the walk opened (so ffmpeg, which opens by name, reads that file)."""
+        """A path of the key's file that no link swapped into the store later can
+        redirect: a private hard link (`.tmp/read-<uuid>/<name>`, the name kept for
+        decoders that sniff it), made from the directory the no-link walk reached and
+        removed on exit. ffmpeg and PyAV open files by name, often much later."""
+        self._regular_file(key)
+        directory = self._tmp_dir / f"{READ_DIR_PREFIX}{uuid.uuid4().hex}"
+        *_, name = key.split("/")
+        try:
+            with self._parent(key) as (dir_fd, entry):
+                os.mkdir(directory, 0o700)
+                os.link(entry, directory / name, src_dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, FileNotFoundError | NotADirectoryError):
+                raise BlobNotFoundError(f"no blob under {key!r}", key=key) from exc
+            if exc.errno not in _NO_HARD_LINKS:
+                raise StorageError(f"cannot open blob {key!r}", key=key) from exc
+            with self._checked_path(key) as path:
+                yield path
+            return
+        linked = directory / name
+        try:
+            if not stat.S_ISREG(os.lstat(linked).st_mode):
+                raise _link_refused(key)
+            yield linked
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _checked_path(self, key: str) -> Iterator[Path]:
+        """Where hard links cannot be made: the key's path, once it names the file the
+        no-link walk opened (a link swapped in after this check is not caught)."""
         fd = self._open_read_fd(key)
         try:
             opened = os.fstat(fd)
@@ -381,13 +426,23 @@ class LocalBlobStore(BlobStore):
 
     def remove_orphans(self, older_than_s: float, content_prefixes: Iterable[str] = ()) -> int:
         """Files under `.tmp` not written to for `older_than_s`: a live writer keeps
-        writing (or renames its file away), so these belong to a killed one."""
+        writing (or renames its file away), so these belong to a killed one. A reader's
+        private links (`local_path`) go after a day at the earliest: a long transcode
+        may open its source again for a loudness correction."""
         cutoff = time.time() - older_than_s
+        read_cutoff = time.time() - max(older_than_s, READ_DIR_MIN_AGE_S)
         removed = 0
         for path in self._tmp_dir.glob("*"):
             try:
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
+                info = path.lstat()
+                if info.st_mtime >= cutoff:
+                    continue
+                if stat.S_ISDIR(info.st_mode) and path.name.startswith(READ_DIR_PREFIX):
+                    if info.st_mtime < read_cutoff:
+                        shutil.rmtree(path)  # a killed reader's private links
+                        removed += 1
+                elif not stat.S_ISDIR(info.st_mode):
+                    path.unlink()  # a file, or a link (unlink removes the link itself)
                     removed += 1
             except FileNotFoundError:  # renamed away or removed meanwhile
                 continue
@@ -464,11 +519,7 @@ class LocalBlobStore(BlobStore):
         try:
             # The link is the file `_regular_file` saw unless it was swapped meanwhile.
             if not stat.S_ISREG(os.lstat(tmp_path).st_mode):
-                raise SymlinkRefusedError(
-                    f"blob key {src!r} is or passes through a symbolic link; the local "
-                    "store never follows links",
-                    key=src,
-                )
+                raise _link_refused(src)
             size_bytes = os.lstat(tmp_path).st_size
             self._publish(tmp_path, dst)
             return size_bytes

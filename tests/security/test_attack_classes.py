@@ -133,6 +133,8 @@ SSRF_URLS = [
     "//127.0.0.1/a.flac",
     "http:///a.flac",
     "http://93.184.215.14/a b.flac",
+    "http://a..example.com/a.flac",
+    f"http://{'a' * 64}.example.com/a.flac",
     "http://93.184.215.14/a\r\nHost: evil/",
 ]
 

@@ -248,3 +248,17 @@ def test_the_video_track_is_chosen_the_same_way(api: Api, tmp_path: Path) -> Non
     with api.rt.store.local_path(rendition.storage_key) as made, av.open(str(made)) as c:
         stream = c.streams.video[0]
         assert (stream.codec_context.width, stream.codec_context.height) == (160, 120)
+
+
+def test_a_track_of_a_kind_the_asset_lacks_is_a_conflict_for_the_same_bytes(
+    api: Api, tmp_path: Path
+) -> None:
+    """Same bytes again, asking for a video track an audio-only asset never had: the
+    job fails naming why instead of "succeeding" with renditions of something else."""
+    path = tmp_path / "audio-only.ogg"
+    path.write_bytes(_vorbis(tmp_path / "src.ogg", 44100, 330))
+    first = _ingest_tracks(api, path, None)
+    assert first.status.value == "succeeded", first.error
+    again = _ingest_tracks(api, path, {"video": 0})
+    assert again.status.value == "failed" and again.error.name == "ConflictError"
+    assert "has no video track" in again.error.message

@@ -11,6 +11,7 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from api_support import running_api
@@ -20,6 +21,7 @@ from support import wait_job
 from mediamill.config.settings import SIGNING_SECRET_FILE
 from mediamill.schemas.errors import SymlinkRefusedError
 from mediamill.storage.blobs import LocalBlobStore
+from mediamill.storage.blobs.local import TMP_DIR_NAME
 from mediamill.storage.models import JobRow
 from mediamill.workers.worker import InProcessWorker
 
@@ -209,3 +211,54 @@ def test_a_link_planted_after_submission_fails_the_job_in_the_worker(
         assert job.status.value == "failed"
         assert job.error is not None and job.error.name == "SymlinkRefusedError"
         assert not any(store.list("originals/"))
+
+
+def test_local_path_keeps_its_file_when_a_link_is_swapped_in_later(tmp_path: Path) -> None:
+    """ffmpeg opens by name, often much later: the path handed out is a private hard
+    link, so replacing the key with a link to the secret meanwhile changes nothing."""
+    store = LocalBlobStore(tmp_path / "store")
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    store.put(KEY, io.BytesIO(b"the real media"))
+    with store.local_path(KEY) as path:
+        (store.root / KEY).unlink()
+        os.symlink(secret, store.root / KEY)
+        assert path.read_bytes() == b"the real media"
+        assert store.root / TMP_DIR_NAME in path.parents
+    assert not path.exists()
+
+
+def test_a_temp_file_swapped_for_a_link_is_never_published_as_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between writing a content-addressed temp file and linking it under its key, a
+    link put in its place is published as a link (which reads refuse), not as the file
+    it points to."""
+    store = LocalBlobStore(tmp_path / "store")
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    real_link = os.link
+
+    def swap_then_link(src: Any, dst: Any, **kwargs: Any) -> None:
+        if Path(str(src)).parent.name == TMP_DIR_NAME:
+            os.unlink(src)
+            os.symlink(secret, src)
+        real_link(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", swap_then_link)
+    blob, created = store.put_content_addressed("originals", io.BytesIO(b"payload"))
+    monkeypatch.undo()
+    assert created
+    with pytest.raises(SymlinkRefusedError), store.open(blob.key) as f:
+        f.read()
+    assert os.path.islink(store.root / blob.key)
+
+
+def test_a_store_whose_temp_directory_is_a_link_does_not_start(tmp_path: Path) -> None:
+    from mediamill.schemas.errors import StorageError
+
+    root = tmp_path / "store"
+    root.mkdir()
+    os.symlink(tmp_path, root / TMP_DIR_NAME)
+    with pytest.raises(StorageError, match="symbolic link"):
+        LocalBlobStore(root)

@@ -56,7 +56,7 @@ def test_bounded_message_hides_server_paths_and_cuts_long_runs() -> None:
     bounded = bounded_message(message, [root])
     assert root + "/" not in bounded and "<server path>/inbox/a.flac" in bounded
     assert f"inbox{root}" in bounded  # a path inside a word is not a server path
-    assert max(len(run) for run in bounded.split()) <= 120
+    assert max(len(run) for run in bounded.split()) <= 83  # 80 and the '...'
     assert "Q" * 81 not in bounded
     words = " ".join(["word"] * 400)
     assert len(bounded_message(words)) == 1003 and bounded_message(words).endswith("...")
