@@ -101,7 +101,14 @@ def test_a_next_stage_the_broker_refuses_is_sent_by_the_next_sweep(
     monkeypatch.setattr(rt.broker, "enqueue", refusing_enqueue)
     with InProcessWorker(rt, threads=1, sweep=False):
         job_id = submit_local_file(rt, samples["music.ogg"], stage_in_store=False).id
-        row = wait_row(rt, job_id, lambda r: r.stage == "analyse", "to stage analyse")
+        # The stage is committed before its message is sent, and the refusal marks the
+        # row unsent in a transaction of its own: wait for both, not just the stage.
+        row = wait_row(
+            rt,
+            job_id,
+            lambda r: r.stage == "analyse" and r.enqueued_at is None,
+            "to stage analyse, marked unsent",
+        )
         assert refused == [job_id]
         assert (row.status, row.enqueued_at, row.attempts) == ("queued", None, 0)
         assert rt.settings.requeue_after_s >= 60  # so only the mark makes it due now
