@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mediamill.api.state import app_runtime
 from mediamill.schemas.errors import AuthenticationError, PermissionDeniedError
-from mediamill.storage.api_keys import token_sha256, verify_api_key
+from mediamill.storage.api_keys import revoked_at, token_sha256, verify_api_key
 
 KEY_CACHE_TTL_S = 5.0
 
@@ -58,21 +58,41 @@ _cache = _KeyCache()
 
 
 def _credentials(request: Request) -> tuple[str, str]:
+    """(client id, token) from either header form; AuthenticationError saying whether
+    the key is missing or malformed."""
     client_id = request.headers.get("x-client-id", "")
     token = request.headers.get("x-authentication-token", "")
-    if not (client_id and token):
-        api_key = request.headers.get("x-api-key", "")
-        client_id, _, token = api_key.partition(".")
-    if not (client_id and token):
+    api_key = request.headers.get("x-api-key", "")
+    if client_id and token:
+        return client_id, token
+    if client_id or token:
+        raise AuthenticationError(
+            "malformed API key: x-client-id and x-authentication-token go together"
+        )
+    if not api_key:
         raise AuthenticationError(
             "an API key is required: x-client-id + x-authentication-token, or X-API-Key"
         )
+    client_id, _, token = api_key.partition(".")
+    if not (client_id and token):
+        raise AuthenticationError("malformed API key: X-API-Key is '<client id>.<token>'")
     return client_id, token
 
 
-def _verify(request: Request, client_id: str, token: str) -> str | None:
+def _verify(request: Request, client_id: str, token: str) -> str:
+    """The live key's scope; AuthenticationError naming a revoked key (to its holder)
+    or an unknown one."""
     with app_runtime(request).db.session() as s:
-        return verify_api_key(s, client_id, token)
+        scope = verify_api_key(s, client_id, token)
+        if scope is not None:
+            return scope
+        when = revoked_at(s, client_id, token)
+    if when is not None:
+        raise AuthenticationError(
+            f"this API key was revoked at {when.isoformat(timespec='seconds')}; "
+            "ask for a new one (mediamill keys create)"
+        )
+    raise AuthenticationError("unknown API key: no live key has this client id and token")
 
 
 async def authenticate(request: Request) -> Principal:
@@ -82,8 +102,6 @@ async def authenticate(request: Request) -> Principal:
     scope = _cache.get(client_id, digest)
     if scope is None:
         scope = await run_in_threadpool(_verify, request, client_id, token)
-        if scope is None:
-            raise AuthenticationError("unknown or revoked API key")
         _cache.put(client_id, digest, scope)
     principal = Principal(client_id, scope)
     request.state.principal = principal

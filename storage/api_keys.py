@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -60,6 +61,16 @@ def verify_api_key(session: Session, client_id: str, token: str) -> str | None:
     expected = row.token_sha256 if row is not None and row.revoked_at is None else "0" * 64
     matches = hmac.compare_digest(expected, token_sha256(token))
     return row.scope if matches and row is not None and row.revoked_at is None else None
+
+
+def revoked_at(session: Session, client_id: str, token: str) -> datetime | None:
+    """When the key `client_id` was revoked, if `token` is its token (compared in
+    constant time): a caller holding a revoked key is told so, and nobody learns
+    anything about a key whose token they do not hold."""
+    row = session.get(ApiKeyRow, client_id) if client_id else None
+    if row is None or row.revoked_at is None:
+        return None
+    return row.revoked_at if hmac.compare_digest(row.token_sha256, token_sha256(token)) else None
 
 
 def revoke_api_key(session: Session, client_id: str) -> bool:

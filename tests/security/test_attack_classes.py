@@ -188,3 +188,28 @@ def test_hostile_headers_are_4xx_never_5xx(api: Api, tmp_path: Path) -> None:
     for extra in cases:
         r = api.client.post("/v0/assets", content=b"x" * 100, headers={**api.admin, **extra})
         assert 400 <= r.status_code < 500, (extra, r.status_code, r.text[:200])
+
+
+def test_a_refused_key_is_told_what_was_wrong_with_it(api: Api) -> None:
+    """Missing, malformed, unknown and revoked keys each get their own 401 message
+    (issue 16 item 7); only the holder of a revoked key's token learns it was revoked."""
+    from mediamill.storage.api_keys import create_api_key, revoke_api_key
+
+    with api.rt.db.session() as s:
+        key = create_api_key(s, "read", "to revoke")
+    with api.rt.db.session() as s:
+        assert revoke_api_key(s, key.client_id)
+    cases = [
+        ({}, "an API key is required"),
+        ({"X-API-Key": "no-dot-in-it"}, "malformed API key: X-API-Key is"),
+        ({"x-client-id": key.client_id}, "malformed API key: x-client-id and"),
+        ({"X-API-Key": "mm_nobody.not-a-token"}, "unknown API key"),
+        ({"X-API-Key": f"{key.client_id}.wrong-token"}, "unknown API key"),
+        ({"X-API-Key": key.api_key}, "this API key was revoked at"),
+    ]
+    for headers, told in cases:
+        r = api.client.get("/v0/jobs", headers=headers)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.json()["name"] == "AuthenticationError"
+        assert r.json()["message"].startswith(told), (headers, r.json()["message"])
+    assert api.client.get("/v0/jobs", headers=api.read).status_code == 200
