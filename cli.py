@@ -188,6 +188,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--name", help="a label for the key")
     c.add_argument("--json", action="store_true", help='print {"clientId", "token", "apiKey"}')
     c.set_defaults(func=cmd_keys_create)
+    c = keys.add_parser("list", help="API keys, newest first (never their tokens)")
+    c.add_argument("--all", action="store_true", help="revoked keys too")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_keys_list)
     c = keys.add_parser("revoke", help="revoke an API key")
     c.add_argument("client_id", metavar="CLIENT_ID")
     c.set_defaults(func=cmd_keys_revoke)
@@ -693,6 +697,45 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         print(f"apiKey    {key.api_key}")
         print(f"scope     {key.scope}")
         print("the token is shown only now; store it safely", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    """The keys' client ids, scopes, names and dates; tokens are never stored."""
+    from mediamill.storage.api_keys import list_api_keys
+
+    with _database().session() as s:
+        rows = [
+            {
+                "clientId": row.client_id,
+                "scope": row.scope,
+                "name": row.name,
+                "created": row.created_at.isoformat(timespec="seconds"),
+                "revoked": row.revoked_at.isoformat(timespec="seconds")
+                if row.revoked_at
+                else None,
+            }
+            for row in list_api_keys(s, include_revoked=args.all)
+        ]
+    if args.json:
+        _emit_json({"data": rows})
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    # Fits 80 columns: the id whole, dates as days (the JSON has the times), the name
+    # wrapped if it must.
+    table = Table()
+    table.add_column("client id", no_wrap=True)
+    table.add_column("scope", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("created", no_wrap=True)
+    if args.all:
+        table.add_column("revoked", no_wrap=True)
+    for key in rows:
+        cells = [key["clientId"], key["scope"], key["name"] or "", key["created"][:10]]
+        table.add_row(*cells, *([(key["revoked"] or "")[:10]] if args.all else []))
+    Console().print(table)
     return 0
 
 

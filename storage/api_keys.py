@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.base import utcnow
@@ -71,6 +72,15 @@ def revoked_at(session: Session, client_id: str, token: str) -> datetime | None:
     if row is None or row.revoked_at is None:
         return None
     return row.revoked_at if hmac.compare_digest(row.token_sha256, token_sha256(token)) else None
+
+
+def list_api_keys(session: Session, *, include_revoked: bool = False) -> list[ApiKeyRow]:
+    """The keys, newest first (live ones only unless `include_revoked`); their tokens
+    are never stored, so never listed."""
+    stmt = select(ApiKeyRow).order_by(ApiKeyRow.created_at.desc(), ApiKeyRow.client_id)
+    if not include_revoked:
+        stmt = stmt.where(ApiKeyRow.revoked_at.is_(None))
+    return list(session.scalars(stmt))
 
 
 def revoke_api_key(session: Session, client_id: str) -> bool:

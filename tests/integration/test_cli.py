@@ -274,3 +274,26 @@ def test_transcode_one_rendition_and_refuse_what_exact_cannot_meet(
         ).stdout
     )
     assert closest["spec"]["bitrate"] == 160000 and closest["adjustments"]
+
+
+def test_keys_list_shows_live_keys_and_with_all_the_revoked_never_a_token(
+    env: dict[str, str],
+) -> None:
+    """`mediamill keys list` (issue 16 item 5): newest first, live keys only unless
+    `--all`; the table and the JSON carry no token."""
+    made = [
+        json.loads(mm(env, "keys", "create", "--scope", scope, "--name", name, "--json").stdout)
+        for scope, name in (("admin", "uploader"), ("read", "player"))
+    ]
+    assert mm(env, "keys", "revoke", made[1]["clientId"]).returncode == 0
+    live = json.loads(mm(env, "keys", "list", "--json").stdout)["data"]
+    assert [(k["clientId"], k["scope"], k["name"], k["revoked"]) for k in live] == [
+        (made[0]["clientId"], "admin", "uploader", None)
+    ]
+    every = json.loads(mm(env, "keys", "list", "--all", "--json").stdout)["data"]
+    assert [k["clientId"] for k in every] == [made[1]["clientId"], made[0]["clientId"]]
+    assert every[0]["revoked"] is not None
+    table = mm(env, "keys", "list", "--all")
+    assert table.returncode == 0 and made[0]["clientId"] in table.stdout
+    for key in made:
+        assert key["token"] not in table.stdout + json.dumps(every)
