@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from support import IN_CI
+from support import IN_CI, stop_process
 
 from mediamill.pipeline.signing import NginxSigner
 from mediamill.storage.blobs import BlobStore, LocalBlobStore
@@ -140,12 +140,7 @@ def running_nginx(conf: Path, state_dir: Path, port: int) -> Iterator[str]:
                 time.sleep(0.05)
         yield base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +38,16 @@ class RefusingBroker(StubBroker):
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         raise ConnectionError("broker unreachable")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a test's server never outlives it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def _load_script(name: str):

@@ -358,11 +358,13 @@ class LocalBlobStore(BlobStore):
         redirect: a private hard link (`.tmp/read-<uuid>/<name>`, the name kept for
         decoders that sniff it), made from the directory the no-link walk reached and
         removed on exit. ffmpeg and PyAV open files by name, often much later."""
-        self._regular_file(key)
         directory = self._tmp_dir / f"{READ_DIR_PREFIX}{uuid.uuid4().hex}"
         *_, name = key.split("/")
         try:
             with self._parent(key) as (dir_fd, entry):
+                mode = _entry_mode(dir_fd, entry, key)  # a link: SymlinkRefusedError
+                if mode is None or not stat.S_ISREG(mode):
+                    raise BlobNotFoundError(f"no blob under {key!r}", key=key)
                 os.mkdir(directory, 0o700)
                 os.link(entry, directory / name, src_dir_fd=dir_fd, follow_symlinks=False)
         except OSError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import fresh_postgres_database
+from support import fresh_postgres_database, stop_process
 
 from mediamill.storage.blobs import BlobStore, LocalBlobStore
 
@@ -89,12 +89,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
         _wait_until_up(process, endpoint_url, log_path)
         yield MotoServer(endpoint_url=endpoint_url, log_path=log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def make_s3_store(moto_server: MotoServer, bucket: str, prefix: str = "") -> BlobStore:
