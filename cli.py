@@ -177,9 +177,21 @@ def _parser() -> argparse.ArgumentParser:
     c = db.add_parser("upgrade", help="apply Alembic migrations")
     c.set_defaults(func=cmd_db_upgrade)
 
-    c = sub.add_parser("serve", help="run the HTTP API (embedded: with an in-process worker)")
-    c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=8000)
+    c = sub.add_parser(
+        "serve",
+        help="run the HTTP API and the embedded edge (embedded: with an in-process worker)",
+        description=(
+            "Run the HTTP API; with signing mode nginx it also serves signed files and "
+            "packages under /cdn (the default MEDIAMILL_CDN_BASE_URL). On the embedded "
+            "default the worker runs inside the server."
+        ),
+    )
+    c.add_argument(
+        "--host", default=None, help="listen address (default: MEDIAMILL_HTTP_HOST, 127.0.0.1)"
+    )
+    c.add_argument(
+        "--port", type=int, default=None, help="listen port (default: MEDIAMILL_HTTP_PORT, 8000)"
+    )
     c.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(metavar="ACTION")
@@ -313,6 +325,13 @@ def _print_asset_table(asset: dict[str, Any], title: str = "Asset") -> None:
     Console().print(table)
 
 
+def _rendition_name(rendition: dict[str, Any]) -> str:
+    """`mp3-128000-2`, `mp4-720-3000000-2`: a rendition's spec in one word."""
+    spec = rendition["spec"]
+    parts = (spec["format"], spec.get("height"), spec.get("bitrate"), spec.get("channels"))
+    return "-".join(str(v) for v in parts if v)
+
+
 def _print_renditions_table(renditions: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -333,14 +352,8 @@ def _print_renditions_table(renditions: list[dict[str, Any]]) -> None:
     ):
         table.add_column(col)
     for r in renditions:
-        spec = r["spec"]
-        name = "-".join(
-            str(v)
-            for v in (spec["format"], spec.get("height"), spec.get("bitrate"), spec.get("channels"))
-            if v
-        )
         table.add_row(
-            name,
+            _rendition_name(r),
             r["status"],
             r.get("codec") or "-",
             str(r.get("bitrate") or "-"),
@@ -540,7 +553,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     out = {
         "asset": asset.to_json_dict() if asset else None,
         "job": job.to_json_dict(),
-        "renditions": [r.to_json_dict() for r in renditions],
+        "renditions": [_signed_rendition(rt, r) for r in renditions],
         "packages": [_signed_package(rt, p) for p in packages],
     }
     if args.json:
@@ -551,13 +564,44 @@ def cmd_process(args: argparse.Namespace) -> int:
         if out["renditions"]:
             _print_renditions_table(out["renditions"])
         _print_jobs_table([out["job"], *out["job"]["children"]])
-        for package in out["packages"]:
-            if package.get("hls"):
-                print(f"HLS   {package['hls']}")
-                print(f"DASH  {package['dash']}")
+        _print_urls(rt.settings, out["renditions"], out["packages"])
     if job.error:
         raise error_from_name(job.error.name, job.error.message)
     return 0
+
+
+def _print_urls(
+    settings: Any, renditions: list[dict[str, Any]], packages: list[dict[str, Any]]
+) -> None:
+    """The signed URLs of what is ready, and where they open."""
+    lines = [(_rendition_name(r), r["url"]) for r in renditions if r.get("url")]
+    for package in packages:
+        if package.get("hls"):
+            lines += [("HLS", package["hls"]), ("DASH", package["dash"])]
+    if not lines:
+        return
+    width = max(len(name) for name, _ in lines)
+    for name, url in lines:
+        print(f"{name:<{width}}  {url}")
+    if settings.cdn_base_url is None and settings.serves_embedded_edge:
+        print(
+            "these URLs open while `mediamill serve` runs (its embedded edge, "
+            f"{settings.resolved_cdn_base_url})"
+        )
+    else:
+        print(f"these URLs open at the edge serving {settings.resolved_cdn_base_url}")
+
+
+def _signed_rendition(rt: Any, rendition: Any) -> dict[str, Any]:
+    """A rendition's JSON with its signed URL (`url`) when it is ready."""
+    from mediamill.schemas.renditions import RenditionStatus
+    from mediamill.workers.delivery import sign_file_url
+
+    body = rendition.to_json_dict()
+    if rendition.status is RenditionStatus.READY and rendition.storage_key:
+        signed = sign_file_url(rt, rendition.storage_key)
+        body["url"], body["expiresAt"] = signed.url, signed.expires_at_epoch_s
+    return body
 
 
 def _signed_package(rt: Any, package: Any) -> dict[str, Any]:
@@ -662,7 +706,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not _valid_config():
         return EXIT_ERROR
-    serve(create_app(), get_settings(), args.host, args.port)
+    settings = get_settings()
+    host = args.host or settings.http_host
+    port = args.port or settings.http_port
+    if (host, port) != (settings.http_host, settings.http_port):
+        # The embedded edge's URLs name the address the server really listens on.
+        settings = settings.model_copy(update={"http_host": host, "http_port": port})
+    serve(create_app(settings), settings, host, port)
     return 0
 
 

@@ -11,15 +11,17 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
+from starlette.routing import Mount
 
 from mediamill import __version__
 from mediamill.api.body_limit import BodyLimitMiddleware
 from mediamill.api.deps import bounded_path_params
+from mediamill.api.edge import EmbeddedEdge
 from mediamill.api.errors import install_error_handlers
 from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
 from mediamill.api.routes import assets, docs, events, jobs, legacy, ops, uploads, webhooks
-from mediamill.config.settings import Settings, get_settings
+from mediamill.config.settings import EMBEDDED_EDGE_PATH, Settings, get_settings
 from mediamill.workers.boot import build_runtime
 from mediamill.workers.runtime import Runtime, set_current
 from mediamill.workers.worker import InProcessWorker
@@ -77,4 +79,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(docs.router)
     docs.install_openapi(app, public=settings.public_docs)
+    if settings.serves_embedded_edge:
+        edge = EmbeddedEdge(lambda: app.state.runtime)
+        app.router.routes.append(Mount(EMBEDDED_EDGE_PATH, app=edge, name="edge"))
     return app

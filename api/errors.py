@@ -49,6 +49,7 @@ def caused_by_request(exc: Exception) -> bool:
 # Most specific first: the first class an error is an instance of decides.
 STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
     (e.AuthenticationError, 401),
+    (e.UrlExpiredError, 410),
     (e.PermissionDeniedError, 403),
     (e.BlobNotFoundError, 404),
     (e.ModelNotFoundError, 404),
@@ -73,6 +74,7 @@ _NAME_BY_STATUS = {
     405: "MethodNotAllowedError",
     406: "NotAcceptableError",
     409: "ConflictError",
+    410: "UrlExpiredError",
     413: "PayloadTooLargeError",
     415: "UnsupportedMediaTypeError",
     422: "InvalidRequestError",

@@ -20,6 +20,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SIGNING_SECRET_FILE = "signing-secret"
+# Where `mediamill serve` serves signed files and packages (the embedded edge).
+EMBEDDED_EDGE_PATH = "/cdn"
 # Stages alternate between single-threaded Python (analysis, measuring outputs) and
 # multi-threaded ffmpeg runs: with one thread per core a 2-core worker kept 1.48 cores
 # busy on a batch of short tracks, with two per core 1.79 (scripts/bench_throughput.py).
@@ -160,7 +162,28 @@ class Settings(BaseSettings):
     # cookies (key pair id + RSA private key); `s3`: presigned GETs straight from the
     # store (files only). Packages stay valid for the asset's duration plus a margin.
     signing_mode: Literal["nginx", "cloudfront", "s3"] = "nginx"
-    cdn_base_url: str = "http://127.0.0.1:8080"
+    cdn_base_url: str | None = Field(
+        default=None,
+        description=(
+            "Where signed URLs point (an nginx edge, a CDN); unset: the edge `mediamill "
+            "serve` embeds, `http://<MEDIAMILL_HTTP_HOST>:<MEDIAMILL_HTTP_PORT>/cdn`."
+        ),
+    )
+    embedded_edge: bool = Field(
+        default=True,
+        description=(
+            "`mediamill serve` also serves signed files and packages under `/cdn` (signing "
+            "mode nginx only); turn off where nginx or a CDN serves them."
+        ),
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="The address `mediamill serve` listens on (`--host` overrides).",
+    )
+    http_port: int = Field(
+        default=8000, ge=1, le=65535,
+        description="The port `mediamill serve` listens on (`--port` overrides).",
+    )
     file_url_expires_s: int = Field(default=3600, ge=1)
     package_url_margin_s: int = Field(default=3600, ge=0)
     cloudfront_key_pair_id: str | None = None
@@ -297,7 +320,9 @@ class Settings(BaseSettings):
 
     @field_validator("cdn_base_url")
     @classmethod
-    def _http_base(cls, value: str) -> str:
+    def _http_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if urlparse(value).scheme not in {"http", "https"} or not urlparse(value).netloc:
             raise ValueError("MEDIAMILL_CDN_BASE_URL must be an http(s):// URL")
         return value.rstrip("/")
@@ -331,6 +356,23 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_cdn_base_url(self) -> str:
+        """`cdn_base_url`, else the embedded edge of `mediamill serve` at its address."""
+        if self.cdn_base_url is not None:
+            return self.cdn_base_url
+        host = self.http_host
+        if host in {"0.0.0.0", "::", "", "*"}:  # every address: this machine's own opens
+            host = "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}{EMBEDDED_EDGE_PATH}"
+
+    @property
+    def serves_embedded_edge(self) -> bool:
+        """Whether `mediamill serve` serves signed files itself (`EMBEDDED_EDGE_PATH`)."""
+        return self.embedded_edge and self.signing_mode == "nginx"
 
     @property
     def resolved_storage_url(self) -> str:

@@ -37,8 +37,10 @@ import hmac
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
@@ -107,6 +109,15 @@ def _short(number: int) -> str:
     return text if len(text) <= 24 else f"{text[:24]}..."
 
 
+class TokenVerdict(StrEnum):
+    """What an edge makes of a signed URL's token: nginx's `$secure_link` is "" when
+    WRONG (403), "0" when EXPIRED (410), "1" when VALID."""
+
+    VALID = "valid"
+    WRONG = "wrong"
+    EXPIRED = "expired"
+
+
 @dataclass(frozen=True)
 class SignedUrl:
     url: str
@@ -172,8 +183,48 @@ class NginxSigner:
 
     def verify_file(self, key: str, token: str, expires: int, now_s: float | None = None) -> bool:
         """What the edge checks: the token matches and has not expired."""
+        return self.check_file(key, token, str(expires), now_s) is TokenVerdict.VALID
+
+    def check_file(
+        self, key: str, token: str | None, expires: str | None, now_s: float | None = None
+    ) -> TokenVerdict:
+        """nginx `secure_link`'s verdict on a file URL's `md5` and `expires` arguments."""
+        return self._verdict(lambda e: self.file_token(key, e), token, expires, now_s)
+
+    def check_package(
+        self,
+        asset_id: str,
+        package_id: str,
+        token: str | None,
+        expires: str | None,
+        now_s: float | None = None,
+    ) -> TokenVerdict:
+        """The verdict on a package URL's path token, for any file under its prefix."""
+        return self._verdict(
+            lambda e: self.package_token(asset_id, package_id, e), token, expires, now_s
+        )
+
+    @staticmethod
+    def _verdict(
+        expected: Callable[[int], str],
+        token: str | None,
+        expires: str | None,
+        now_s: float | None,
+    ) -> TokenVerdict:
+        """WRONG unless the token is the one for these digits (a later expiry under the
+        same token is wrong, not expired); then EXPIRED once the epoch second is past."""
+        if not token or not expires or not expires.isascii() or not expires.isdigit():
+            return TokenVerdict.WRONG
+        if len(expires) > 20:  # past any 64-bit clock, as nginx's parser refuses it
+            return TokenVerdict.WRONG
+        try:
+            wanted = expected(int(expires))
+        except InvalidRequestError:  # a key or id no signer would have signed
+            return TokenVerdict.WRONG
+        if not hmac.compare_digest(token.encode(), wanted.encode()):
+            return TokenVerdict.WRONG
         now = now_s if now_s is not None else time.time()
-        return expires >= now and hmac.compare_digest(token, self.file_token(key, expires))
+        return TokenVerdict.VALID if int(expires) >= now else TokenVerdict.EXPIRED
 
     _package_prefix = staticmethod(_package_prefix)
 
@@ -369,7 +420,7 @@ def signer_from_settings(settings: Settings, *, client: Any | None = None) -> Ur
     mode = settings.signing_mode
     if mode == "nginx":
         return NginxSigner(
-            settings.cdn_base_url, settings.resolved_signing_secret(), max_expires_s=cap_s
+            settings.resolved_cdn_base_url, settings.resolved_signing_secret(), max_expires_s=cap_s
         )
     if mode == "cloudfront":
         key_pair_id = settings.cloudfront_key_pair_id
@@ -391,6 +442,8 @@ def signer_from_settings(settings: Settings, *, client: Any | None = None) -> Ur
             raise ConfigError(
                 f"cannot read MEDIAMILL_CLOUDFRONT_PRIVATE_KEY_FILE {str(path)!r}: {exc.strerror}"
             ) from exc
+        if settings.cdn_base_url is None:
+            raise ConfigError("signing mode cloudfront needs MEDIAMILL_CDN_BASE_URL")
         return CloudFrontUrlSigner(settings.cdn_base_url, key_pair_id, pem, max_expires_s=cap_s)
     if mode == "s3":
         parsed = urlparse(settings.storage_url or "")

@@ -108,6 +108,10 @@ class PermissionDeniedError(MediaMillError):
     """The API key is valid but its scope does not allow this."""
 
 
+class UrlExpiredError(PermissionDeniedError):
+    """A signed delivery URL whose token was right but whose expiry has passed."""
+
+
 class ConflictError(MediaMillError):
     """The request conflicts with the resource's state (a completed upload cannot be
     cancelled; an idempotency key reused with another request body)."""

@@ -13,7 +13,6 @@ import http.client
 import io
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from support import IN_CI, stop_process
+from support import IN_CI, free_port, serving, stop_process
 
 from mediamill.pipeline.signing import NginxSigner
 from mediamill.storage.blobs import BlobStore, LocalBlobStore
@@ -73,7 +72,7 @@ def raw_get(base_url: str, path: str) -> Response:
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", parts.path + path)
         resp = conn.getresponse()
         return Response(resp.status, resp.headers, resp.read())
     finally:
@@ -96,12 +95,6 @@ def nginx_binary() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -185,3 +178,24 @@ def local_edge(tmp: Path, secret: str) -> Iterator[Edge]:
     conf.write_text(out.getvalue())
     with running_nginx(conf, state_dir, port) as base_url:
         yield Edge(base_url, store, NginxSigner(base_url, secret))
+
+
+@contextlib.contextmanager
+def embedded_edge(tmp: Path, secret: str) -> Iterator[Edge]:
+    """`mediamill serve`'s app (embedded default: local store under `tmp`, SQLite, the
+    in-process worker) on a free port, its embedded edge at `/cdn`."""
+    from mediamill.api.app import create_app
+    from mediamill.config.settings import Settings
+
+    port = free_port()
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp / "data",
+        storage_url=(tmp / "store").as_uri(),
+        signing_secret=secret,
+        http_port=port,
+    )
+    with serving(create_app(settings), port) as base_url:
+        edge_url = settings.resolved_cdn_base_url
+        assert edge_url == f"{base_url}/cdn"
+        yield Edge(edge_url, LocalBlobStore(tmp / "store"), NginxSigner(edge_url, secret))

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,36 @@ REDIS_URL = os.environ.get("MEDIAMILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/1
 RABBITMQ_URL = os.environ.get("MEDIAMILL_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 MakeRuntime = Callable[..., "Runtime"]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(app, port: int | None = None) -> Iterator[str]:
+    """`app` on uvicorn in a thread on loopback (lifespan on) until the block ends;
+    yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 class RefusingBroker(StubBroker):

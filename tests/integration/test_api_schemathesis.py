@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from support import serving
 
 from mediamill.api.app import create_app
 from mediamill.config.settings import Settings
@@ -37,33 +34,14 @@ class LiveApi:
     headers: dict[str, str]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serve(settings: Settings) -> Iterator[LiveApi]:
     """The app on uvicorn in a thread, on a free loopback port, with an admin key."""
     app = create_app(settings)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    with app.state.runtime.db.session() as s:
-        key = create_api_key(s, "admin", "schemathesis")
-    try:
-        yield LiveApi(f"http://127.0.0.1:{port}", {"X-API-Key": key.api_key})
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(app) as base_url:
+        with app.state.runtime.db.session() as s:
+            key = create_api_key(s, "admin", "schemathesis")
+        yield LiveApi(base_url, {"X-API-Key": key.api_key})
 
 
 @pytest.fixture(scope="module", params=["embedded", "distributed"])

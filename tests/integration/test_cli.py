@@ -91,10 +91,10 @@ def test_process_json_shape_and_dedupe(env: dict[str, str], samples: dict[str, P
     asset_id, package_id = out["asset"]["originalAssetId"], package["packageId"]
     assert package["status"] == "ready" and len(package["renditions"]) == 3
     secret = (Path(env["MEDIAMILL_DATA_DIR"]) / "signing-secret").read_text().strip()
-    signer = NginxSigner("http://127.0.0.1:8080", secret)
+    signer = NginxSigner("http://127.0.0.1:8000/cdn", secret)
     duration_s = out["asset"]["duration"] / 1000
     for name, manifest in (("hls", "master.m3u8"), ("dash", "manifest.mpd")):
-        match = re.fullmatch(r"http://127\.0\.0\.1:8080/p/([\w-]+)/(\d+)/(.+)", package[name])
+        match = re.fullmatch(r"http://127\.0\.0\.1:8000/cdn/p/([\w-]+)/(\d+)/(.+)", package[name])
         assert match, package[name]
         token, expires, rest = match.groups()
         assert rest == f"packages/{asset_id}/{package_id}/{manifest}"
@@ -102,7 +102,7 @@ def test_process_json_shape_and_dedupe(env: dict[str, str], samples: dict[str, P
         assert int(expires) >= time.time() + duration_s + 3600 - 60
     again = mm(env, "process", str(samples["speech.wav"]))
     assert again.returncode == 0, again.stderr
-    assert f"HLS   {package['hls'].split('/p/')[0]}/p/" in again.stdout
+    assert re.search(rf"^HLS +{re.escape(package['hls'].split('/p/')[0])}/p/", again.stdout, re.M)
     assert f"/packages/{asset_id}/{package_id}/manifest.mpd" in again.stdout
     again = json.loads(mm(env, "process", str(samples["speech.wav"]), "--json").stdout)
     assert again["asset"]["originalAssetId"] == out["asset"]["originalAssetId"]

@@ -34,6 +34,7 @@ from edge_support import (
     Edge,
     Response,
     assert_cors,
+    embedded_edge,
     fetch,
     free_port,
     local_edge,
@@ -97,10 +98,14 @@ def max_age_s(resp: Response) -> int:
     return int(match.group(1))
 
 
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    """nginx on a free port with the configuration `mediamill edge nginx-conf` prints."""
-    with local_edge(tmp_path_factory.mktemp("edge"), SECRET) as running:
+@pytest.fixture(scope="module", params=["nginx", "embedded"])
+def edge(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Edge]:
+    """nginx on a free port with the configuration `mediamill edge nginx-conf` prints,
+    and the edge `mediamill serve` embeds: every check here holds for both."""
+    run = local_edge if request.param == "nginx" else embedded_edge
+    with run(tmp_path_factory.mktemp(f"edge-{request.param}"), SECRET) as running:
         yield running
 
 
@@ -276,6 +281,20 @@ def test_ranges_and_head_work_for_players(edge: Edge) -> None:
     assert head.status == 200
     assert head.body == b""
     assert head.headers.get("Content-Length") == str(len(data))
+
+
+def test_suffix_and_open_ranges_and_unsatisfiable_ones(edge: Edge) -> None:
+    key = f"renditions/{uuid.uuid4().hex}/opus-96000-2.opus"
+    data = edge.put(key, os.urandom(3000))
+    url = edge.signer.sign_file(key, 300).url
+    tail = fetch(url, headers={"Range": "bytes=-100"})
+    assert (tail.status, tail.body) == (206, data[-100:])
+    assert tail.headers.get("Content-Range") == "bytes 2900-2999/3000"
+    rest = fetch(url, headers={"Range": "bytes=2500-"})
+    assert (rest.status, rest.body) == (206, data[2500:])
+    past = fetch(url, headers={"Range": "bytes=3000-3100"})
+    assert past.status == 416
+    assert past.headers.get("Content-Range") == "bytes */3000"
 
 
 def test_preflight_is_answered_204(edge: Edge) -> None:

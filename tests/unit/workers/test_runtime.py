@@ -87,7 +87,7 @@ def test_signer_is_kept_until_the_settings_are_replaced(rt: Runtime) -> None:
     """The same signer on every call; replaced settings make one that signs with them."""
     signer = rt.signer()
     assert isinstance(signer, NginxSigner) and rt.signer() is signer
-    assert signer.sign_file(KEY, 60).url.startswith(f"http://127.0.0.1:8080/{KEY}?md5=")
+    assert signer.sign_file(KEY, 60).url.startswith(f"http://127.0.0.1:8000/cdn/{KEY}?md5=")
     rt.settings = rt.settings.model_copy(update={"cdn_base_url": "https://cdn.example.com"})
     replaced = rt.signer()
     assert replaced is not signer

@@ -1,0 +1,115 @@
+"""A new user's first hour, as the README tells it: nothing configured, `mediamill
+process` prints signed URLs, and `mediamill serve` (the command the output names)
+opens every one of them; ffmpeg plays the printed HLS and DASH URLs through it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from edge_support import fetch
+from support import free_port, stop_process
+
+from mediamill.pipeline.ffmpeg import ffmpeg_binary
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "mediamill"]
+_URL = re.compile(r"^(\S+)\s+(http://\S+)$", re.M)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """No MEDIAMILL_ setting but a data dir of its own and a free port for `serve`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+    clean["MEDIAMILL_DATA_DIR"] = str(tmp_path / "data")
+    clean["MEDIAMILL_HTTP_PORT"] = str(free_port())
+    return clean
+
+
+def mm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def served(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """`mediamill serve` with no options, as the output of `process` says to run it."""
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{env['MEDIAMILL_HTTP_PORT']}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if fetch(f"{base}/health").status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mediamill serve did not answer"
+            time.sleep(0.1)
+        yield base
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def _play(url: str) -> dict[str, int]:
+    """Frames per stream (`framecrc`) ffmpeg decodes from `url`."""
+    out = subprocess.run(
+        [ffmpeg_binary(), "-v", "error", "-i", url, "-map", "0", "-f", "framecrc", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, f"{url}: {out.stderr}"
+    kinds = dict(re.findall(r"^#media_type (\d+): (\w+)$", out.stdout, flags=re.M))
+    frames: dict[str, int] = {}
+    for line in out.stdout.splitlines():
+        if line and not line.startswith("#"):
+            kind = kinds[line.split(",", 1)[0].strip()]
+            frames[kind] = frames.get(kind, 0) + 1
+    return frames
+
+
+def test_every_url_process_prints_opens_under_mediamill_serve(
+    env: dict[str, str], samples: dict[str, Path], served: str
+) -> None:
+    proc = mm(env, "process", str(samples["video.mp4"]))
+    assert proc.returncode == 0, proc.stderr
+    printed = dict(_URL.findall(proc.stdout))
+    assert {"HLS", "DASH"} <= set(printed)
+    assert len(printed) >= 4, proc.stdout  # every rung, and the package's two manifests
+    assert "open while `mediamill serve` runs" in proc.stdout
+    assert all(url.startswith(f"{served}/cdn/") for url in printed.values()), printed
+    stored = json.loads(mm(env, "process", str(samples["video.mp4"]), "--json").stdout)
+    sha_by_name = {
+        name: r["sha256"]
+        for r in stored["renditions"]
+        for name in printed
+        if r.get("url") and r["url"].split("?")[0] == printed[name].split("?")[0]
+    }
+    for name, url in printed.items():
+        resp = fetch(url)
+        assert resp.status == 200, (name, url)
+        assert resp.headers.get("Access-Control-Allow-Origin") == "*"
+        if name in sha_by_name:
+            assert hashlib.sha256(resp.body).hexdigest() == sha_by_name[name], name
+            assert resp.content_type == "video/mp4"
+    assert set(sha_by_name) == set(printed) - {"HLS", "DASH"}
+    for name in ("HLS", "DASH"):
+        frames = _play(printed[name])
+        assert frames.get("video", 0) >= 2 * 30 - 2, (name, frames)  # the 2 s clip, whole
+        assert frames.get("audio", 0) * 1024 / 48000 == pytest.approx(2, abs=0.1), frames
+    for url in printed.values():  # a token for another path opens nothing
+        base, query = url.split("?", 1) if "?" in url else (url, "")
+        if query:
+            assert fetch(f"{base}x?{query}").status == 403
