@@ -539,6 +539,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     path = _existing_file(args.file)
     if not _valid_config():
         return EXIT_ERROR
+    if logging.getLogger().level >= logging.WARNING:
+        # This command says each failure itself, once, at the end; the workers' own
+        # line for it is for the logs of a server (`--log-level INFO` shows it here).
+        logging.getLogger("mediamill.workers.middleware").setLevel(logging.ERROR)
     rt = _runtime(in_process_queue=True)
     # No sweeper: this run does its own file only, never other queued jobs.
     with InProcessWorker(rt, sweep=False), _progress(_interactive(args), "process") as update:
@@ -565,9 +569,35 @@ def cmd_process(args: argparse.Namespace) -> int:
             _print_renditions_table(out["renditions"])
         _print_jobs_table([out["job"], *out["job"]["children"]])
         _print_urls(rt.settings, out["renditions"], out["packages"])
-    if job.error:
+    failures = _output_failures(out)
+    for line in failures:
+        print(f"error: {line}", file=sys.stderr)
+    if job.error and not any(line.endswith(f"{job.error.name}: {job.error.message}")
+                             for line in failures):  # fmt: skip
         raise error_from_name(job.error.name, job.error.message)
-    return 0
+    return EXIT_ERROR if failures or job.error else 0
+
+
+def _output_failures(out: dict[str, Any]) -> list[str]:
+    """One line per asked output that failed (a rendition, a package, a child job whose
+    output is not listed), with its error's name and message."""
+    lines = []
+
+    def said(error: dict[str, Any] | None) -> str:
+        error = error or {}
+        return f"{error.get('name', 'Error')}: {error.get('message', 'failed')}"
+
+    for r in out["renditions"]:
+        if r["status"] == "failed":
+            lines.append(f"rendition {_rendition_name(r)}: {said(r.get('error'))}")
+    for package in out["packages"]:
+        if package["status"] == "failed":
+            lines.append(f"package {package['packageId']}: {said(package.get('error'))}")
+    if not lines:
+        for child in out["job"].get("children", []):
+            if child["status"] == "failed":
+                lines.append(f"{child['type']} job {child['id']}: {said(child.get('error'))}")
+    return lines
 
 
 def _print_urls(

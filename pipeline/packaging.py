@@ -96,9 +96,10 @@ def package_tracks(
     (AAC streams of m4a or mp4 renditions) into `out_dir`, which must be empty.
 
     With video, the audio tracks form one `EXT-X-MEDIA` group every variant refers
-    to; without, each audio rendition is a variant of its own (an AAC ladder)."""
-    if not audio:
-        raise InvalidRequestError("a package needs at least one audio rendition")
+    to (no group when there is no audio: a video-only package); without video, each
+    audio rendition is a variant of its own (an AAC ladder)."""
+    if not audio and not video:
+        raise InvalidRequestError("a package needs at least one rendition")
     if video and segment_s % KEYFRAME_INTERVAL_S:
         raise InvalidRequestError(
             f"video segments must be a multiple of the {KEYFRAME_INTERVAL_S:g} s keyframe "
@@ -139,10 +140,11 @@ def _dash_args(video: list[Track], audio: list[Track], out_dir: Path, segment_s:
         args += ["-map", f"{i}:v:0"]
     for i in range(len(audio)):
         args += ["-map", f"{len(video) + i}:a:0"]
-    sets = ([f"id=0,streams={','.join(str(i) for i in range(len(video)))}"] if video else []) + [
-        f"id={1 if video else 0},streams="
-        + ",".join(str(len(video) + i) for i in range(len(audio)))
-    ]
+    sets = [f"id=0,streams={','.join(str(i) for i in range(len(video)))}"] if video else []
+    if audio:
+        sets.append(
+            f"id={len(sets)},streams=" + ",".join(str(len(video) + i) for i in range(len(audio)))
+        )
     args += [
         "-c", "copy",
         "-f", "dash",
@@ -253,7 +255,7 @@ def master_playlist(variants: list[Variant]) -> str:
     audios = [v for v in variants if v.kind == "audio"]
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if videos:
-        audio = max(audios, key=lambda a: a.average_bps)
+        audio = max(audios, key=lambda a: a.average_bps) if audios else None
         for a in audios:
             lines.append(
                 f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP_ID}",'
@@ -263,12 +265,15 @@ def master_playlist(variants: list[Variant]) -> str:
             )
         for v in sorted(videos, key=lambda v: -v.peak_bps):
             fps = f",FRAME-RATE={v.frame_rate:.3f}" if v.frame_rate else ""
+            if audio is None:
+                bandwidth, codecs, group = v.peak_bps, v.codecs, ""
+                average = v.average_bps
+            else:
+                bandwidth, codecs = v.peak_bps + audio.peak_bps, f"{v.codecs},{audio.codecs}"
+                average, group = v.average_bps + audio.average_bps, f',AUDIO="{AUDIO_GROUP_ID}"'
             lines += [
-                f"#EXT-X-STREAM-INF:BANDWIDTH={v.peak_bps + audio.peak_bps},"
-                f"AVERAGE-BANDWIDTH={v.average_bps + audio.average_bps},"
-                f'CODECS="{v.codecs},{audio.codecs}",'
-                f"RESOLUTION={v.width}x{v.height}{fps},"
-                f'AUDIO="{AUDIO_GROUP_ID}"',
+                f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},AVERAGE-BANDWIDTH={average},"
+                f'CODECS="{codecs}",RESOLUTION={v.width}x{v.height}{fps}{group}',
                 v.playlist,
             ]
     else:

@@ -204,4 +204,9 @@ def _resolve_video(
             raise _low(asset, f"{height}p asked, the original is {asset.video.height}p")
         adjustments.append(f"height {height} -> {asset.video.height}: never upscaled")
         height = asset.video.height - asset.video.height % 2
-    return requested.model_copy(update={"height": height}), adjustments
+    channels = requested.channels
+    if not asset.channels and channels is not None:
+        # Screen recordings, B-roll: the rung is video only (no AAC track to make).
+        adjustments.append("no audio track: the original has no audio stream")
+        channels = None
+    return requested.model_copy(update={"height": height, "channels": channels}), adjustments

@@ -86,16 +86,21 @@ def plan_output(spec: RenditionSpec, path: Path, source: LoudnessStats) -> Outpu
 def build_args(source: Path, outputs: list[Output], media: MediaInfo) -> list[str]:
     """The ffmpeg arguments for all `outputs` from one read of `source`."""
     src = ffmpeg.input(str(source))
-    audio_users = [o for o in outputs]  # every output carries audio (mp4 with AAC)
+    # Every output carries audio (an mp4 rung its AAC track) unless the original has
+    # none: then the rungs are video only, and an audio-only output cannot be made.
+    has_audio = media.channels is not None
+    audio_users = [o for o in outputs if has_audio or o.spec.format is not RenditionFormat.MP4]
     video_users = [o for o in outputs if o.spec.format is RenditionFormat.MP4]
-    if media.channels is None:
+    if audio_users and not has_audio:
         raise UnsupportedRenditionError("the original has no audio stream")
     tracks = media.tracks
     audio_index = tracks.audio.index if tracks and tracks.audio else 0
     video_index = tracks.video.index if tracks and tracks.video else 0
-    audio = src[f"a:{audio_index}"]
+    audio = src[f"a:{audio_index}"] if has_audio else None
     audio_branches = (
-        audio.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
+        audio.filter_multi_output("asplit", len(audio_users))
+        if audio is not None and len(audio_users) > 1
+        else None
     )
     video_branches = None
     if video_users:
@@ -106,23 +111,26 @@ def build_args(source: Path, outputs: list[Output], media: MediaInfo) -> list[st
             video.filter_multi_output("split", len(video_users)) if len(video_users) > 1 else None
         )
     streams = []
-    v_index = 0
-    for a_index, out in enumerate(outputs):
-        a = audio_branches[a_index] if audio_branches is not None else audio
-        a = _audio_chain(a, out, media)
+    v_index = a_index = 0
+    for out in outputs:
+        carried = []
+        if audio is not None:
+            a = audio_branches[a_index] if audio_branches is not None else audio
+            a_index += 1
+            carried.append(_audio_chain(a, out, media))
         if out.spec.format is RenditionFormat.MP4:
             v = video_branches[v_index] if video_branches is not None else video
             v_index += 1
             streams.append(
                 ffmpeg.output(
                     _video_chain(v, out.spec, media),
-                    a,
+                    *carried,
                     str(out.path),
-                    **_video_args(out.spec, media),
+                    **_video_args(out.spec, media, with_audio=bool(carried)),
                 )
             )
         else:
-            streams.append(ffmpeg.output(a, str(out.path), **_audio_args(out.spec)))
+            streams.append(ffmpeg.output(*carried, str(out.path), **_audio_args(out.spec)))
     merged = ffmpeg.merge_outputs(*streams).overwrite_output()
     return merged.compile(cmd=ffmpeg_binary())[1:]
 
@@ -209,9 +217,10 @@ def _video_chain(v, spec: RenditionSpec, media: MediaInfo):
     return v
 
 
-def _video_args(spec: RenditionSpec, media: MediaInfo) -> dict[str, str]:
+def _video_args(spec: RenditionSpec, media: MediaInfo, *, with_audio: bool) -> dict[str, str]:
     gop = max(1, round(_frame_rate(media) * KEYFRAME_INTERVAL_S))
     bitrate = spec.bitrate_bps or 1_000_000
+    audio = {"c:a": "aac", "b:a": str(VIDEO_AUDIO_BITRATE_BPS)} if with_audio else {}
     return {
         "c:v": "libx264",
         "preset": X264_PRESET,
@@ -224,8 +233,7 @@ def _video_args(spec: RenditionSpec, media: MediaInfo) -> dict[str, str]:
         "keyint_min": str(gop),
         "sc_threshold": "0",
         "force_key_frames": f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S:g})",
-        "c:a": "aac",
-        "b:a": str(VIDEO_AUDIO_BITRATE_BPS),
+        **audio,
         "movflags": "+faststart",
     }
 

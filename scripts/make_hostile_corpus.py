@@ -357,8 +357,8 @@ def make_hostile_corpus(out_dir: Path) -> Corpus:
         "mp4-header-declares-centuries.mp4",
         patch_boxes(patch_boxes(mp4, b"mvhd", huge_mp4_duration), b"mdhd", huge_mp4_duration),
         # ffmpeg takes the track's duration from its sample table, which is honest; the
-        # clip is 64x64 video without audio, which renditions cannot take yet (issue 16).
-        "UnsupportedRenditionError",
+        # clip is 64x64 video without audio: one video-only rung at its own size.
+        SUCCEEDS,
     )
     put("m4a-samples-last-years.m4a", patch_boxes(m4a, b"stts", huge_stts_deltas), CORRUPT)
 
@@ -380,8 +380,8 @@ def make_hostile_corpus(out_dir: Path) -> Corpus:
         "dimensions-65535.mp4",
         patch_boxes(patch_boxes(mp4, b"avc1", huge_avc1_dimensions), b"tkhd", huge_tkhd_dimensions),
         # The H.264 stream's own SPS says 64x64, and that is what counts: below the
-        # ladder, it gets a 64p rung, which a video without audio cannot take yet (issue 16).
-        "UnsupportedRenditionError",
+        # ladder, it gets one video-only 64p rung.
+        SUCCEEDS,
     )
 
     # Huge metadata: a tag claiming 256 MB over a short file; legal multi-MB tags.

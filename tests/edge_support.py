@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import io
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -199,3 +200,25 @@ def embedded_edge(tmp: Path, secret: str) -> Iterator[Edge]:
         edge_url = settings.resolved_cdn_base_url
         assert edge_url == f"{base_url}/cdn"
         yield Edge(edge_url, LocalBlobStore(tmp / "store"), NginxSigner(edge_url, secret))
+
+
+def play(url: str) -> list[tuple[str, int]]:
+    """(media type, frames) of every stream ffmpeg's HLS or DASH demuxer decodes from a
+    manifest URL, in stream order: a player's view of a whole package."""
+    from mediamill.pipeline.ffmpeg import ffmpeg_binary
+
+    out = subprocess.run(
+        [ffmpeg_binary(), "-v", "error", "-i", url, "-map", "0", "-f", "framecrc", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, f"{url}: {out.stderr}"
+    kinds = dict(re.findall(r"^#media_type (\d+): (\w+)$", out.stdout, flags=re.M))
+    frames = dict.fromkeys(kinds, 0)
+    for line in out.stdout.splitlines():
+        if line and not line.startswith("#"):
+            frames[line.split(",", 1)[0].strip()] += 1
+    return [
+        (kinds[index], count) for index, count in sorted(frames.items(), key=lambda i: int(i[0]))
+    ]

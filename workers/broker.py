@@ -13,7 +13,7 @@ from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLi
 from mediamill.config.settings import Settings
 from mediamill.storage.db import Database
 from mediamill.workers.actors import declare_actors
-from mediamill.workers.middleware import JobLifecycle, should_retry
+from mediamill.workers.middleware import JobLifecycle, install_failure_log_filter, should_retry
 
 
 def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
@@ -28,6 +28,7 @@ def get_broker(settings: Settings, db: Database) -> dramatiq.Broker:
     the job before the actor starts. TimeLimit enforces the per-message limit
     that `workers/queue.py` scales with the media's duration.
     """
+    install_failure_log_filter()
     middleware = [
         AgeLimit(),
         TimeLimit(),

@@ -20,7 +20,12 @@ from sqlalchemy.orm import Session
 
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
+    InvalidRequestError,
+    LimitExceededError,
+    LowQualityError,
+    MediaError,
     MediaMillError,
+    ModelNotFoundError,
     ProcessingTimeoutError,
     TransientError,
     WorkerCrashedError,
@@ -36,6 +41,45 @@ log = logging.getLogger(__name__)
 
 # The message each worker thread is working on (set once it holds its job's claim).
 _current = threading.local()
+# Failures that are the input's, not ours: bad media, refused requests, limits. One
+# INFO line each; a crash is WorkerCrashedError, a MediaError, but worth a WARNING.
+INPUT_FAILURES = (MediaError, InvalidRequestError, LimitExceededError, LowQualityError,
+                  ModelNotFoundError)  # fmt: skip
+
+
+class FailureLogFilter(logging.Filter):
+    """dramatiq logs every exception an actor raises with its traceback ("Failed to
+    process message ... with unhandled exception", ERROR) and every failure it does not
+    retry as "Retries exceeded". For our named errors JobLifecycle says it once, in one
+    line (`failure_line`); tracebacks stay for everything else: our own bugs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("dramatiq.middleware.retries"):
+            return not str(record.msg).startswith("Retries exceeded")
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, MediaMillError)
+
+
+_FILTER = FailureLogFilter()
+
+
+def install_failure_log_filter() -> None:
+    """Attach `FailureLogFilter` to dramatiq's worker and Retries loggers (idempotent)."""
+    for name in ("dramatiq.worker.WorkerThread", "dramatiq.middleware.retries.Retries"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def failure_line(job_id: str, error: MediaMillError, retrying: bool) -> None:
+    """The one log line of a failed stage: INFO for the input's faults, WARNING else."""
+    if retrying:
+        log.warning("job %s: %s: %s; retrying", job_id, error.name, error.message)
+        return
+    level = logging.INFO if isinstance(error, INPUT_FAILURES) else logging.WARNING
+    if isinstance(error, WorkerCrashedError):
+        level = logging.WARNING
+    log.log(level, "job %s failed: %s: %s", job_id, error.name, error.message)
 
 
 class ClaimError(MiddlewareError):
@@ -201,6 +245,7 @@ class JobLifecycle(Middleware):
         # `queued` before the retry message can arrive and try to claim it. The
         # decision is the same predicate Retries applies next.
         retrying = should_retry(message.options.get("retries", 0), exception, self.max_retries)
+        failure_line(job_id, error, retrying)
         try:
             with self.db.session() as s:
                 # Locked as owned_job does, so a cancel cannot slip in before the write.

@@ -181,7 +181,8 @@ def _package_and_store(
         ]
         if asset.video is not None:
             video = [t for t in tracks if t.spec.format is RenditionFormat.MP4]
-            audio = video[:1]  # every rung carries the same AAC track: one copy serves all
+            # Every rung carries the same AAC track (one copy serves all), or none.
+            audio = video[:1] if asset.channels else []
         else:
             video, audio = [], tracks
         result = package_tracks(

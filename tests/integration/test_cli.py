@@ -297,3 +297,27 @@ def test_keys_list_shows_live_keys_and_with_all_the_revoked_never_a_token(
     assert table.returncode == 0 and made[0]["clientId"] in table.stdout
     for key in made:
         assert key["token"] not in table.stdout + json.dumps(every)
+
+
+def test_process_exits_1_naming_every_output_that_failed(
+    env: dict[str, str], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """An ffmpeg that answers `-version` (the start-up check) and fails every encode:
+    analysis (PyAV) succeeds, every rendition and the package fail. `process` prints
+    the table with each error and exits 1 with one line per failed output."""
+    from mediamill.pipeline.ffmpeg import ffmpeg_binary
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = "-version" ] && exec {ffmpeg_binary()} -version\n'
+        "echo 'Error: encoder exploded' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    proc = mm({**env, "MEDIAMILL_FFMPEG": str(fake)}, "process", str(samples["short.wav"]))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) >= 3, proc.stderr
+    assert all("FFmpegError" in line for line in errors), errors
+    assert any(line.startswith("error: rendition mp3-128000-2:") for line in errors), errors
+    assert "Traceback" not in proc.stderr

@@ -237,3 +237,32 @@ def test_refuses_segments_that_split_keyframe_intervals_and_a_dirty_directory(
     (tmp_path / "b" / "stale.m4s").write_bytes(b"x")
     with pytest.raises(InvalidRequestError, match="not empty"):
         package_tracks(tracks, tracks[:1], tmp_path / "b", segment_s=4, timeout_s=60)
+
+
+def test_a_video_without_audio_is_a_video_only_package(tmp_path):
+    """Screen recordings and B-roll: video-only rungs (no AAC track), packaged with no
+    audio group in the HLS master and a single (video) adaptation set in the MPD."""
+    src = tmp_path / "silent.mp4"
+    subprocess.run(
+        [ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc2=size=640x360:rate=30:duration=5", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+         str(src)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    specs = [s.model_copy(update={"channels": None}) for s in parse_video_ladder("360:600000")]
+    tracks, _ = _renditions(src, [*specs, *parse_video_ladder("240:300000")], tmp_path)
+    with av.open(str(tracks[0].path)) as c:
+        assert len(c.streams.audio) == 0 and len(c.streams.video) == 1
+    result = package_tracks(tracks, [], tmp_path / "pkg", segment_s=4, timeout_s=120)
+    master = m3u8.load(str(tmp_path / "pkg" / "master.m3u8"))
+    assert not master.media and len(master.playlists) == 2
+    for playlist in master.playlists:
+        assert playlist.stream_info.codecs.startswith("avc1.") and "," not in (
+            playlist.stream_info.codecs
+        )
+        assert playlist.stream_info.audio is None
+    assert {v.kind for v in result.variants} == {"video"}
+    mpd = MPEGDASHParser.parse(str(tmp_path / "pkg" / "manifest.mpd"))
+    assert len(mpd.periods[0].adaptation_sets) == 1
+    with pytest.raises(InvalidRequestError, match="at least one rendition"):
+        package_tracks([], [], tmp_path / "empty", segment_s=4, timeout_s=60)

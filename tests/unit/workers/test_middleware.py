@@ -132,3 +132,40 @@ def test_a_cancel_while_a_failure_is_settled_is_not_overwritten(
     assert not canceller.is_alive()
     final = _status(db, running_job)
     assert outcome == ["refused"] and final == "failed", (outcome, final)
+
+
+def test_named_failures_are_one_line_and_our_bugs_keep_their_traceback(caplog) -> None:
+    """dramatiq's traceback for a named error and its "Retries exceeded" are dropped;
+    the job's own line says it once (INFO for bad media); a bug keeps its traceback."""
+    import logging
+
+    from mediamill.schemas.errors import CorruptMediaError, ProcessingTimeoutError
+    from mediamill.workers.middleware import failure_line, install_failure_log_filter
+
+    install_failure_log_filter()
+    install_failure_log_filter()  # idempotent
+    worker_log = logging.getLogger("dramatiq.worker.WorkerThread")
+    retries_log = logging.getLogger("dramatiq.middleware.retries.Retries")
+    assert len([f for f in worker_log.filters if type(f).__name__ == "FailureLogFilter"]) == 1
+    with caplog.at_level(logging.INFO):
+        for exc in (CorruptMediaError("bad bytes"), KeyError("our bug")):
+            try:
+                raise exc
+            except Exception:
+                worker_log.error("Failed to process message %s with unhandled exception.", "m",
+                                 exc_info=True)  # fmt: skip
+        retries_log.warning("Retries exceeded for message %r.", "m")
+        retries_log.info("Retrying message %r in %d milliseconds.", "m", 5)
+        failure_line("job-1", CorruptMediaError("bad bytes"), retrying=False)
+        failure_line("job-2", ProcessingTimeoutError("too slow"), retrying=False)
+    records = [(r.name, r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records]
+    assert records == [
+        ("dramatiq.worker.WorkerThread", "ERROR",
+         "Failed to process message m with unhandled exception.", True),
+        ("dramatiq.middleware.retries.Retries", "INFO", "Retrying message 'm' in 5 milliseconds.",
+         False),
+        ("mediamill.workers.middleware", "INFO", "job job-1 failed: CorruptMediaError: bad bytes",
+         False),
+        ("mediamill.workers.middleware", "WARNING",
+         "job job-2 failed: ProcessingTimeoutError: too slow", False),
+    ]  # fmt: skip
