@@ -147,6 +147,13 @@ class Settings(BaseSettings):
     # (bitrate 0 for lossless formats). Audio assets get the audio profile; video
     # assets get the video ladder (`height:video bitrate`, never above the original).
     default_audio_renditions: str = "mp3:128000:2,aac:128000:2,opus:96000:2"
+    rendition_true_peak_dbtp: float = Field(
+        default=-1.0, ge=-20.0, le=0.0,
+        description=(
+            "The true-peak ceiling of every lossy rendition without a loudness target of "
+            "its own, measured on the encoded file (a limiter only where it is needed)."
+        ),
+    )
     default_video_ladder: str = Field(
         default="1080:5000000,720:3000000,480:1500000,360:800000,240:400000",
         description="Video renditions made automatically: `height:video bitrate` items.",

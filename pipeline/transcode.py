@@ -31,15 +31,25 @@ from mediamill.schemas.renditions import RenditionFormat, RenditionSpec
 # timestamps, so packaging can switch renditions at any segment boundary.
 KEYFRAME_INTERVAL_S = 2.0
 MAX_FRAME_RATE = 60.0
+# ITU-R BS.775: centre and surrounds join the front pair at -3 dB (LFE left out).
+DOWNMIX_COEFFICIENT = 10 ** (-3 / 20)
+# Past any downmix's summed coefficients: swresample then never normalises the matrix.
+NO_NORMALISATION = 1000.0
 VIDEO_AUDIO_BITRATE_BPS = 128000
 X264_PRESET = "veryfast"
 # Lossy encoders overshoot the input's true peak a little; aim under the ceiling.
 LOSSY_TRUE_PEAK_MARGIN_DB = 0.5
 LOSSLESS_TRUE_PEAK_MARGIN_DB = 0.05
-LOUDNESS_TOLERANCE_LU = 0.5  # re-encode when further off than this (acceptance: 1 LU)
-TRUE_PEAK_TOLERANCE_DB = 0.1  # re-encode when over the ceiling by more (acceptance: 0.2)
-MAX_CORRECTIONS = 2
-
+# Measured on the encoded file: re-encode when the loudness is further off than this
+# (acceptance: 0.2 LU), the true peak over the ceiling by more than TRUE_PEAK_OVER_DB
+# (acceptance: +0.2 dB) or, under a limiter, further under it than TRUE_PEAK_UNDER_DB
+# (acceptance: -0.5 dB: a limiter must not take more than it has to).
+LOUDNESS_TOLERANCE_LU = 0.15
+TRUE_PEAK_OVER_DB = 0.1
+TRUE_PEAK_UNDER_DB = 0.4
+MAX_CORRECTIONS = 3
+# A lossless rendition has no ceiling unless one is asked: only clipping is prevented.
+LOSSLESS_CEILING_DBTP = 0.0
 _AUDIO_CODECS = {
     RenditionFormat.MP3: {"c:a": "libmp3lame"},
     RenditionFormat.OGG: {"c:a": "libvorbis"},
@@ -52,12 +62,26 @@ _AUDIO_CODECS = {
 
 @dataclass(frozen=True)
 class Output:
-    """One file to write: its effective spec, where, and the loudness processing."""
+    """One file to write: its effective spec, where, and the loudness processing: a
+    gain, a true-peak limiter's threshold when one is needed, and the ceiling the
+    encoded file's true peak must stay under (measured after encoding)."""
 
     spec: RenditionSpec
     path: Path
     gain_db: float = 0.0
-    limit_dbtp: float | None = None  # a true-peak limiter's ceiling, when one is needed
+    limit_dbtp: float | None = None
+    ceiling_dbtp: float | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        """What the loudness processing did, for the rendition's `adjustments`."""
+        notes = []
+        if self.limit_dbtp is not None:
+            notes.append(
+                f"true-peak limiter at {self.limit_dbtp:.1f} dBTP: under the "
+                f"{self.ceiling_dbtp:g} dBTP ceiling"
+            )
+        return notes
 
 
 @dataclass(frozen=True)
@@ -67,20 +91,45 @@ class Produced:
     encodes: int  # 1 = the shared pass only
 
 
-def plan_output(spec: RenditionSpec, path: Path, source: LoudnessStats) -> Output:
-    """Linear gain to the loudness target when the peaks fit under the ceiling after it;
-    otherwise the gain plus a true-peak limiter at the ceiling (minus a codec margin)."""
-    if spec.loudness is None:
-        return Output(spec, path)
-    if source.integrated_lufs is None:
-        raise UnsupportedRenditionError("a silent original cannot be normalised to a loudness")
-    gain_db = spec.loudness.integrated_lufs - source.integrated_lufs
+def plan_output(
+    spec: RenditionSpec,
+    path: Path,
+    source: LoudnessStats,
+    *,
+    ceiling_dbtp: float | None = None,
+    source_channels: int | None = None,
+) -> Output:
+    """The loudness processing of one output. Its ceiling is the spec's loudness target's
+    true peak, else `ceiling_dbtp` for lossy formats (MEDIAMILL_RENDITION_TRUE_PEAK_DBTP),
+    else 0 dBTP (no clipping). A linear gain to the loudness target, if any; a true-peak
+    limiter only when the peaks could cross the ceiling after it: the original's true
+    peak plus the gain, plus what a downmix of `source_channels` can add at worst."""
+    if spec.loudness is not None:
+        ceiling = spec.loudness.true_peak_dbtp
+    elif spec.format.lossy and ceiling_dbtp is not None:
+        ceiling = ceiling_dbtp
+    else:
+        ceiling = LOSSLESS_CEILING_DBTP
+    gain_db = 0.0
+    if spec.loudness is not None:
+        if source.integrated_lufs is None:
+            raise UnsupportedRenditionError("a silent original cannot be normalised to a loudness")
+        gain_db = spec.loudness.integrated_lufs - source.integrated_lufs
     margin = LOSSY_TRUE_PEAK_MARGIN_DB if spec.format.lossy else LOSSLESS_TRUE_PEAK_MARGIN_DB
-    ceiling = spec.loudness.true_peak_dbtp - margin
     peak = source.true_peak_dbtp if source.true_peak_dbtp is not None else -math.inf
-    if peak + gain_db <= ceiling:
-        return Output(spec, path, gain_db=gain_db)
-    return Output(spec, path, gain_db=gain_db, limit_dbtp=ceiling)
+    peak += gain_db + downmix_headroom_db(source_channels, spec.channels)
+    limit = ceiling - margin if peak > ceiling - margin else None
+    return Output(spec, path, gain_db=gain_db, limit_dbtp=limit, ceiling_dbtp=ceiling)
+
+
+def downmix_headroom_db(in_channels: int | None, out_channels: int | None) -> float:
+    """At most how much a downmix raises a channel's peak over the original's: the
+    BS.775 coefficients that reach one output channel, summed (stereo from 5.1: 1 + 0.707
+    + 0.707, +7.7 dB; a bound, never under it). As many channels or more: 0 dB."""
+    if not in_channels or not out_channels or in_channels <= out_channels:
+        return 0.0
+    others = in_channels - out_channels  # centre and surrounds, each at -3 dB
+    return 20 * math.log10(1 + others * DOWNMIX_COEFFICIENT / out_channels)
 
 
 def build_args(source: Path, outputs: list[Output], media: MediaInfo) -> list[str]:
@@ -142,13 +191,14 @@ def _audio_chain(a, out: Output, media: MediaInfo):
     target = "mono" if channels == 1 else "stereo"
     if is_unnamed_layout(media.channel_layout):
         a = a.filter("pan", unnamed_downmix(media.channels or 1, channels))
-    # One explicit rematrix for every format: swresample's standard downmix (centre and
-    # surrounds at -3 dB, LFE left out), normalised so no output can clip. Left to
-    # auto-negotiation, swresample normalises for integer formats but not for float
-    # ones, and the same request would come out 8 dB apart between mp3 and opus.
-    a = a.filter("aresample", osr=rate, ochl=target, rematrix_maxval=1.0).filter(
-        "aformat", channel_layouts=target
-    )
+    # One explicit rematrix for every format, in float: swresample's standard downmix
+    # (ITU-R BS.775: centre and surrounds at -3 dB, LFE left out), as `ffmpeg -ac 2`
+    # makes it, never normalised: normalising (what swresample does by itself for
+    # integer formats) took 7.7 LU off every 5.1 source. Clipping is the limiter's
+    # job, only where the peaks could cross the ceiling (`plan_output`).
+    a = a.filter(
+        "aresample", osr=rate, ochl=target, osf="flt", rematrix_maxval=NO_NORMALISATION
+    ).filter("aformat", channel_layouts=target)
     if out.gain_db:
         a = a.filter("volume", volume=f"{out.gain_db:.4f}dB")
     if out.limit_dbtp is not None:
@@ -184,6 +234,7 @@ def unnamed_downmix(in_channels: int, out_channels: int) -> str:
     ...) to the left and the odd ones to the right, each side their mean (a single
     channel feeds both). Means cannot clip, and a signal copied into every channel keeps
     its level."""
+
     # "<" makes pan renormalise the gains to a sum of 1: the mean, and no "=" for
     # ffmpeg-python to escape.
     def mean(out: str, indices: list[int]) -> str:
@@ -266,13 +317,13 @@ def produce(
 
     def finish(out: Output) -> Produced:
         measured = measure(out.path)
-        encodes = 1
-        while encodes <= MAX_CORRECTIONS and (fixed := _correction(out, measured)) is not None:
+        tried: list[tuple[Output, AnalysisResult]] = []
+        while len(tried) < MAX_CORRECTIONS and (fixed := _correction(out, measured, tried)):
+            tried.append((out, measured))
             out = fixed
             run_ffmpeg(build_args(source, [out], media), timeout_s=timeout_s)
             measured = measure(out.path)
-            encodes += 1
-        return Produced(out, measured, encodes)
+        return Produced(out, measured, len(tried) + 1)
 
     # Decoding (PyAV) and the meter (numpy, ffmpeg's biquads) release the GIL, so
     # outputs are measured side by side, one per core.
@@ -280,18 +331,64 @@ def produce(
         return list(pool.map(finish, outputs))
 
 
-def _correction(out: Output, measured: AnalysisResult) -> Output | None:
-    """A re-planned output when the measured loudness or true peak missed the target."""
-    target = out.spec.loudness
+def _loudness_slope(tried: list[tuple[Output, AnalysisResult]], out: Output,
+                    measured: AnalysisResult) -> float:  # fmt: skip
+    """LU gained per dB of gain over the last correction, from 0.25 to 1: under a
+    limiter a dB of gain brings less than a dB of loudness, so the next asks more."""
+    if not tried:
+        return 1.0
+    before, before_measured = tried[-1]
+    la, lb = before_measured.loudness.integrated_lufs, measured.loudness.integrated_lufs
+    if la is None or lb is None or abs(out.gain_db - before.gain_db) < 0.05:
+        return 1.0
+    return min(1.0, max(0.25, (lb - la) / (out.gain_db - before.gain_db)))
+
+
+def _peak(measured: AnalysisResult) -> float:
+    peak = measured.loudness.true_peak_dbtp
+    return peak if peak is not None else -math.inf
+
+
+def _next_limit(tried: list[tuple[Output, AnalysisResult]], out: Output, peak: float) -> float:
+    """The limiter threshold to try next, aiming the encoded peak 0.2 dB under the
+    ceiling. An encoder's overshoot is not a constant (AAC's grew from 0.5 to 2 dB as
+    the limiter bit harder), so once one threshold came out over and another under, the
+    next lies between them (regula falsi); before that, step by the miss."""
+    ceiling = out.ceiling_dbtp if out.ceiling_dbtp is not None else 0.0
+    aim = ceiling - 0.2
+    margin = LOSSY_TRUE_PEAK_MARGIN_DB if out.spec.format.lossy else 0.0
+    limit = out.limit_dbtp if out.limit_dbtp is not None else ceiling - margin
+    points = [(o.limit_dbtp, _peak(m)) for o, m in tried if o.limit_dbtp is not None]
+    points.append((limit, peak))
+    over = [(lim, p) for lim, p in points if p > aim]
+    under = [(lim, p) for lim, p in points if p <= aim]
+    if over and under:
+        lo = max(under, key=lambda x: x[0])  # the highest threshold that came out under
+        hi = min(over, key=lambda x: x[0])  # the lowest that came out over
+        if hi[0] > lo[0] and hi[1] > lo[1]:
+            return lo[0] + (aim - lo[1]) * (hi[0] - lo[0]) / (hi[1] - lo[1])
+    return min(limit + aim - peak, ceiling)
+
+
+def _correction(
+    out: Output, measured: AnalysisResult, tried: list[tuple[Output, AnalysisResult]] = ()
+) -> Output | None:
+    """A re-planned output when the encoded file missed its loudness target, went over
+    its true-peak ceiling, or sits well under it because a limiter took too much.
+    `tried`: the earlier encodes of this output and what they measured."""
+    tried = list(tried)
     loud = measured.loudness
-    if target is None or loud.integrated_lufs is None:
+    if loud.integrated_lufs is None:
+        return None  # silence, or no audio at all
+    target = out.spec.loudness
+    error_lu = loud.integrated_lufs - target.integrated_lufs if target is not None else 0.0
+    peak = _peak(measured)
+    over_db = peak - out.ceiling_dbtp if out.ceiling_dbtp is not None else -math.inf
+    slope = _loudness_slope(tried, out, measured)
+    gain_db, limit = out.gain_db - error_lu / slope, out.limit_dbtp
+    too_low = limit is not None and over_db < -TRUE_PEAK_UNDER_DB
+    if over_db > TRUE_PEAK_OVER_DB or too_low:
+        limit = _next_limit(tried, out, peak)
+    elif abs(error_lu) <= LOUDNESS_TOLERANCE_LU:
         return None
-    error_lu = loud.integrated_lufs - target.integrated_lufs
-    over_db = (loud.true_peak_dbtp or -math.inf) - target.true_peak_dbtp
-    if abs(error_lu) <= LOUDNESS_TOLERANCE_LU and over_db <= TRUE_PEAK_TOLERANCE_DB:
-        return None
-    limit = out.limit_dbtp
-    if over_db > TRUE_PEAK_TOLERANCE_DB:
-        base = limit if limit is not None else target.true_peak_dbtp - LOSSY_TRUE_PEAK_MARGIN_DB
-        limit = base - over_db - 0.1
-    return replace(out, gain_db=out.gain_db - error_lu, limit_dbtp=limit)
+    return replace(out, gain_db=gain_db, limit_dbtp=limit)

@@ -8,6 +8,7 @@ commit together.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -593,10 +594,20 @@ def renditions_of_job(session: Session, job_id: str) -> list[RenditionRow]:
 
 
 def record_rendition(
-    row: RenditionRow, key: str, size_bytes: int, sha256: str, measured: AnalysisResult
+    row: RenditionRow,
+    key: str,
+    size_bytes: int,
+    sha256: str,
+    measured: AnalysisResult,
+    *,
+    notes: Sequence[str] = (),
 ) -> None:
-    """Mark a rendition ready with what was stored and what was measured on it."""
+    """Mark a rendition ready with what was stored and what was measured on it; `notes`
+    (what the encode did to it: a limiter) join the adjustments resolving made."""
     media, loud = measured.media, measured.loudness
+    if notes:
+        kept = list((row.adjustments or {}).get("notes", []))
+        row.adjustments = {"notes": [*kept, *(n for n in notes if n not in kept)]}
     row.status = RenditionStatus.READY.value
     row.storage_key, row.size_bytes, row.sha256 = key, size_bytes, sha256
     row.codec, row.bitrate_bps, row.channels = media.codec, media.bitrate_bps, media.channels

@@ -392,7 +392,13 @@ def transcode(job_id: str) -> None:
     try:
         with rt.store.local_path(storage_key) as source, runtime.work_dir(rt.settings) as tmp:
             outputs = [
-                plan_output(spec, Path(tmp) / f"{i}.{spec.format.extension}", loudness)
+                plan_output(
+                    spec,
+                    Path(tmp) / f"{i}.{spec.format.extension}",
+                    loudness,
+                    ceiling_dbtp=rt.settings.rendition_true_peak_dbtp,
+                    source_channels=media.channels,
+                )
                 for i, spec in enumerate(specs)
             ]
             produced = produce(
@@ -414,8 +420,9 @@ def transcode(job_id: str) -> None:
                         return
                     row = s.get(RenditionRow, row_id)
                     repo.record_rendition(
-                        row, blob.key, blob.size_bytes, blob.sha256, made.measured
-                    )
+                        row, blob.key, blob.size_bytes, blob.sha256, made.measured,
+                        notes=made.output.notes,
+                    )  # fmt: skip
                     outbox.add_event(
                         s,
                         "rendition.ready",
