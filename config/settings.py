@@ -37,9 +37,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MEDIAMILL_", extra="ignore")
 
-    data_dir: Path = Field(
-        default=Path("./mediamill-data"),
-        description="Where the embedded default keeps everything (store, SQLite, work files).",
+    data_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where the embedded default keeps everything (store, SQLite, work files, the "
+            "signing secret); unset: the user's data directory (`~/.local/share/mediamill` "
+            "on Linux, via platformdirs), the same whichever folder a command runs from."
+        ),
     )
     storage_url: str | None = Field(
         default=None,
@@ -362,6 +366,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_data_dir(self) -> Path:
+        if self.data_dir is None:
+            import platformdirs
+
+            return platformdirs.user_data_path("mediamill").resolve()
         return self.data_dir.expanduser().resolve()
 
     @property

@@ -97,6 +97,8 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         elif value is not None and not isinstance(value, bool | int | float | str):
             value = str(value)
         out[name] = value
+    out["resolved_data_dir"] = str(settings.resolved_data_dir)
+    out["resolved_cdn_base_url"] = settings.resolved_cdn_base_url
     out["resolved_database_url"] = _mask_url(settings.resolved_database_url)
     out["resolved_storage_url"] = _mask_url(settings.resolved_storage_url)
     return out

@@ -95,3 +95,37 @@ def test_every_url_process_prints_opens_under_mediamill_serve(
         base, query = url.split("?", 1) if "?" in url else (url, "")
         if query:
             assert fetch(f"{base}x?{query}").status == 403
+
+
+def test_one_data_dir_per_user_whichever_folder_a_command_runs_from(
+    samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """No MEDIAMILL_DATA_DIR: the platform's user data dir (XDG_DATA_HOME here), printed
+    by `config check`; `process` from another folder finds the same asset there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    expected = tmp_path / "xdg" / "mediamill"
+    runs = []
+    for folder in ("one", "two"):
+        cwd = tmp_path / folder
+        cwd.mkdir()
+        proc = subprocess.run(
+            [*CLI, "process", str(samples["speech.wav"]), "--json"],
+            env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+        assert list(cwd.iterdir()) == []  # nothing made in the working directory
+    assert runs[1]["job"]["result"] == {"deduplicated": True}
+    assert (expected / "mediamill.db").is_file() and (expected / "signing-secret").is_file()
+    check = subprocess.run(
+        [*CLI, "config", "check", "--no-services"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert re.search(rf"resolved_data_dir\s+{re.escape(str(expected))}$", check.stdout, re.M)
+    override = subprocess.run(
+        [*CLI, "config", "check", "--no-services", "--json"],
+        env={**env, "MEDIAMILL_DATA_DIR": str(tmp_path / "mine")}, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(override.stdout)["effective"]["resolved_data_dir"] == str(tmp_path / "mine")
