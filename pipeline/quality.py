@@ -22,11 +22,7 @@ from __future__ import annotations
 
 from mediamill.schemas.errors import LowQualityError, UnsupportedRenditionError
 from mediamill.schemas.media import Asset
-from mediamill.schemas.renditions import (
-    AUDIO_BITRATES_BPS,
-    RenditionFormat,
-    RenditionSpec,
-)
+from mediamill.schemas.renditions import RenditionFormat, RenditionSpec
 
 LOSSLESS_CODECS = frozenset(
     {
@@ -71,6 +67,58 @@ SAMPLE_RATES_HZ: dict[RenditionFormat, tuple[int, ...]] = {
 }
 
 
+# The bitrates a layer III stream can carry: MPEG-1 (32 kHz and up), MPEG-2 and 2.5 below.
+_MP3_MPEG1_BPS = tuple(k * 1000 for k in (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224,
+                                          256, 320))  # fmt: skip
+_MP3_MPEG2_BPS = tuple(k * 1000 for k in (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144,
+                                          160))  # fmt: skip
+# The lowest bitrate each encoder delivers, per channel (Vorbis: the API's lowest,
+# 64 kb/s, measured to hold at 32 kHz and up; below that libvorbis refuses some).
+_MIN_BPS_PER_CHANNEL = {
+    RenditionFormat.AAC: 16000,
+    RenditionFormat.OPUS: 6000,
+    RenditionFormat.OGG: 32000,
+}
+
+
+def mp3_bitrates_bps(sample_rate_hz: int) -> tuple[int, ...]:
+    """The bitrates an MP3 at this sample rate can have (libmp3lame takes only these)."""
+    if sample_rate_hz >= 32000:
+        return _MP3_MPEG1_BPS
+    return _MP3_MPEG2_BPS if sample_rate_hz >= 16000 else _MP3_MPEG2_BPS[:8]
+
+
+def bitrate_refusal(fmt: RenditionFormat, bitrate: int, channels: int, rate: int) -> str | None:
+    """Why the encoder cannot deliver `bitrate` for this layout, or None when it can:
+    MP3 takes its layer's bitrates, the others a range (measured, not nominal)."""
+    if fmt is RenditionFormat.MP3:
+        allowed = mp3_bitrates_bps(rate)
+        if bitrate not in allowed:
+            shown = ", ".join(str(b // 1000) for b in allowed)
+            return f"mp3 at {rate} Hz carries {shown} kb/s, not {bitrate} bps"
+        return None
+    low = _MIN_BPS_PER_CHANNEL[fmt] * (2 if fmt is RenditionFormat.OGG else channels)
+    high = max_bitrate_bps(fmt, channels, rate)
+    if not low <= bitrate <= high:
+        return (
+            f"{fmt} delivers {low} to {high} bps with {channels} channel(s) at {rate} Hz, "
+            f"not {bitrate}"
+        )
+    return None
+
+
+def _capped_bitrate(
+    fmt: RenditionFormat, rate: int, original_bps: int, offered: tuple[int, ...] | None
+) -> int:
+    """The highest bitrate the format (or the `offered` list) has at or under the lossy
+    original's: a copy cannot be better than what it is made from."""
+    choices = offered or (mp3_bitrates_bps(rate) if fmt is RenditionFormat.MP3 else None)
+    if choices:
+        below = [b for b in choices if b <= original_bps]
+        return max(below) if below else min(choices)
+    return max(_MIN_BPS_PER_CHANNEL[fmt], original_bps // 1000 * 1000)
+
+
 def max_bitrate_bps(fmt: RenditionFormat, channels: int, sample_rate_hz: int) -> int:
     """The highest bitrate the encoder delivers for this layout (measured, not nominal)."""
     if fmt is RenditionFormat.MP3:  # MPEG-2.5 / MPEG-2 / MPEG-1 layer III
@@ -88,11 +136,19 @@ def is_lossless_codec(codec: str | None) -> bool:
     return codec in LOSSLESS_CODECS
 
 
-def resolve(requested: RenditionSpec, asset: Asset, exact: bool) -> tuple[RenditionSpec, list[str]]:
-    """The spec to make for `requested` from `asset`, and what was changed and why."""
+def resolve(
+    requested: RenditionSpec,
+    asset: Asset,
+    exact: bool,
+    *,
+    offered: tuple[int, ...] | None = None,
+) -> tuple[RenditionSpec, list[str]]:
+    """The spec to make for `requested` from `asset`, and what was changed and why.
+    `offered`: the only bitrates a lossy rendition may have (the Content Automation
+    API's seven); None: any the encoder delivers."""
     if requested.format is RenditionFormat.MP4:
         return _resolve_video(requested, asset, exact)
-    return _resolve_audio(requested, asset, exact)
+    return _resolve_audio(requested, asset, exact, offered)
 
 
 def _low(asset: Asset, why: str) -> LowQualityError:
@@ -103,7 +159,7 @@ def _low(asset: Asset, why: str) -> LowQualityError:
 
 
 def _resolve_audio(
-    requested: RenditionSpec, asset: Asset, exact: bool
+    requested: RenditionSpec, asset: Asset, exact: bool, offered: tuple[int, ...] | None
 ) -> tuple[RenditionSpec, list[str]]:
     fmt = requested.format
     if requested.channels is None:
@@ -143,22 +199,20 @@ def _resolve_audio(
     lossy_original = not is_lossless_codec(asset.codec)
     bitrate = requested.bitrate_bps
     if fmt.lossy:
-        if bitrate is None or bitrate not in AUDIO_BITRATES_BPS:
+        if bitrate is None:
+            raise UnsupportedRenditionError(f"a bitrate must be given for {fmt}")
+        if offered is not None and bitrate not in offered:
             raise UnsupportedRenditionError(
-                f"bitrate must be one of {', '.join(map(str, AUDIO_BITRATES_BPS))} for {fmt}"
+                f"bitrate must be one of {', '.join(map(str, offered))} for {fmt}"
             )
-        limit = max_bitrate_bps(fmt, channels, rate)
-        if bitrate > limit:
-            raise UnsupportedRenditionError(
-                f"{fmt} cannot deliver {bitrate} bps with {channels} channel(s) at {rate} Hz "
-                f"(at most {limit})"
-            )
+        refusal = bitrate_refusal(fmt, bitrate, channels, rate)
+        if refusal is not None:
+            raise UnsupportedRenditionError(refusal)
         original_bps = asset.bitrate_bps or 0
         if lossy_original and asset.video is None and original_bps and bitrate > original_bps:
             if exact:
                 raise _low(asset, f"{bitrate} bps asked, the lossy original has {original_bps}")
-            below = [b for b in AUDIO_BITRATES_BPS if b <= original_bps]
-            capped = max(below) if below else AUDIO_BITRATES_BPS[0]
+            capped = _capped_bitrate(fmt, rate, original_bps, offered)
             adjustments.append(
                 f"bitrate {bitrate} -> {capped}: the lossy original has {original_bps} bps"
             )

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from mediamill.schemas.base import CamelModel, RequestModel
 from mediamill.schemas.job_params import RenditionPlan, TrackRequest
-from mediamill.schemas.renditions import AUDIO_BITRATES_BPS, RenditionFormat, RenditionSpec
+from mediamill.schemas.renditions import RenditionFormat, RenditionSpec
 
 MAX_RENDITIONS_PER_JOB = 32
 _STRICT = ConfigDict(**CamelModel.model_config, extra="forbid")
@@ -19,7 +19,8 @@ _STRICT = ConfigDict(**CamelModel.model_config, extra="forbid")
 
 class RenditionRequest(RenditionSpec):
     """One rendition asked for: a RenditionSpec body, with the checks no original can
-    change (channels given for audio, a bitrate the API offers for lossy formats)."""
+    change (channels given for audio, a bitrate for lossy formats: any the encoder
+    delivers, checked against the most capable original when the job is submitted)."""
 
     model_config = _STRICT
 
@@ -27,11 +28,8 @@ class RenditionRequest(RenditionSpec):
     def _requestable(self) -> RenditionRequest:
         if self.format is not RenditionFormat.MP4 and self.channels is None:
             raise ValueError(f"channels (1 or 2) must be given for {self.format}")
-        if self.format.lossy and self.bitrate_bps not in AUDIO_BITRATES_BPS:
-            raise ValueError(
-                f"bitrate must be one of {', '.join(map(str, AUDIO_BITRATES_BPS))} "
-                f"for {self.format}"
-            )
+        if self.format.lossy and self.bitrate_bps is None:
+            raise ValueError(f"a bitrate must be given for {self.format}")
         return self
 
     def spec(self) -> RenditionSpec:

@@ -26,7 +26,7 @@ from mediamill.schemas.job_params import IngestParams, StoredSource
 from mediamill.schemas.jobs import JobStage, JobType
 from mediamill.schemas.media import Asset, AssetStatus
 from mediamill.schemas.packages import Package, PackageStatus
-from mediamill.schemas.renditions import RenditionStatus
+from mediamill.schemas.renditions import AUDIO_BITRATES_BPS, RenditionStatus
 from mediamill.storage import outbox, repo
 from mediamill.storage.asset_jobs import active_jobs, lock_asset
 from mediamill.storage.blobs import StoredBlob
@@ -205,7 +205,10 @@ def deliver(rt: Runtime, asset_id: str, query: RenditionQuery) -> SignedUrl:
         )
     wait_s = retry_after_s(duration_ms)
     try:
-        rendition = request_rendition(rt, asset_id, spec, exact=query.exact)
+        # The Content Automation API offers seven bitrates; a copy is capped to them.
+        rendition = request_rendition(
+            rt, asset_id, spec, exact=query.exact, offered=AUDIO_BITRATES_BPS
+        )
     except ModelNotReadyError as exc:  # the original is not analysed yet: see it is coming
         ensure_analysis(rt, asset_id)
         raise ModelNotReadyError(exc.message, retry_after_s=wait_s) from exc

@@ -107,11 +107,14 @@ def plan_renditions(
         if spec.spec_id not in resolved:
             try:
                 resolved[spec.spec_id] = resolve(spec, asset, exact)
-            except UnsupportedRenditionError:
+            except UnsupportedRenditionError as exc:
                 if asked:
                     raise
-                log.warning(
-                    "default rendition %s skipped for %s", spec.spec_id, asset.original_asset_id
+                log.info(
+                    "default rendition %s skipped for %s: %s",
+                    spec.spec_id,
+                    asset.original_asset_id,
+                    exc.message,
                 )
                 resolved[spec.spec_id] = None
         return resolved[spec.spec_id]
@@ -171,7 +174,12 @@ def add_renditions(
 
 
 def request_rendition(
-    rt: Runtime, asset_id: str, requested: RenditionSpec, *, exact: bool
+    rt: Runtime,
+    asset_id: str,
+    requested: RenditionSpec,
+    *,
+    exact: bool,
+    offered: tuple[int, ...] | None = None,
 ) -> Rendition:
     """The rendition of `asset_id` for `requested`: ready, or enqueued exactly once.
 
@@ -181,7 +189,7 @@ def request_rendition(
     """
 
     def planned(asset: Asset) -> PlannedRendition:
-        return PlannedRendition(requested, *resolve(requested, asset, exact))
+        return PlannedRendition(requested, *resolve(requested, asset, exact, offered=offered))
 
     return _request(rt, asset_id, planned)
 

@@ -129,3 +129,65 @@ def test_one_data_dir_per_user_whichever_folder_a_command_runs_from(
         text=True, timeout=60,
     )  # fmt: skip
     assert json.loads(override.stdout)["effective"]["resolved_data_dir"] == str(tmp_path / "mine")
+
+
+def _bitrate_bps(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return int(container.streams.audio[0].codec_context.bit_rate or container.bit_rate)
+
+
+def test_native_routes_take_any_bitrate_the_encoder_delivers(
+    env: dict[str, str], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """192 and 224 kb/s MP3 (item 10) through the CLI, the default profile and
+    POST /v0/jobs, each encoded at that rate; the Content Automation route keeps its
+    seven and refuses 224000 with a named 400."""
+    from api_support import running_api
+
+    from mediamill.config.settings import Settings
+
+    out = tmp_path / "song.mp3"
+    proc = mm(env, "transcode", str(samples["music.flac"]), "--format", "mp3", "--bitrate",
+              "224000", "--channels", "2", "-o", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert _bitrate_bps(out) == 224000
+    profile = {**env, "MEDIAMILL_DEFAULT_AUDIO_RENDITIONS": "mp3:192000:2,opus:72000:2"}
+    proc = mm(profile, "process", str(samples["music.flac"]), "--json")
+    assert proc.returncode == 0, proc.stderr
+    made = {r["spec"]["format"]: r for r in json.loads(proc.stdout)["renditions"]}
+    assert made["mp3"]["spec"]["bitrate"] == 192000 and made["mp3"]["status"] == "ready"
+    assert made["mp3"]["bitrate"] == pytest.approx(192000, rel=0.02)  # measured on the file
+    assert made["opus"]["spec"]["bitrate"] == 72000 and made["opus"]["status"] == "ready"
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "api")
+    with running_api(settings) as api:
+        stored = api.rt.store
+        with samples["music.flac"].open("rb") as f:
+            stored.put("media/song.flac", f)
+        body = {"source": {"key": "media/song.flac"}, "defaultRenditions": False,
+                "package": False,
+                "renditions": [{"format": "mp3", "bitrate": 224000, "channels": 2}]}  # fmt: skip
+        resp = api.client.post("/v0/jobs", json=body, headers=api.admin)
+        assert resp.status_code == 201, resp.text
+        job_id = resp.json()["id"]
+        deadline = time.monotonic() + 120
+        while (job := api.client.get(f"/v0/jobs/{job_id}", headers=api.read).json())[
+            "status"
+        ] not in {"succeeded", "failed"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert job["status"] == "succeeded", job
+        asset_id = job["assetId"]
+        meta = api.client.get(f"/v0/assets/{asset_id}/metadata", headers=api.read).json()
+        (rendition,) = [r for r in meta["renditions"] if r["spec"]["format"] == "mp3"]
+        with stored.local_path(rendition["storageKey"]) as path:
+            assert _bitrate_bps(path) == 224000
+        refused = api.client.get(
+            f"/v0/assets/{asset_id}",
+            params={"format": "mp3", "bitrate": 224000, "channels": 2},
+            headers=api.read,
+            follow_redirects=False,
+        )
+        assert refused.status_code == 400 and "supported bitrates" in refused.text

@@ -7,7 +7,7 @@ import pytest
 from mediamill.pipeline.quality import max_bitrate_bps, resolve
 from mediamill.schemas.errors import LowQualityError, UnsupportedRenditionError
 from mediamill.schemas.media import Asset, VideoInfo
-from mediamill.schemas.renditions import RenditionFormat, RenditionSpec
+from mediamill.schemas.renditions import AUDIO_BITRATES_BPS, RenditionFormat, RenditionSpec
 
 
 def asset(
@@ -60,9 +60,31 @@ def test_bitrate_above_a_lossy_original() -> None:
     # The highest supported bitrate not above the original's (100 kbps -> 96 kbps).
     effective, _ = resolve(spec("mp3", 256000), asset(codec="aac", bps=100_000), exact=False)
     assert effective.bitrate_bps == 96000
-    # Below every supported bitrate: the lowest one, said so.
+    # The MP3 bitrate at or under the original's; from the Content Automation API's
+    # seven, the lowest of them when all are above it, said so.
     effective, notes = resolve(spec("mp3", 128000), asset(codec="mp3", bps=48_000), exact=False)
+    assert effective.bitrate_bps == 48000 and notes
+    effective, notes = resolve(
+        spec("mp3", 128000), asset(codec="mp3", bps=48_000), exact=False,
+        offered=AUDIO_BITRATES_BPS,
+    )  # fmt: skip
     assert effective.bitrate_bps == 64000 and notes
+
+
+def test_native_requests_take_any_bitrate_the_encoder_delivers() -> None:
+    """192 and 224 kb/s MP3, 72 kb/s Opus, 200 kb/s AAC: fine natively; only the
+    Content Automation API's list of seven refuses them. MP3 keeps its layer's steps."""
+    flac = asset()
+    for fmt, bps in (("mp3", 192000), ("mp3", 224000), ("opus", 72000), ("aac", 200000),
+                     ("ogg", 112000)):  # fmt: skip
+        effective, _ = resolve(spec(fmt, bps), flac, exact=True)
+        assert effective.bitrate_bps == bps
+        with pytest.raises(UnsupportedRenditionError, match="one of"):
+            resolve(spec(fmt, bps), flac, exact=True, offered=AUDIO_BITRATES_BPS)
+    with pytest.raises(UnsupportedRenditionError, match=r"carries .* kb/s, not 150000"):
+        resolve(spec("mp3", 150000), flac, exact=True)
+    with pytest.raises(UnsupportedRenditionError, match="delivers"):
+        resolve(spec("opus", 1000), flac, exact=True)
 
 
 def test_lossless_target_from_a_lossy_original() -> None:
