@@ -110,8 +110,46 @@ def _print_error(name: str, message: str) -> None:
     print(f"error: {name}: {message}", file=sys.stderr)
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or not (
+            action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with defaults in every --help; subcommands are made of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
+def _describe(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give each subcommand without a description its one-line help as one, so that
+    `mediamill COMMAND --help` says what the command does, not only its options."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                sub = action.choices[choice.dest]
+                if sub.description is None:
+                    sub.description = choice.help
+                _describe(sub)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mediamill", description="MediaMill media pipeline")
+    return _describe(_commands())
+
+
+def _commands() -> argparse.ArgumentParser:
+    p = _Parser(prog="mediamill", description="MediaMill media pipeline")
     p.add_argument("--version", action="version", version=f"mediamill {__version__}")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
     sub = p.add_subparsers(metavar="COMMAND")
@@ -121,9 +159,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_analyse)
 
-    c = sub.add_parser("process", help="ingest and analyse a file through the queue, in-process")
+    c = sub.add_parser(
+        "process",
+        help="ingest, analyse, transcode and package a file, with a worker in this process",
+        description=(
+            "Store FILE (content-addressed), measure it, transcode the default renditions, "
+            "package HLS + DASH, all through the queue with a worker in this process, and "
+            "print the asset, the renditions and their signed URLs. Exits 1 when any of "
+            "them failed, naming each."
+        ),
+    )
     c.add_argument("file", type=Path)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print one JSON object, every field")
+    c.add_argument("--wide", action="store_true", help="every table column, whatever the width")
     c.set_defaults(func=cmd_process)
 
     c = sub.add_parser("transcode", help="one rendition of a file, no queue or database")
@@ -152,12 +200,14 @@ def _parser() -> argparse.ArgumentParser:
     c = jobs.add_parser("show", help="one job with its children")
     c.add_argument("id")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--wide", action="store_true", help="every column and whole ids")
     c.set_defaults(func=cmd_jobs_show)
     c = jobs.add_parser("list", help="jobs, newest first")
     c.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     c.add_argument("--limit", type=_page_size, default=50, help="1 to 1000")
     c.add_argument("--cursor", default=None, help="nextCursor of the previous page")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--wide", action="store_true", help="every column and whole ids")
     c.set_defaults(func=cmd_jobs_list)
 
     config = sub.add_parser("config", help="the configuration").add_subparsers(metavar="ACTION")
@@ -312,10 +362,16 @@ def _print_asset_table(asset: dict[str, Any], title: str = "Asset") -> None:
     from rich.table import Table
 
     table = Table(title=title, show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")  # ids and keys whole, over two lines
     for key, value in asset.items():
-        if isinstance(value, dict):
+        if key == "tracks" and isinstance(value, dict):
+            value = ", ".join(
+                f"{kind} #{t['index']} of {t['count']} ({t.get('language') or 'und'})"
+                for kind, t in value.items()
+                if t
+            ) or "-"
+        elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(map(str, value)) or "-"
@@ -332,62 +388,24 @@ def _rendition_name(rendition: dict[str, Any]) -> str:
     return "-".join(str(v) for v in parts if v)
 
 
-def _print_renditions_table(renditions: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_renditions_table(renditions: list[dict[str, Any]], wide: bool = False) -> None:
+    from mediamill.cli_tables import RENDITION_COLUMNS, print_table, rendition_row
 
-    table = Table(title="Renditions")
-    for col in (
-        "spec",
-        "status",
-        "codec",
-        "bitrate",
-        "ch",
-        "rate",
-        "duration ms",
-        "lufs",
-        "truePeak",
-        "bytes",
-        "key",
-    ):
-        table.add_column(col)
-    for r in renditions:
-        table.add_row(
-            _rendition_name(r),
-            r["status"],
-            r.get("codec") or "-",
-            str(r.get("bitrate") or "-"),
-            str(r.get("channels") or "-"),
-            str(r.get("sampleRate") or "-"),
-            str(r.get("duration") or "-"),
-            f"{r['lufs']:.2f}" if r.get("lufs") is not None else "-",
-            f"{r['truePeak']:.2f}" if r.get("truePeak") is not None else "-",
-            str(r.get("sizeBytes") or "-"),
-            r.get("storageKey") or "-",
-        )
-    Console().print(table)
+    rows = [rendition_row(r, _rendition_name(r)) for r in renditions]
+    print_table(RENDITION_COLUMNS, rows, title="Renditions", wide=wide)
 
 
-def _print_jobs_table(jobs: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_jobs_table(
+    jobs: list[dict[str, Any]], wide: bool = False, messages: bool = True
+) -> None:
+    """The jobs; with `messages`, each error's message in full under the table (`process`
+    says its failures itself, once)."""
+    from mediamill.cli_tables import JOB_COLUMNS, error_lines, job_row, print_table
 
-    table = Table()
-    for col in ("id", "type", "status", "stage", "progress", "attempts", "assetId", "error"):
-        table.add_column(col)
-    for j in jobs:
-        err = j.get("error") or {}
-        table.add_row(
-            j["id"],
-            j["type"],
-            j["status"],
-            j["stage"],
-            f"{j['progress']:.0%}",
-            str(j["attempts"]),
-            (j.get("assetId") or "-")[:16],
-            f"{err.get('name')}: {err.get('message')}" if err else "",
-        )
-    Console().print(table)
+    print_table(JOB_COLUMNS, [job_row(j, wide) for j in jobs], title="Jobs", wide=wide)
+    named = [(f"{j['type']} {j['id'] if wide else j['id'][:8]}", j.get("error")) for j in jobs]
+    for line in error_lines(named) if messages else []:
+        print(line)
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -566,8 +584,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         if out["asset"]:
             _print_asset_table(out["asset"])
         if out["renditions"]:
-            _print_renditions_table(out["renditions"])
-        _print_jobs_table([out["job"], *out["job"]["children"]])
+            _print_renditions_table(out["renditions"], args.wide)
+        _print_jobs_table([out["job"], *out["job"]["children"]], args.wide, messages=False)
         _print_urls(rt.settings, out["renditions"], out["packages"])
     failures = _output_failures(out)
     for line in failures:
@@ -694,7 +712,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(job)
     else:
-        _print_jobs_table([job, *job["children"]])
+        _print_jobs_table([job, *job["children"]], args.wide)
     return 0
 
 
@@ -714,7 +732,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json({"data": data, "nextCursor": cursor})
     else:
-        _print_jobs_table(data)
+        _print_jobs_table(data, args.wide)
     return 0
 
 
