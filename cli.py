@@ -244,6 +244,30 @@ def _commands() -> argparse.ArgumentParser:
     )
     c.set_defaults(func=cmd_serve)
 
+    assets = sub.add_parser("assets", help="list, show and delete assets").add_subparsers(
+        metavar="ACTION"
+    )
+    c = assets.add_parser("list", help="live assets, newest first")
+    c.add_argument("--status", choices=["stored", "analysing", "analysed", "failed"])
+    c.add_argument("--type", choices=["audio", "video"], dest="kind")
+    c.add_argument("--oldest-first", action="store_true", help="sort by creation, oldest first")
+    c.add_argument("--limit", type=int, default=50, help="1 to 200")
+    c.add_argument("--cursor", default=None, help="nextCursor of the previous page")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--wide", action="store_true", help="every column and whole ids")
+    c.set_defaults(func=cmd_assets_list)
+    c = assets.add_parser("show", help="one asset with its renditions and packages")
+    c.add_argument("asset_id", metavar="ASSET_ID")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--wide", action="store_true", help="every column of the renditions")
+    c.set_defaults(func=cmd_assets_show)
+    c = assets.add_parser(
+        "delete", help="delete an asset: its original, renditions and packages leave the store"
+    )
+    c.add_argument("asset_id", metavar="ASSET_ID")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_assets_delete)
+
     keys = sub.add_parser("keys", help="API keys").add_subparsers(metavar="ACTION")
     c = keys.add_parser("create", help="create an API key; the token is printed once")
     c.add_argument("--scope", choices=["admin", "read"], required=True)
@@ -845,6 +869,59 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
         if not revoke_api_key(s, args.client_id):
             raise ModelNotFoundError(f"no live API key {args.client_id}")
     print(f"revoked {args.client_id}")
+    return 0
+
+
+def cmd_assets_list(args: argparse.Namespace) -> int:
+    from mediamill.cli_tables import ASSET_COLUMNS, asset_row, print_table
+    from mediamill.schemas.media import AssetStatus
+    from mediamill.storage.asset_admin import AssetKind, AssetSort, list_assets_page
+
+    with _database().session() as s:
+        assets, cursor = list_assets_page(
+            s,
+            status=AssetStatus(args.status) if args.status else None,
+            kind=AssetKind(args.kind) if args.kind else None,
+            sort=AssetSort.OLDEST if args.oldest_first else AssetSort.NEWEST,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
+    data = [a.to_json_dict() for a in assets]
+    if args.json:
+        _emit_json({"data": data, "nextCursor": cursor})
+        return 0
+    print_table(ASSET_COLUMNS, [asset_row(a, args.wide) for a in data], wide=args.wide)
+    if cursor:
+        print(f"more: --cursor {cursor}")
+    return 0
+
+
+def cmd_assets_show(args: argparse.Namespace) -> int:
+    from mediamill.workers.assets import asset_metadata
+
+    with _database().session() as s:
+        metadata = asset_metadata(s, args.asset_id).to_json_dict()
+    if args.json:
+        _emit_json(metadata)
+        return 0
+    renditions = metadata.pop("renditions", [])
+    packages = metadata.pop("packages", [])
+    _print_asset_table(metadata)
+    if renditions:
+        _print_renditions_table(renditions, args.wide)
+    for package in packages:
+        print(f"package {package['packageId']}  {package['status']}")
+    return 0
+
+
+def cmd_assets_delete(args: argparse.Namespace) -> int:
+    from mediamill.workers.asset_admin import delete_asset
+
+    asset = delete_asset(_runtime(), args.asset_id).to_json_dict()
+    if args.json:
+        _emit_json(asset)
+    else:
+        print(f"deleted {asset['originalAssetId']}: its original, renditions and packages")
     return 0
 
 

@@ -151,3 +151,29 @@ def error_lines(items: Sequence[tuple[str, dict[str, Any] | None]]) -> list[str]
     return [
         f"{name}: {error.get('name')}: {error.get('message')}" for name, error in items if error
     ]
+
+
+ASSET_COLUMNS = (
+    Column("id", 0),
+    Column("type", 1),
+    Column("status", 0),
+    Column("s", 2),
+    Column("lufs", 2),
+    Column("peak", 4),
+    Column("created", 3),
+)
+
+
+def asset_row(a: dict[str, Any], wide: bool) -> list[str]:
+    """One asset as ASSET_COLUMNS show it: the id cut to 16 characters unless `wide`."""
+    duration_ms = a.get("duration")
+    created = (a.get("created") or "-")[:19].replace("T", " ")
+    return [
+        a["originalAssetId"] if wide else a["originalAssetId"][:16],
+        a.get("assetType") or "-",
+        a["status"],
+        f"{duration_ms / 1000:.1f}" if duration_ms else "-",
+        f"{a['lufs']:.1f}" if a.get("lufs") is not None else "-",
+        f"{a['truePeak']:.1f}" if a.get("truePeak") is not None else "-",
+        created,
+    ]

@@ -66,6 +66,7 @@ class Job(CamelModel):
 class EventType(StrEnum):
     ASSET_CREATED = "asset.created"
     ASSET_ANALYSED = "asset.analysed"
+    ASSET_DELETED = "asset.deleted"
     JOB_FAILED = "job.failed"
     RENDITION_READY = "rendition.ready"
     RENDITION_FAILED = "rendition.failed"

@@ -16,6 +16,7 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "asset.created",
     "asset.analysed",
     "asset.ready",
+    "asset.deleted",
     "rendition.ready",
     "rendition.failed",
     "package.ready",

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mediamill.schemas import keys
 from mediamill.schemas.api import AssetMetadata, RenditionQuery, asset_id_or_none
+from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
     InvalidRequestError,
     ModelInvalidError,
@@ -74,6 +75,15 @@ def record_original(
     if lock:
         lock_asset(s, blob.sha256)
     row = repo.get_asset_row(s, blob.sha256)
+    if row.deleted:  # deleted, and the same bytes are here again: live again, from scratch
+        lock_asset(s, row.id)  # after a deletion under way has taken its files
+        s.refresh(row)
+    if row.deleted:
+        row.deleted, row.status = False, AssetStatus.STORED.value
+        row.storage_key, row.size_bytes = blob.key, blob.size_bytes
+        row.error_name = row.error_message = None
+        row.modified_at = utcnow()
+        created = True
     if created and asset_type:
         row.asset_type = asset_type
     if token is not None:

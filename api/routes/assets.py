@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -26,7 +27,9 @@ from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.responses import epoch_to_datetime, redirect_to
 from mediamill.schemas.api import AssetMetadata, RenditionQuery, StreamUrls, checked_token
 from mediamill.schemas.errors import InvalidRequestError, error_from_name
-from mediamill.schemas.media import AssetStatus
+from mediamill.schemas.media import Asset, AssetStatus
+from mediamill.storage.asset_admin import MAX_PAGE_SIZE, AssetKind, AssetSort, list_assets_page
+from mediamill.workers.asset_admin import delete_asset
 from mediamill.workers.assets import (
     asset_metadata,
     deliver,
@@ -149,6 +152,49 @@ async def upload_asset(
     if job_id is not None:
         headers["X-Job-Id"] = job_id
     return JSONResponse(asset.to_json_dict(), status_code=201, headers=headers)
+
+
+# ---- listing and deleting -------------------------------------------------------------------
+
+
+@router.get("/v0/assets")
+def list_assets(
+    s: SessionDep,
+    _: ReadKey,
+    status: AssetStatus | None = None,
+    kind: Annotated[AssetKind | None, Query(alias="type")] = None,
+    created_after: Annotated[datetime | None, Query(alias="createdAfter")] = None,
+    created_before: Annotated[datetime | None, Query(alias="createdBefore")] = None,
+    legacy_token: Annotated[
+        str | None, Query(alias="legacyTrackToken", min_length=1, max_length=128)
+    ] = None,
+    sort: AssetSort = AssetSort.NEWEST,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> JSONResponse:
+    """Live assets, newest first (`sort=created`: oldest first), filtered by status,
+    type (`audio`, `video`), creation time (`createdAfter` inclusive, `createdBefore`
+    exclusive) and legacy track token; `nextCursor` fetches the next page, null on the
+    last."""
+    assets, next_cursor = list_assets_page(
+        s, status=status, kind=kind, created_after=created_after,
+        created_before=created_before, legacy_token=legacy_token, sort=sort, limit=limit,
+        cursor=cursor,
+    )  # fmt: skip
+    return JSONResponse({"data": [a.to_json_dict() for a in assets], "nextCursor": next_cursor})
+
+
+@router.delete("/v0/assets/{assetId}", response_model=Asset)
+def remove_asset(
+    rt: RuntimeDep,
+    asset_id: Annotated[str, Path(alias="assetId")],
+    _: AdminKey,
+) -> JSONResponse:
+    """Delete the asset: its original, renditions and packages leave the store (their
+    signed URLs stop working), the row is marked `deleted` and `asset.deleted` is
+    emitted. 409 ConflictError while one of its jobs is under way; deleting it again
+    answers the same. The same bytes uploaded again make it live again."""
+    return JSONResponse(delete_asset(rt, asset_id).to_json_dict())
 
 
 # ---- retrieval ------------------------------------------------------------------------------

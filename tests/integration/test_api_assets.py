@@ -85,13 +85,13 @@ def verify_file_url(rt, url: str) -> str:
     """The store key a signed nginx file URL opens, after checking its token as the edge
     would (recomputed with the signing secret)."""
     settings = rt.settings
-    base = settings.cdn_base_url.rstrip("/")
+    base = settings.resolved_cdn_base_url.rstrip("/")
     assert url.startswith(base + "/"), url
     parsed = urlparse(url)
     key = parsed.path.removeprefix(urlparse(base).path).lstrip("/")
     query = parse_qs(parsed.query)
     expires = int(query["expires"][0])
-    signer = NginxSigner(settings.cdn_base_url, settings.resolved_signing_secret())
+    signer = NginxSigner(settings.resolved_cdn_base_url, settings.resolved_signing_secret())
     assert signer.verify_file(key, query["md5"][0], expires)
     assert not signer.verify_file(key, query["md5"][0] + "x", expires)
     assert 0 < expires - time.time() <= settings.file_url_expires_s + 5
@@ -415,10 +415,10 @@ def test_metadata_has_renditions_packages_and_an_etag(api, samples) -> None:
 
 def verify_stream_urls(rt, sha: str, body: dict) -> str:
     """Check both manifest URLs' path tokens as the edge would; the package id."""
-    signer = NginxSigner(rt.settings.cdn_base_url, rt.settings.resolved_signing_secret())
+    signer = NginxSigner(rt.settings.resolved_cdn_base_url, rt.settings.resolved_signing_secret())
     expires_at = int(datetime.fromisoformat(body["expiresAt"]).timestamp())
     package_id = body["packageId"]
-    base = rt.settings.cdn_base_url.rstrip("/")
+    base = rt.settings.resolved_cdn_base_url.rstrip("/")
     token = signer.package_token(sha, package_id, expires_at)
     prefix = package_prefix(sha, package_id)
     assert body["hlsUrl"] == f"{base}/p/{token}/{expires_at}/{prefix}/master.m3u8"

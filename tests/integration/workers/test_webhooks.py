@@ -598,7 +598,7 @@ def test_payloads_carry_signed_urls(rt: Runtime, receiver: Receiver) -> None:
     dispatch_once(rt)
     payloads = {p["type"]: p["data"] for p in (verify(hook.secret, r) for r in receiver.received)}
     url = payloads["rendition.ready"]["rendition"]["url"]
-    assert url.startswith(rt.settings.cdn_base_url) and "mp3-128k.mp3" in url
+    assert url.startswith(rt.settings.resolved_cdn_base_url) and "mp3-128k.mp3" in url
     assert "hlsUrl" in payloads["package.ready"]["package"]
     assert "dashUrl" in payloads["package.ready"]["package"]
     assert payloads["job.failed"]["job"]["error"]["name"] == "BadMediaError"
@@ -629,7 +629,8 @@ def test_a_processed_file_reaches_the_endpoint_as_events(
     assert asset["originalAssetId"] == submit_job_asset(rt, job.id)
     assert {"lufs", "truePeak", "loudnessRange"} <= set(asset)
     assert asset["lufs"] is not None
-    assert payloads["rendition.ready"]["rendition"]["url"].startswith(rt.settings.cdn_base_url)
+    url = payloads["rendition.ready"]["rendition"]["url"]
+    assert url.startswith(rt.settings.resolved_cdn_base_url)
 
 
 def submit_job_asset(rt: Runtime, job_id: str) -> str | None:

@@ -1,0 +1,89 @@
+"""Operators' view of assets: one page of them, filtered and sorted, and the derived
+rows a deletion removes. Deleted assets are never listed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from mediamill.schemas.errors import InvalidRequestError
+from mediamill.schemas.media import Asset, AssetStatus
+from mediamill.storage import repo
+from mediamill.storage.models import AssetRow, LegacyTrackTokenRow, PackageRow, RenditionRow
+
+MAX_PAGE_SIZE = 200
+
+
+class AssetKind(StrEnum):
+    """`type=` of a listing: the first part of the asset's MIME type."""
+
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+class AssetSort(StrEnum):
+    NEWEST = "-created"
+    OLDEST = "created"
+
+
+def list_assets_page(
+    s: Session,
+    *,
+    status: AssetStatus | None = None,
+    kind: AssetKind | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    legacy_token: str | None = None,
+    sort: AssetSort = AssetSort.NEWEST,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Asset], str | None]:
+    """A page of live assets, keyset-paginated on (created, id) in `sort` order; the
+    cursor is the last asset's id (an unknown one is a 400). Returns (assets, next
+    cursor or None on the last page)."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequestError(f"limit must be 1 to {MAX_PAGE_SIZE}")
+    newest = sort is AssetSort.NEWEST
+    order = (AssetRow.created_at.desc(), AssetRow.id.desc()) if newest else (
+        AssetRow.created_at.asc(), AssetRow.id.asc())  # fmt: skip
+    stmt = select(AssetRow).where(AssetRow.deleted.is_(False)).order_by(*order)
+    if status is not None:
+        stmt = stmt.where(AssetRow.status == status.value)
+    if kind is not None:
+        stmt = stmt.where(AssetRow.asset_type.like(f"{kind.value}/%"))
+    if created_after is not None:
+        stmt = stmt.where(AssetRow.created_at >= _utc(created_after))
+    if created_before is not None:
+        stmt = stmt.where(AssetRow.created_at < _utc(created_before))
+    if legacy_token is not None:
+        linked = select(LegacyTrackTokenRow.asset_id).where(
+            LegacyTrackTokenRow.token == legacy_token
+        )
+        stmt = stmt.where(AssetRow.id.in_(linked))
+    if cursor:
+        anchor = s.get(AssetRow, cursor)
+        if anchor is None:
+            raise InvalidRequestError("cursor is not one this listing gave")
+        before = AssetRow.created_at < anchor.created_at if newest else (
+            AssetRow.created_at > anchor.created_at)  # fmt: skip
+        tie = AssetRow.id < anchor.id if newest else AssetRow.id > anchor.id
+        stmt = stmt.where(or_(before, and_(AssetRow.created_at == anchor.created_at, tie)))
+    rows = s.scalars(stmt.limit(limit + 1)).all()
+    page = rows[:limit]
+    next_cursor = page[-1].id if len(rows) > limit else None
+    return [repo.asset_from_row(s, r) for r in page], next_cursor
+
+
+def _utc(moment: datetime) -> datetime:
+    """A filter's moment in UTC (one given without a zone is taken as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def drop_derived_rows(s: Session, asset_id: str) -> None:
+    """Remove the asset's rendition and package rows: what a deletion takes with the
+    files (the asset row stays, marked deleted, so its id keeps naming it)."""
+    s.execute(delete(RenditionRow).where(RenditionRow.asset_id == asset_id))
+    s.execute(delete(PackageRow).where(PackageRow.asset_id == asset_id))
