@@ -273,6 +273,9 @@ def _commands() -> argparse.ArgumentParser:
     c.add_argument("--scope", choices=["admin", "read"], required=True)
     c.add_argument("--name", help="a label for the key")
     c.add_argument("--json", action="store_true", help='print {"clientId", "token", "apiKey"}')
+    c.add_argument(
+        "--quiet", action="store_true", help="print only the apiKey (KEY=$(... --quiet))"
+    )
     c.set_defaults(func=cmd_keys_create)
     c = keys.add_parser("list", help="API keys, newest first (never their tokens)")
     c.add_argument("--all", action="store_true", help="revoked keys too")
@@ -804,7 +807,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
     with _database().session() as s:
         key = create_api_key(s, args.scope, args.name)
-    if args.json:
+    if args.quiet:
+        print(key.api_key)
+    elif args.json:
         _emit_json(
             {
                 "clientId": key.client_id,

@@ -10,6 +10,10 @@ frozen key. Whatever is PUT after `complete` is never ingested.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import time
 import uuid
 from datetime import timedelta
 
@@ -56,6 +60,28 @@ def open_upload(rt: Runtime, session: Session, body: CreateUpload) -> UploadRow:
         storage_key=keys.upload_key(upload_id),
         upload_url_expires_at=utcnow() + timedelta(seconds=rt.settings.upload_url_expires_s),
     )
+
+
+def local_upload_signature(rt: Runtime, upload_id: str, expires_epoch_s: int) -> str:
+    """The signature of a local store's upload URL: like an S3 presigned PUT, the URL
+    alone (with `uploadHeaders`) is the right to write this session's bytes until it
+    expires, so a browser or a curl command needs no API key. HMAC-SHA256 over the
+    session and its expiry, under the signing secret."""
+    message = f"mediamill-upload:{upload_id}:{expires_epoch_s}".encode()
+    secret = rt.settings.resolved_signing_secret().encode()
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def local_upload_signed(
+    rt: Runtime, upload_id: str, expires: str | None, signature: str | None
+) -> bool:
+    """Whether a local upload URL's `expires` and `signature` are this session's own
+    and not expired."""
+    if not expires or not signature or not expires.isdigit() or len(expires) > 20:
+        return False
+    wanted = local_upload_signature(rt, upload_id, int(expires))
+    return hmac.compare_digest(signature.encode(), wanted.encode()) and int(expires) >= time.time()
 
 
 def load_upload(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:

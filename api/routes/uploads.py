@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from mediamill.api.auth import require_admin
+from mediamill.api.auth import authenticate, require_admin
 from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
 from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas.base import utcnow
@@ -56,7 +56,10 @@ def _upload_target(
         return None, {}
     headers = {"Content-Type": row.content_type}
     if isinstance(rt.store, LocalBlobStore):
-        return str(request.url_for("put_upload_content", upload_id=row.id)), headers
+        expires = math.floor(row.upload_url_expires_at.timestamp())
+        signature = uploads.local_upload_signature(rt, row.id, expires)
+        url = request.url_for("put_upload_content", upload_id=row.id)
+        return str(url.include_query_params(expires=expires, signature=signature)), headers
     url = rt.store.upload_url(row.storage_key, remaining_s, row.content_type)  # type: ignore[attr-defined]
     return url, headers
 
@@ -106,15 +109,28 @@ def get_upload(
     return JSONResponse(_view(request, rt, row, job, admin=admin).to_json_dict())
 
 
+async def _signed_or_admin(request: Request, upload_id: str) -> None:
+    """The upload URL's own signature (`expires`, `signature`: what `uploadUrl`
+    carries), else an admin key."""
+    rt = request.app.state.runtime
+    query = request.query_params
+    if uploads.local_upload_signed(rt, upload_id, query.get("expires"), query.get("signature")):
+        return
+    if query.get("signature") is not None:
+        raise PermissionDeniedError(f"the upload URL of {upload_id} is not signed, or expired")
+    await require_admin(await authenticate(request))
+
+
 @router.put(
     "/{upload_id}/content",
     name="put_upload_content",
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(_signed_or_admin)],
 )
 async def put_upload_content(rt: RuntimeDep, upload_id: str, request: Request) -> JSONResponse:
     """The local store's upload URL: the request body, streamed to the store piece by
-    piece (never whole in memory). More bytes than declared are refused (413); fewer
-    are stored, and `complete` then names the mismatch."""
+    piece (never whole in memory). The URL's signature is the right to write (an admin
+    key also works). More bytes than declared are refused (413); fewer are stored, and
+    `complete` then names the mismatch."""
     store = rt.store
     if not isinstance(store, LocalBlobStore):
         raise InvalidRequestError(

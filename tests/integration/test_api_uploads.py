@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from api_support import running_api
@@ -581,3 +581,30 @@ def test_an_unanswered_idempotency_claim_is_taken_over_after_the_timeout(api) ->
     assert again.json()["id"] == first.json()["id"]
     with api.rt.db.session() as s:
         assert [r.id for r in s.scalars(select(UploadRow))] == [first.json()["id"]]
+
+
+def test_the_local_upload_url_with_its_headers_is_all_a_put_needs(api, samples) -> None:
+    """Like a presigned S3 PUT (issue 16, item 9): `uploadUrl` carries its own signature,
+    so the PUT needs only `uploadHeaders`, no API key. A changed, foreign or missing
+    signature is refused; an admin key still works without one."""
+    data = samples["speech.wav"].read_bytes()
+    first = create(api, filename="a.wav", contentType="audio/wav", sizeBytes=len(data))
+    second = create(api, filename="b.wav", contentType="audio/wav", sizeBytes=len(data))
+    url = first["uploadUrl"]
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert set(query) == {"expires", "signature"}
+    bare = f"/v0/uploads/{first['id']}/content"
+    foreign = urlsplit(second["uploadUrl"]).query
+    for bad, status in (
+        (f"{bare}?expires={query['expires']}&signature=x{query['signature'][1:]}", 403),
+        (f"{bare}?expires={int(query['expires']) + 1}&signature={query['signature']}", 403),
+        (f"{bare}?{foreign}", 403),
+        (bare, 401),
+    ):
+        resp = api.client.put(bad, content=data, headers=first["uploadHeaders"])
+        assert resp.status_code == status, (bad, resp.text)
+    put = api.client.put(url, content=data, headers=first["uploadHeaders"])
+    assert put.status_code == 200, put.text
+    assert put.json()["receivedBytes"] == len(data)
+    keyed = api.client.put(f"/v0/uploads/{second['id']}/content", content=data, headers=api.admin)
+    assert keyed.status_code == 200
