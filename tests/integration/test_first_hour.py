@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from edge_support import fetch, play
-from support import free_port, stop_process
+from support import ROOT, free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +63,13 @@ def served(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 def test_every_url_process_prints_opens_under_mediamill_serve(
     env: dict[str, str], samples: dict[str, Path], served: str
 ) -> None:
-    proc = mm(env, "process", str(samples["video.mp4"]))
+    demo = ROOT / "scripts" / "demo"  # what the README's first command runs
+    proc = subprocess.run(
+        [str(demo), str(samples["video.mp4"])], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "installing" not in proc.stdout  # the tests' install serves the demo too
     printed = dict(_URL.findall(proc.stdout))
     assert {"HLS", "DASH"} <= set(printed)
     assert len(printed) >= 4, proc.stdout  # every rung, and the package's two manifests
@@ -191,3 +196,31 @@ def test_native_routes_take_any_bitrate_the_encoder_delivers(
             follow_redirects=False,
         )
         assert refused.status_code == 400 and "supported bitrates" in refused.text
+
+
+def test_a_bad_upload_is_one_log_line_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's log (item 7): an ordinary bad upload is a 422 to the caller and one
+    INFO line naming the error in the log; no traceback, no "Retries exceeded"."""
+    import logging
+
+    from api_support import running_api
+
+    from mediamill.config.settings import Settings
+
+    with caplog.at_level(logging.INFO), running_api(
+        Settings(_env_file=None, data_dir=tmp_path / "data")
+    ) as api:
+        resp = api.client.post(
+            "/v0/assets?wait=30",
+            files={"assetfile": ("song.flac", b"fLaC but nothing a decoder can read" * 50)},
+            headers=api.admin,
+        )
+    assert resp.status_code == 422, resp.text
+    name = resp.json()["name"]
+    assert name in {"CorruptMediaError", "UnsupportedMediaError"}
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    failed = [r for r in caplog.records if " failed: " in r.getMessage()]
+    assert len(failed) == 1 and failed[0].levelno == logging.INFO and name in failed[0].getMessage()
+    assert not any("Retries exceeded" in r.getMessage() for r in caplog.records)
