@@ -222,3 +222,31 @@ def play(url: str) -> list[tuple[str, int]]:
     return [
         (kinds[index], count) for index, count in sorted(frames.items(), key=lambda i: int(i[0]))
     ]
+
+
+PLAYERS = Path(__file__).resolve().parent / "players"
+
+
+def play_in_browser(kind: str, url: str, timeout_s: float = 90.0) -> dict:
+    """Play an HLS (`kind` "hls", hls.js) or DASH ("dash", dash.js) URL to its end in
+    Debian's Chromium (tests/players/play.mjs); its report: ok, ended, videoFrames,
+    audioBytes (decoded), audioTracks, errors. Missing Chromium or the npm players: a
+    failure in CI, a skip elsewhere (scripts/test installs both)."""
+    import json
+
+    chromium = shutil.which("chromium")
+    node = shutil.which("node")
+    if chromium is None or node is None or not (PLAYERS / "node_modules" / "hls.js").is_dir():
+        message = (
+            "Chromium, node or tests/players/node_modules missing (scripts/test installs them)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    out = subprocess.run(
+        [node, str(PLAYERS / "play.mjs"), kind, url, "--chromium", chromium,
+         "--timeout-ms", str(int(timeout_s * 1000))],
+        capture_output=True, text=True, timeout=timeout_s + 60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])

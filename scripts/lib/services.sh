@@ -87,3 +87,19 @@ ensure_nginx() {
     *) echo "error: $(nginx_bin) was built without the secure_link module" >&2; return 1 ;;
   esac
 }
+
+ensure_players() {  # Debian's Chromium and the npm players (hls.js, dash.js) of tests/players
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "==> installing chromium"
+    apt_install --no-install-recommends chromium
+  fi
+  local dir lock stamp
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tests/players"
+  lock="$(sha256sum "$dir/package-lock.json" | cut -c1-64)"
+  stamp="$dir/node_modules/.mediamill-installed"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock" ]; then
+    echo "==> installing the players (npm ci in tests/players)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock" > "$stamp"
+  fi
+}

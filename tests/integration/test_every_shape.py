@@ -1,6 +1,7 @@
 """Video of every shape (issue 16, item 2): audio only, video only and both, through
 `mediamill process` and through the API, each rendition decoded and each package played
-by ffmpeg's HLS and DASH demuxers through the embedded edge; a video below the smallest
+through the embedded edge by ffmpeg's HLS and DASH demuxers and by the web players
+(hls.js, dash.js in Chromium); a video below the smallest
 rung gets one rung at its own size, and a 1x1 video is refused with a named error."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import av
 import httpx
 import pytest
-from edge_support import play
+from edge_support import play, play_in_browser
 from support import free_port, serving
 
 from mediamill.api.app import create_app
@@ -82,6 +83,12 @@ def check_package_plays(hls: str, dash: str, shape: str) -> None:
             assert played_s == pytest.approx(DURATION_S, abs=0.1), (url, streams)
     master = httpx.get(hls).text
     assert ("TYPE=AUDIO" in master) == bool(size and audio), master
+    for kind, url in (("hls", hls), ("dash", dash)):  # the web players, in Chromium
+        report = play_in_browser(kind, url)
+        assert report["ok"] and report["ended"], (shape, kind, report)
+        assert report["duration"] == pytest.approx(DURATION_S, abs=0.1), report
+        assert (report["videoFrames"] >= DURATION_S * 30 - 2) == bool(size), (shape, report)
+        assert (report["audioBytes"] > 0) == audio, (shape, kind, report)
 
 
 def check_renditions(renditions: list[dict], shape: str, fetch_url) -> None:
