@@ -124,7 +124,7 @@ def test_create_shows_the_secret_once_then_only_the_hint(wh: Api) -> None:
 
 def test_unknown_event_type_and_bad_bodies_are_400(wh: Api) -> None:
     for body in (
-        {"url": PUBLIC, "events": ["asset.deleted"]},
+        {"url": PUBLIC, "events": ["asset.exploded"]},
         {"url": PUBLIC, "events": []},
         {"url": PUBLIC},
         {"events": ["*"]},
@@ -134,9 +134,9 @@ def test_unknown_event_type_and_bad_bodies_are_400(wh: Api) -> None:
         r = wh.client.post("/v0/webhooks", json=body, headers=wh.admin)
         assert r.status_code == 400, (body, r.text)
     r = wh.client.post(
-        "/v0/webhooks", json={"url": PUBLIC, "events": ["asset.deleted"]}, headers=wh.admin
+        "/v0/webhooks", json={"url": PUBLIC, "events": ["asset.exploded"]}, headers=wh.admin
     )
-    assert "asset.deleted" in r.json()["message"]
+    assert "asset.exploded" in r.json()["message"]
     every = create(wh, events=["*"])
     assert every["events"] == ["*"]
 

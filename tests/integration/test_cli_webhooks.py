@@ -99,7 +99,7 @@ def test_add_refuses_what_the_api_refuses(env: dict[str, str]) -> None:
         (["https://169.254.169.254/x", "--events", "*"], "link-local"),
         (["https://127.0.0.1/x", "--events", "*"], "loopback"),
         (["http://93.184.215.14/x", "--events", "*"], "https"),
-        ([PUBLIC, "--events", "asset.deleted"], "asset.deleted"),
+        ([PUBLIC, "--events", "asset.exploded"], "asset.exploded"),
     ):
         proc = mm(env, "webhooks", "add", *args)
         assert proc.returncode == 1, proc.stdout
