@@ -47,7 +47,7 @@ LOSSLESS_TRUE_PEAK_MARGIN_DB = 0.05
 LOUDNESS_TOLERANCE_LU = 0.15
 TRUE_PEAK_OVER_DB = 0.1
 TRUE_PEAK_UNDER_DB = 0.4
-MAX_CORRECTIONS = 3
+MAX_CORRECTIONS = 4
 # A lossless rendition has no ceiling unless one is asked: only clipping is prevented.
 LOSSLESS_CEILING_DBTP = 0.0
 _AUDIO_CODECS = {
@@ -318,12 +318,23 @@ def produce(
     def finish(out: Output) -> Produced:
         measured = measure(out.path)
         tried: list[tuple[Output, AnalysisResult]] = []
+        kept: list[Path] = []  # each earlier encode's file, in case it was the best
         while len(tried) < MAX_CORRECTIONS and (fixed := _correction(out, measured, tried)):
             tried.append((out, measured))
+            kept.append(out.path.with_name(f"{out.path.stem}.try{len(tried)}{out.path.suffix}"))
+            os.replace(out.path, kept[-1])
             out = fixed
             run_ffmpeg(build_args(source, [out], media), timeout_s=timeout_s)
             measured = measure(out.path)
-        return Produced(out, measured, len(tried) + 1)
+        encodes = len(tried) + 1
+        attempts = [*tried, (out, measured)]
+        best = _best_attempt(attempts)
+        if best != len(attempts) - 1:  # an earlier encode came closer: it is the rendition
+            os.replace(kept[best], out.path)
+        for path in kept:
+            path.unlink(missing_ok=True)
+        chosen, chosen_measured = attempts[best]
+        return Produced(replace(chosen, path=out.path), chosen_measured, encodes)
 
     # Decoding (PyAV) and the meter (numpy, ffmpeg's biquads) release the GIL, so
     # outputs are measured side by side, one per core.
@@ -368,6 +379,34 @@ def _next_limit(tried: list[tuple[Output, AnalysisResult]], out: Output, peak: f
         if hi[0] > lo[0] and hi[1] > lo[1]:
             return lo[0] + (aim - lo[1]) * (hi[0] - lo[0]) / (hi[1] - lo[1])
     return min(limit + aim - peak, ceiling)
+
+
+def _within(out: Output, measured: AnalysisResult) -> tuple[bool, bool]:
+    """(meets every bound, stays under the ceiling) for one encode as measured."""
+    loud = measured.loudness
+    peak = _peak(measured)
+    ceiling = out.ceiling_dbtp if out.ceiling_dbtp is not None else math.inf
+    under = peak <= ceiling + TRUE_PEAK_OVER_DB + 0.1
+    target = out.spec.loudness
+    loud_ok = target is None or loud.integrated_lufs is None or (
+        abs(loud.integrated_lufs - target.integrated_lufs) <= LOUDNESS_TOLERANCE_LU + 0.05
+    )
+    limited_ok = out.limit_dbtp is None or peak >= ceiling - TRUE_PEAK_UNDER_DB - 0.1
+    return under and loud_ok and limited_ok, under
+
+
+def _best_attempt(attempts: list[tuple[Output, AnalysisResult]]) -> int:
+    """Which encode to keep: the last that meets every bound; else the one closest under
+    the ceiling (an encoder's overshoot is noisy, so a later try is not always nearer);
+    else the one with the lowest peak."""
+    verdicts = [_within(o, m) for o, m in attempts]
+    fits = [i for i, (ok, _) in enumerate(verdicts) if ok]
+    if fits:
+        return fits[-1]
+    under = [i for i, (_, u) in enumerate(verdicts) if u]
+    if under:
+        return max(under, key=lambda i: _peak(attempts[i][1]))
+    return min(range(len(attempts)), key=lambda i: _peak(attempts[i][1]))
 
 
 def _correction(

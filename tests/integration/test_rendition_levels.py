@@ -110,14 +110,7 @@ def test_a_loud_master_stays_under_the_default_ceiling_with_the_limiter_noted(
 ) -> None:
     """Music mastered to full scale, with inter-sample peaks over it: no loudness asked,
     the default -1 dBTP bounds the encoded file; the limiter takes peaks, not loudness."""
-    import soundfile
-
-    music = _load_script("make_sample").make_sample(tmp_path / "m.wav", kind="music", duration_s=8)
-    frames, rate = soundfile.read(music, dtype="float32")
-    t = np.arange(len(frames)) / rate
-    frames = frames + 0.15 * np.sin(2 * np.pi * 5000.3 * t)[:, None]  # bright: overs
-    frames /= np.max(np.abs(frames))
-    src = write_multichannel(tmp_path / "loud.flac", frames, rate, "stereo")
+    src = _hot_master(tmp_path)
     source_lufs, source_peak = ebur128(src)
     assert source_peak > -0.5  # a hot master: over the ceiling by more than the margin
     spec = RenditionSpec(format=fmt, bitrate_bps=128000, channels=2)
@@ -130,6 +123,46 @@ def test_a_loud_master_stays_under_the_default_ceiling_with_the_limiter_noted(
     assert ffmpeg_peak <= -1.0 + 0.5, ffmpeg_peak
     assert any("true-peak limiter" in note for note in made.output.notes)
     assert abs(lufs - source_lufs) <= 1.0
+
+
+def _hot_master(tmp_path: Path) -> Path:
+    """Music normalised to full scale with a bright tone on top: inter-sample overs."""
+    import soundfile
+
+    music = _load_script("make_sample").make_sample(tmp_path / "m.wav", kind="music", duration_s=8)
+    frames, rate = soundfile.read(music, dtype="float32")
+    t = np.arange(len(frames)) / rate
+    frames = frames + 0.15 * np.sin(2 * np.pi * 5000.3 * t)[:, None]  # bright: overs
+    frames /= np.max(np.abs(frames))
+    return write_multichannel(tmp_path / "loud.flac", frames, rate, "stereo")
+
+
+def test_process_bounds_every_default_rendition_and_says_so(tmp_path: Path) -> None:
+    """Through the worker (`mediamill process`, nothing configured): every default lossy
+    rendition of a hot master is under MEDIAMILL_RENDITION_TRUE_PEAK_DBTP as measured,
+    the limiter named in its `adjustments`; a lower setting is met as well."""
+    import json
+    import os
+    import sys
+
+    src = _hot_master(tmp_path)
+    for ceiling in (None, -3.0):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
+        env["MEDIAMILL_DATA_DIR"] = str(tmp_path / f"data{ceiling}")
+        if ceiling is not None:
+            env["MEDIAMILL_RENDITION_TRUE_PEAK_DBTP"] = str(ceiling)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mediamill", "process", str(src), "--json"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        renditions = json.loads(proc.stdout)["renditions"]
+        bound = -1.0 if ceiling is None else ceiling
+        assert len(renditions) >= 3
+        for r in renditions:
+            assert r["truePeak"] <= bound + 0.2, (bound, r["spec"], r["truePeak"])
+            assert r["truePeak"] >= bound - 0.5, (bound, r["spec"], r["truePeak"])
+            assert any(f"under the {bound:g} dBTP ceiling" in n for n in r["adjustments"]), r
 
 
 def test_a_quiet_master_gets_no_limiter(tmp_path: Path) -> None:
