@@ -58,10 +58,15 @@ try {
       video.muted = true;
       video.playbackRate = 8;
       const deadline = performance.now() + timeoutMs;
-      video.play().catch((e) => errors.push(`play: ${e.message}`));
+      // No play() before the player has attached its MediaSource: a play() that a new
+      // load interrupts can leave Chromium's element stuck at HAVE_METADATA. dash.js
+      // starts playing by itself (autoPlay); hls.js once data is there.
       while (!video.ended && errors.length === 0 && performance.now() < deadline) {
         await new Promise((r) => setTimeout(r, 100));
-        if (video.paused && !video.ended && video.readyState >= 3) video.play().catch(() => {});
+        if (video.paused && !video.ended && video.readyState >= 2) {
+          video.playbackRate = 8;
+          video.play().catch(() => {});
+        }
       }
       return {
         ok: video.ended && errors.length === 0,
@@ -73,6 +78,13 @@ try {
         videoFrames: video.getVideoPlaybackQuality().totalVideoFrames,
         audioBytes: video.webkitAudioDecodedByteCount,
         audioTracks: window.__tracks(),
+        readyState: video.readyState,
+        networkState: video.networkState,
+        paused: video.paused,
+        buffered: Array.from({ length: video.buffered.length }, (_, i) => [
+          video.buffered.start(i),
+          video.buffered.end(i),
+        ]),
         errors,
       };
     },
