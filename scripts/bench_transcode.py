@@ -341,7 +341,7 @@ def handwritten_args(w: Workload, outputs: list[Output]) -> list[str]:
         layout = "mono" if spec.channels == 1 else "stereo"
         rate = spec.sample_rate_hz or media.sample_rate_hz or 48000
         graph.append(
-            f"[a{i}]aresample=ochl={layout}:osr={rate}:osf=flt:rematrix_maxval=1000,"
+            f"[a{i}]aresample=ochl={layout}:osf=flt:osr={rate}:rematrix_maxval=1000.0,"
             f"aformat=channel_layouts={layout}[ao{i}]"
         )
         if spec.format is RenditionFormat.MP4:
