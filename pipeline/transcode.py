@@ -104,17 +104,16 @@ def plan_output(
     else 0 dBTP (no clipping). A linear gain to the loudness target, if any; a true-peak
     limiter only when the peaks could cross the ceiling after it: the original's true
     peak plus the gain, plus what a downmix of `source_channels` can add at worst."""
-    if spec.loudness is not None:
-        ceiling = spec.loudness.true_peak_dbtp
-    elif spec.format.lossy and ceiling_dbtp is not None:
-        ceiling = ceiling_dbtp
-    else:
-        ceiling = LOSSLESS_CEILING_DBTP
     gain_db = 0.0
     if spec.loudness is not None:
         if source.integrated_lufs is None:
             raise UnsupportedRenditionError("a silent original cannot be normalised to a loudness")
         gain_db = spec.loudness.integrated_lufs - source.integrated_lufs
+        ceiling = spec.loudness.true_peak_dbtp
+    elif spec.format.lossy and ceiling_dbtp is not None:
+        ceiling = ceiling_dbtp
+    else:
+        ceiling = LOSSLESS_CEILING_DBTP
     margin = LOSSY_TRUE_PEAK_MARGIN_DB if spec.format.lossy else LOSSLESS_TRUE_PEAK_MARGIN_DB
     peak = source.true_peak_dbtp if source.true_peak_dbtp is not None else -math.inf
     peak += gain_db + downmix_headroom_db(source_channels, spec.channels)
@@ -388,8 +387,10 @@ def _within(out: Output, measured: AnalysisResult) -> tuple[bool, bool]:
     ceiling = out.ceiling_dbtp if out.ceiling_dbtp is not None else math.inf
     under = peak <= ceiling + TRUE_PEAK_OVER_DB + 0.1
     target = out.spec.loudness
-    loud_ok = target is None or loud.integrated_lufs is None or (
-        abs(loud.integrated_lufs - target.integrated_lufs) <= LOUDNESS_TOLERANCE_LU + 0.05
+    loud_ok = (
+        target is None
+        or loud.integrated_lufs is None
+        or (abs(loud.integrated_lufs - target.integrated_lufs) <= LOUDNESS_TOLERANCE_LU + 0.05)
     )
     limited_ok = out.limit_dbtp is None or peak >= ceiling - TRUE_PEAK_UNDER_DB - 0.1
     return under and loud_ok and limited_ok, under

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from benchlib import write_readme_block  # noqa: E402
+from benchlib import free_port, write_readme_block  # noqa: E402
 
 TARGET_P99_MS = {"POST /v0/jobs": 25.0, "GET /v0/jobs/{id}": 10.0}
 WARMUP_S = 3.0
@@ -76,12 +75,6 @@ class Phase:
     def pct(self, q: float) -> float:
         data = sorted(self.latencies_ms)
         return data[min(len(data) - 1, max(0, round(q / 100 * len(data)) - 1))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_s(pid: int) -> float:
@@ -354,14 +347,14 @@ def run(args: argparse.Namespace) -> tuple[list[Phase], int, int]:
         admin = {"X-API-Key": admin_key["apiKey"]}
         read = {"X-API-Key": read_key["apiKey"]}
         try:
-            port = _free_port()
+            port = free_port()
             base = f"http://127.0.0.1:{port}"
             serve = [sys.executable, "-m", "mediamill", "serve", "--port", str(port)]
             with _process(serve, env, f"{base}/health", tmp_path / "serve.log") as pid:
                 phases, created = asyncio.run(
                     bench_server(port, pid, admin, read, source_key, args.rate, args.duration_s)
                 )
-            port = _free_port()
+            port = free_port()
             bare = [sys.executable, "-c", BARE_APP, str(port)]
             with _process(bare, env, f"http://127.0.0.1:{port}/", tmp_path / "bare.log") as pid:
                 phases.insert(

@@ -19,7 +19,6 @@ import argparse
 import http.client
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,17 +29,13 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from benchlib import free_port
+
 from mediamill.config.edge import render_nginx_conf
 from mediamill.pipeline.signing import NginxSigner
 from mediamill.schemas import keys
 
 SECRET = "bench-edge-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(port: int, path: str, timeout_s: float = 30.0) -> None:
@@ -142,10 +137,20 @@ def main() -> None:
         directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
         procs.append(subprocess.Popen([nginx, "-p", str(state), "-c", str(conf), "-g", directives]))
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
-        env |= {"MEDIAMILL_DATA_DIR": str(work / "data"), "MEDIAMILL_SIGNING_SECRET": SECRET,
-                "MEDIAMILL_STORAGE_URL": store.as_uri(), "MEDIAMILL_HTTP_PORT": str(api_port)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "mediamill", "serve"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        env |= {
+            "MEDIAMILL_DATA_DIR": str(work / "data"),
+            "MEDIAMILL_SIGNING_SECRET": SECRET,
+            "MEDIAMILL_STORAGE_URL": store.as_uri(),
+            "MEDIAMILL_HTTP_PORT": str(api_port),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mediamill", "serve"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         wait_for(nginx_port, "/")
         wait_for(api_port, "/health")
         rows = {}
@@ -164,13 +169,17 @@ def main() -> None:
     ref = rows["nginx edge"]
     print(f"{a.segments} segments of {a.segment_kib} KiB + a manifest; {a.rounds} rounds on one "
           f"connection, then {a.clients} connections at once\n")  # fmt: skip
-    print("| edge | req/s (1 conn) | MB/s (1 conn) | p50 | p99 | req/s "
-          f"({a.clients} conns) | MB/s ({a.clients} conns) | MB/s vs nginx (1 / {a.clients}) |")
+    print(
+        "| edge | req/s (1 conn) | MB/s (1 conn) | p50 | p99 | req/s "
+        f"({a.clients} conns) | MB/s ({a.clients} conns) | MB/s vs nginx (1 / {a.clients}) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['rps_1']:.0f} | {r['mbps_1']:.0f} | {r['p50_ms']:.2f} ms | "
-              f"{r['p99_ms']:.2f} ms | {r['rps_n']:.0f} | {r['mbps_n']:.0f} | "
-              f"{r['mbps_1'] / ref['mbps_1']:.2f}x / {r['mbps_n'] / ref['mbps_n']:.2f}x |")
+        print(
+            f"| {name} | {r['rps_1']:.0f} | {r['mbps_1']:.0f} | {r['p50_ms']:.2f} ms | "
+            f"{r['p99_ms']:.2f} ms | {r['rps_n']:.0f} | {r['mbps_n']:.0f} | "
+            f"{r['mbps_1'] / ref['mbps_1']:.2f}x / {r['mbps_n'] / ref['mbps_n']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

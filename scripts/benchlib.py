@@ -1,8 +1,10 @@
-"""What the benchmark scripts share: writing their table into docs/performance.md."""
+"""What the benchmark scripts share: writing their table into docs/performance.md, and
+a free loopback port for the servers they start."""
 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
@@ -29,3 +31,10 @@ def write_readme_block(name: str, text: str, heading: str | None = None) -> None
             title = f"### {heading}\n\n" if heading else ""
             body = f"{head}\n\n{title}{block}\n" + (f"\n{tail}" if tail else "")
     REPORT.write_text(body)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.errors import InvalidRequestError
@@ -46,10 +46,7 @@ def list_assets_page(
     cursor or None on the last page)."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidRequestError(f"limit must be 1 to {MAX_PAGE_SIZE}")
-    newest = sort is AssetSort.NEWEST
-    order = (AssetRow.created_at.desc(), AssetRow.id.desc()) if newest else (
-        AssetRow.created_at.asc(), AssetRow.id.asc())  # fmt: skip
-    stmt = select(AssetRow).where(AssetRow.deleted.is_(False)).order_by(*order)
+    stmt = select(AssetRow).where(AssetRow.deleted.is_(False))
     if status is not None:
         stmt = stmt.where(AssetRow.status == status.value)
     if kind is not None:
@@ -63,17 +60,11 @@ def list_assets_page(
             LegacyTrackTokenRow.token == legacy_token
         )
         stmt = stmt.where(AssetRow.id.in_(linked))
-    if cursor:
-        anchor = s.get(AssetRow, cursor)
-        if anchor is None:
-            raise InvalidRequestError("cursor is not one this listing gave")
-        before = AssetRow.created_at < anchor.created_at if newest else (
-            AssetRow.created_at > anchor.created_at)  # fmt: skip
-        tie = AssetRow.id < anchor.id if newest else AssetRow.id > anchor.id
-        stmt = stmt.where(or_(before, and_(AssetRow.created_at == anchor.created_at, tie)))
-    rows = s.scalars(stmt.limit(limit + 1)).all()
-    page = rows[:limit]
-    next_cursor = page[-1].id if len(rows) > limit else None
+    anchor = s.get(AssetRow, cursor) if cursor else None
+    if cursor and anchor is None:
+        raise InvalidRequestError("cursor is not one this listing gave")
+    newest = sort is AssetSort.NEWEST
+    page, next_cursor = repo.keyset_page(s, stmt, AssetRow, anchor, limit, newest)
     return [repo.asset_from_row(s, r) for r in page], next_cursor
 
 

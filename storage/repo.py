@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
 from mediamill.schemas.base import utcnow
@@ -37,7 +37,6 @@ ACTIVE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 # ---- assets -------------------------------------------------------------------------------
-
 
 
 def insert_asset_if_absent(
@@ -429,7 +428,7 @@ def list_jobs(
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated on (created_at, id). Returns (jobs, next cursor).
     Children (one per rendition) are listed under their parent unless asked for."""
-    stmt = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+    stmt = select(JobRow)
     if not include_children:
         stmt = stmt.where(JobRow.parent_id.is_(None))
     if status is not None:
@@ -438,19 +437,26 @@ def list_jobs(
         stmt = stmt.where(JobRow.type == job_type.value)
     if asset_id is not None:
         stmt = stmt.where(JobRow.asset_id == asset_id)
-    if cursor:
-        anchor = session.get(JobRow, cursor)
-        if anchor is not None:
-            stmt = stmt.where(
-                or_(
-                    JobRow.created_at < anchor.created_at,
-                    and_(JobRow.created_at == anchor.created_at, JobRow.id < anchor.id),
-                )
-            )
-    rows = session.scalars(stmt.limit(limit + 1)).all()
-    page = rows[:limit]
-    next_cursor = page[-1].id if len(rows) > limit else None
+    anchor = session.get(JobRow, cursor) if cursor else None  # unknown: the first page
+    page, next_cursor = keyset_page(session, stmt, JobRow, anchor, limit)
     return [job_from_row(r) for r in page], next_cursor
+
+
+def keyset_page(
+    session: Session, stmt: Select, model: Any, anchor: Any | None, limit: int, newest: bool = True
+) -> tuple[list[Any], str | None]:
+    """One page of `stmt` over `model` (a table with `created_at` and `id`), ordered on
+    (created_at, id), newest or oldest first, after the `anchor` row when given: (rows,
+    the id of the page's last row when more follow, else None)."""
+    created, ident = model.created_at, model.id
+    stmt = stmt.order_by(*((created.desc(), ident.desc()) if newest else (created, ident)))
+    if anchor is not None:
+        past = created < anchor.created_at if newest else created > anchor.created_at
+        tie = ident < anchor.id if newest else ident > anchor.id
+        stmt = stmt.where(or_(past, and_(created == anchor.created_at, tie)))
+    rows = session.scalars(stmt.limit(limit + 1)).all()
+    page = list(rows[:limit])
+    return page, (page[-1].id if len(rows) > limit else None)
 
 
 def requeue_if_unchanged(session: Session, row: JobRow) -> bool:

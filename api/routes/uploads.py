@@ -109,10 +109,9 @@ def get_upload(
     return JSONResponse(_view(request, rt, row, job, admin=admin).to_json_dict())
 
 
-async def _signed_or_admin(request: Request, upload_id: str) -> None:
+async def _signed_or_admin(rt: RuntimeDep, request: Request, upload_id: str) -> None:
     """The upload URL's own signature (`expires`, `signature`: what `uploadUrl`
     carries), else an admin key."""
-    rt = request.app.state.runtime
     query = request.query_params
     if uploads.local_upload_signed(rt, upload_id, query.get("expires"), query.get("signature")):
         return

@@ -9,7 +9,6 @@ missing service is never a skip.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import fresh_postgres_database, stop_process
+from support import free_port, fresh_postgres_database, stop_process
 
 from mediamill.storage.blobs import BlobStore, LocalBlobStore
 
@@ -44,12 +43,6 @@ class MotoServer:
         """Drop every bucket and object (moto's own reset endpoint)."""
         with httpx.Client(trust_env=False, timeout=30.0) as client:
             client.post(f"{self.endpoint_url}/moto-api/reset").raise_for_status()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_up(process: subprocess.Popen[bytes], endpoint_url: str, log_path: Path) -> None:
@@ -76,7 +69,7 @@ def _wait_until_up(process: subprocess.Popen[bytes], endpoint_url: str, log_path
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """moto's S3-compatible server as a subprocess on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     endpoint_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "server.log"
     with log_path.open("wb") as log_file:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import av
 import httpx
 import pytest
+from support import free_port
 
 from mediamill.pipeline.analysis import analyse_file
 from mediamill.pipeline.signing import NginxSigner, package_expires_in_s
@@ -666,12 +666,6 @@ BIG_UPLOAD_BYTES = 200 * 1024 * 1024
 MAX_RSS_GROWTH_BYTES = 48 * 1024 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _proc_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -700,7 +694,7 @@ def test_a_200_mb_upload_streams_through_a_real_server_in_bounded_memory(tmp_pat
             digest.update(chunk)
             f.write(chunk)
     sha = digest.hexdigest()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(port)], env=env, stderr=subprocess.PIPE, text=True
     )

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import select
-from support import raw_job
+from support import free_port, raw_job
 
 from mediamill.api.auth import Principal, require_admin
 from mediamill.api.idempotency import idempotent
@@ -318,12 +317,6 @@ def test_lone_surrogates_in_request_bodies_are_a_400(api, path: str, body: str) 
             assert s.scalars(select(table)).all() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_keys_create_and_serve_on_the_embedded_default(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMILL_")}
     env["MEDIAMILL_DATA_DIR"] = str(tmp_path / "data")
@@ -337,7 +330,7 @@ def test_keys_create_and_serve_on_the_embedded_default(tmp_path) -> None:
     )
     key = json.loads(made.stdout)
     assert set(key) == {"clientId", "token", "apiKey", "scope"} and key["scope"] == "read"
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*cli, "serve", "--port", str(port)],
         env=env,
