@@ -270,7 +270,12 @@ def _commands() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(metavar="ACTION")
     c = keys.add_parser("create", help="create an API key; the token is printed once")
-    c.add_argument("--scope", choices=["admin", "read"], required=True)
+    c.add_argument(
+        "--scope",
+        choices=["admin", "read", "playback"],
+        required=True,
+        help="admin: everything; read: reads; playback: publishable, playback routes only",
+    )
     c.add_argument("--name", help="a label for the key")
     c.add_argument("--json", action="store_true", help='print {"clientId", "token", "apiKey"}')
     c.add_argument(

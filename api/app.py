@@ -15,12 +15,24 @@ from starlette.routing import Mount
 
 from mediamill import __version__
 from mediamill.api.body_limit import BodyLimitMiddleware
+from mediamill.api.cors import PlaybackCorsMiddleware
 from mediamill.api.deps import bounded_path_params
 from mediamill.api.edge import EmbeddedEdge
 from mediamill.api.errors import install_error_handlers
 from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
-from mediamill.api.routes import assets, docs, events, jobs, legacy, ops, uploads, webhooks
+from mediamill.api.rate_limit import RateLimiter
+from mediamill.api.routes import (
+    assets,
+    docs,
+    events,
+    jobs,
+    legacy,
+    ops,
+    playback,
+    uploads,
+    webhooks,
+)
 from mediamill.config.settings import EMBEDDED_EDGE_PATH, Settings, get_settings
 from mediamill.workers.boot import build_runtime
 from mediamill.workers.runtime import Runtime, set_current
@@ -62,6 +74,7 @@ def create_app(
         dependencies=[Depends(bounded_path_params)],
     )
     app.state.metrics = metrics
+    app.state.playback_limiter = RateLimiter(settings.playback_rate_per_s)
     install_error_handlers(app)
     # Added first, so it runs inside ConventionsMiddleware: a 413 carries the request id.
     app.add_middleware(
@@ -69,6 +82,8 @@ def create_app(
         json_max_bytes=settings.max_json_body_bytes,
         upload_max_bytes=settings.upload_max_bytes,
     )
+    # Inside ConventionsMiddleware too: a refused preflight carries the request id.
+    app.add_middleware(PlaybackCorsMiddleware, allowed_origins=settings.playback_origins)
     app.add_middleware(ConventionsMiddleware, metrics=metrics)
     app.include_router(ops.router)
     app.include_router(assets.router)
@@ -77,6 +92,7 @@ def create_app(
     app.include_router(uploads.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(playback.router)
     app.include_router(docs.router)
     docs.install_openapi(app, public=settings.public_docs)
     if settings.serves_embedded_edge:

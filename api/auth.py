@@ -29,10 +29,16 @@ from mediamill.storage.api_keys import revoked_at, token_sha256, verify_api_key
 KEY_CACHE_TTL_S = 5.0
 
 
+PLAYBACK_ONLY = (
+    "a playback key may only create and read tracking and playback sessions and send "
+    "heartbeats and events; this needs a read or admin API key"
+)
+
+
 @dataclass(frozen=True)
 class Principal:
     client_id: str
-    scope: str  # "admin" or "read"
+    scope: str  # "admin", "read" or "playback"
 
 
 class _KeyCache:
@@ -98,6 +104,20 @@ def _verify(request: Request, client_id: str, token: str) -> str:
 async def authenticate(request: Request) -> Principal:
     """The caller's key, or 401."""
     client_id, token = _credentials(request)
+    return await _principal(request, client_id, token)
+
+
+async def authenticate_query_key(request: Request, api_key: str | None) -> Principal:
+    """The key a URL carries (`?apiKey=<clientId>.<token>`), or 401: for the beacon that
+    `navigator.sendBeacon` sends, which cannot carry headers. Only for publishable keys'
+    routes: a key in a URL ends up in access logs."""
+    client_id, _, token = (api_key or "").partition(".")
+    if not (client_id and token):
+        raise AuthenticationError("an apiKey query parameter '<client id>.<token>' is required")
+    return await _principal(request, client_id, token)
+
+
+async def _principal(request: Request, client_id: str, token: str) -> Principal:
     digest = token_sha256(token)
     scope = _cache.get(client_id, digest)
     if scope is None:
@@ -109,12 +129,34 @@ async def authenticate(request: Request) -> Principal:
 
 
 async def require_read(principal: Principal = Depends(authenticate)) -> Principal:  # noqa: B008
-    """Any valid key may read."""
+    """A read or admin key may read; a playback key (published in web pages) may not."""
+    if principal.scope == "playback":
+        raise PermissionDeniedError(PLAYBACK_ONLY)
     return principal
 
 
 async def require_admin(principal: Principal = Depends(authenticate)) -> Principal:  # noqa: B008
     """Ingest and management need an `admin` key."""
+    if principal.scope == "playback":
+        raise PermissionDeniedError(PLAYBACK_ONLY)
     if principal.scope != "admin":
         raise PermissionDeniedError("this needs an admin API key; this key may only read")
     return principal
+
+
+async def require_player(
+    request: Request,
+    principal: Principal = Depends(authenticate),  # noqa: B008
+) -> Principal:
+    """Any key may use the playback routes; a `playback` key is rate-limited per client
+    address (`MEDIAMILL_PLAYBACK_RATE_PER_S`)."""
+    limit_player(request, principal)
+    return principal
+
+
+def limit_player(request: Request, principal: Principal) -> None:
+    """RateLimitedError when a `playback` key's requests from this address are over the
+    rate; other keys are not limited."""
+    if principal.scope == "playback":
+        address = request.client.host if request.client is not None else ""
+        request.app.state.playback_limiter.check((principal.client_id, address))

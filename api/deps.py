@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from mediamill.api.auth import Principal, require_admin, require_read
+from mediamill.api.auth import Principal, require_admin, require_player, require_read
 from mediamill.api.state import app_runtime
 from mediamill.schemas.errors import InvalidRequestError
 from mediamill.workers.runtime import Runtime
@@ -53,3 +53,4 @@ def session_of(rt: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(session_of)]
 ReadKey = Annotated[Principal, Depends(require_read)]
 AdminKey = Annotated[Principal, Depends(require_admin)]
+PlayerKey = Annotated[Principal, Depends(require_player)]

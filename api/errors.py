@@ -5,6 +5,7 @@ to statuses."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable
 
@@ -64,6 +65,7 @@ STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
     (e.FileTooLargeError, 413),
     (e.LimitExceededError, 422),
     (e.MediaError, 422),
+    (e.RateLimitedError, 429),
     (e.TransientError, 503),
 ]
 _NAME_BY_STATUS = {
@@ -77,6 +79,7 @@ _NAME_BY_STATUS = {
     410: "UrlExpiredError",
     413: "PayloadTooLargeError",
     415: "UnsupportedMediaTypeError",
+    429: "RateLimitedError",
     422: "InvalidRequestError",
     503: "ServiceUnavailableError",
 }
@@ -143,8 +146,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _ours(request: Request, exc: e.MediaMillError) -> JSONResponse:
         status = status_for(exc)
         headers = {}
-        if isinstance(exc, e.ModelNotReadyError):
-            headers["Retry-After"] = str(int(exc.context.get("retry_after_s", 5)))
+        if isinstance(exc, e.ModelNotReadyError | e.RateLimitedError):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.context.get("retry_after_s", 5))))
         if status >= 500:
             log.error("request %s failed: %s", request_id(request), exc, exc_info=exc)
         return error_response(request, status, exc.name, exc.message, headers)

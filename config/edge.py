@@ -9,6 +9,9 @@ secret in, configuration text out (`mediamill edge nginx-conf` prints it). nginx
   a package  /p/{token}/{expires}/{prefix}/{assetId}/{packageId}/{relative path}
              token = base64url(MD5("mediamill-package:{expires}/{prefix}/{assetId}/{packageId}
              {secret}"))
+  a session  /s/{token}/{expires}/{sessionId}/{prefix}/{assetId}/{packageId}/{relative path}
+             token = base64url(MD5("mediamill-session:{expires}/{sessionId}/{prefix}/...
+             {secret}")): a package for one playback session
 
 (each form's own domain label, `config/url_tokens.py`, so no token opens another form).
 
@@ -227,6 +230,14 @@ def render_nginx_conf(
         rf"/(?<edge_prefix>{packages_prefix}/{_ID}/{_ID})/(?<edge_file>{_KEY_CHARS})$"
     )
     package_check = nginx_token_input(TokenDomain.PACKAGE, "$edge_expires", "/$edge_prefix", secret)
+    session = (
+        rf"^/s/(?<edge_token>[A-Za-z0-9_-]+)/(?<edge_expires>[0-9]+)"
+        rf"/(?<edge_session>[A-Za-z0-9-]{{1,64}})"
+        rf"/(?<edge_prefix>{packages_prefix}/{_ID}/{_ID})/(?<edge_file>{_KEY_CHARS})$"
+    )
+    session_check = nginx_token_input(
+        TokenDomain.SESSION, "$edge_expires", "/$edge_session/$edge_prefix", secret
+    )
     file_check = nginx_token_input(TokenDomain.FILE, "$secure_link_expires", "$uri", secret)
     return f"""\
 # MediaMill edge: the local blob store behind nginx secure_link signed URLs.
@@ -235,6 +246,7 @@ def render_nginx_conf(
 #       (as root add `user root;` to -g, or let the workers' user read {root_dir})
 #   file     /<key>?md5=<token>&expires=<epoch>
 #   package  /p/<token>/<expires>/{packages_prefix}/<assetId>/<packageId>/<file under the package>
+#   session  /s/<token>/<expires>/<sessionId>/{packages_prefix}/<assetId>/<packageId>/<file>
 # A missing or wrong token answers 403, an expired one 410.
 
 worker_processes auto;
@@ -311,8 +323,25 @@ http {{
             try_files /$edge_prefix/$edge_file =404;
         }}
 
+        # A package for one playback session: the session id is signed, and every
+        # segment request names it (the JSON access log's `session`).
+        location ~ "{session}" {{
+            secure_link $edge_token,$edge_expires;
+            secure_link_md5 "{session_check}";
+            if ($secure_link = "") {{
+                return 403;
+            }}
+            if ($secure_link = "0") {{
+                return 410;
+            }}
+            try_files /$edge_prefix/$edge_file =404;
+        }}
+
         # Malformed package URLs.
         location /p/ {{
+            return 403;
+        }}
+        location /s/ {{
             return 403;
         }}
 

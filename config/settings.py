@@ -308,7 +308,85 @@ class Settings(BaseSettings):
         description="The most bytes of a webhook response read and logged.",
     )
 
-    @field_validator("broker_url", "database_url", "storage_url", "ffmpeg", mode="before")
+    # Playback: tracking sessions, playback sessions, heartbeats and player events.
+    # Heartbeats and events go to the broker's Redis (the in-process queue when
+    # embedded) and reach the database in batches, flushed by a worker actor.
+    playback_buffer_url: str | None = Field(
+        default=None,
+        description=(
+            "The Redis that buffers heartbeats and events (redis://); unset: the broker's, "
+            "when it is Redis; with RabbitMQ and no Redis they are written straight to "
+            "the database."
+        ),
+    )
+    playback_rate_per_s: float = Field(
+        default=20.0, gt=0,
+        description=(
+            "Requests per second one `playback` key may make from one client address "
+            "(a bucket of twice that absorbs bursts); over it: 429 with Retry-After."
+        ),
+    )
+    playback_allowed_origins: str = Field(
+        default="",
+        description=(
+            "Comma-separated origins (`https://www.example.com`) whose pages may call the "
+            "playback routes with credentials (CORS); empty: none, `*` is refused."
+        ),
+    )
+    tracking_cookie: str = Field(
+        default="__Secure-mediamill_tracking",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The name of the tracking session's cookie.",
+    )
+    tracking_session_ttl_s: int = Field(
+        default=86_400, ge=60, le=400 * 86_400,
+        description="How long a tracking session (its token and cookie) lives.",
+    )
+    playback_session_ttl_s: float = Field(
+        default=90.0, ge=5,
+        description="A playback session with no heartbeat for this long ends by itself.",
+    )
+    playback_heartbeat_interval_s: int = Field(
+        default=30, ge=1,
+        description="How often players are told to send a heartbeat (`heartbeatIntervalS`).",
+    )
+    playback_url_expires_s: int = Field(
+        default=3600, ge=60,
+        description="How long a playback session's signed HLS and DASH URLs live.",
+    )
+    playback_url_refresh_margin_s: int = Field(
+        default=300, ge=1,
+        description=(
+            "`tokenRefreshBefore` is this long before the URLs expire; heartbeats after it "
+            "get fresh URLs."
+        ),
+    )
+    max_concurrent_streams: int | None = Field(
+        default=None, ge=1,
+        description=(
+            "Active playback sessions allowed per device id (and per user id when there is "
+            "one); unset: no limit. The next one is a 409 ConcurrentStreamsExceededError."
+        ),
+    )
+    playback_flush_interval_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="How long heartbeats and events gather before a flush writes them.",
+    )
+    playback_flush_batch: int = Field(
+        default=2000, ge=1, le=100_000,
+        description="The most buffered entries one flush writes in a transaction.",
+    )
+    playback_claim_idle_s: float = Field(
+        default=30.0, gt=0,
+        description=(
+            "Entries a flush took but did not confirm for this long (its worker died) are "
+            "taken over by another flush."
+        ),
+    )
+
+    @field_validator(
+        "broker_url", "database_url", "storage_url", "ffmpeg", "playback_buffer_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -320,6 +398,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "MEDIAMILL_BROKER_URL must be redis://, rediss://, amqp:// or amqps://"
             )
+        return value
+
+    @field_validator("playback_buffer_url")
+    @classmethod
+    def _redis_buffer(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in {"redis", "rediss"}:
+            raise ValueError("MEDIAMILL_PLAYBACK_BUFFER_URL must be redis:// or rediss://")
         return value
 
     @field_validator("storage_url")
@@ -337,6 +422,30 @@ class Settings(BaseSettings):
         if urlparse(value).scheme not in {"http", "https"} or not urlparse(value).netloc:
             raise ValueError("MEDIAMILL_CDN_BASE_URL must be an http(s):// URL")
         return value.rstrip("/")
+
+    @field_validator("playback_allowed_origins")
+    @classmethod
+    def _explicit_origins(cls, value: str) -> str:
+        for origin in filter(None, (o.strip() for o in value.split(","))):
+            parsed = urlparse(origin)
+            if (
+                parsed.scheme not in {"http", "https"}
+                or not parsed.netloc
+                or parsed.path not in {"", "/"}
+                or parsed.query
+                or "*" in origin
+            ):
+                raise ValueError(
+                    "MEDIAMILL_PLAYBACK_ALLOWED_ORIGINS lists explicit origins such as "
+                    f"https://www.example.com (credentials forbid `*`), not {origin!r}"
+                )
+        return value
+
+    @property
+    def playback_origins(self) -> frozenset[str]:
+        """The origins of `playback_allowed_origins`, without a trailing slash."""
+        origins = (o.strip().rstrip("/") for o in self.playback_allowed_origins.split(","))
+        return frozenset(o for o in origins if o)
 
     @property
     def embedded(self) -> bool:

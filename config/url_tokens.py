@@ -5,7 +5,7 @@
 Each form signs its own domain label first, so a token made for one form is never
 valid for another: before the labels, a package's token was also a valid file token
 for the key that is the package's prefix, since both signed "{expires}/{path}
-{secret}". A new form (the playback sessions' session-bound URLs) takes a new label.
+{secret}". The playback sessions' session-bound package URLs have a label of their own.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class TokenDomain(StrEnum):
 
     FILE = "mediamill-file"
     PACKAGE = "mediamill-package"
+    SESSION = "mediamill-session"  # a package, for one playback session
 
 
 def token_input(domain: TokenDomain, expires: int | str, path: str, secret: str) -> str:

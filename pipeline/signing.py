@@ -10,6 +10,10 @@ A file:    {cdn_base}/{key}?md5={token}&expires={epoch}
 A package: {cdn_base}/p/{token}/{expires}/{prefix}/master.m3u8
            token = base64url(MD5("mediamill-package:{expires}/{prefix} {secret}"))
            prefix = keys.package_prefix(assetId, packageId)
+A package for one playback session:
+           {cdn_base}/s/{token}/{expires}/{sessionId}/{prefix}/master.m3u8
+           token = base64url(MD5("mediamill-session:{expires}/{sessionId}/{prefix} {secret}"))
+           (the session id is signed, and named by every segment request the edge logs)
 
 Each form signs its own domain label (`config/url_tokens.py`), so no token of one
 form opens a URL of another.
@@ -23,7 +27,9 @@ CloudFront (`CloudFrontUrlSigner`): a file gets a canned policy
 (`?Expires=&Signature=&Key-Pair-Id=`); a package gets a custom policy over the
 wildcard `{cdn_base}/{prefix}/*` (`?Policy=&Signature=&Key-Pair-Id=`),
 and the same policy as the three `CloudFront-*` cookies, which players send with
-every segment request (they do not copy a manifest's query string).
+every segment request (they do not copy a manifest's query string). A session's
+package is the wildcard `{cdn_base}/s/{sessionId}/{prefix}/*`: the distribution's
+viewer-request function drops `/s/{sessionId}` before the origin (docs/playback.md).
 
 S3 (`S3UrlSigner`): presigned GETs straight from the bucket of `MEDIAMILL_STORAGE_URL`,
 files only: a presigned URL covers exactly one object.
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
 
 _KEY = re.compile(r"^[A-Za-z0-9._\-=]+(/[A-Za-z0-9._\-=]+)*$")
 _ID = re.compile(r"^[A-Za-z0-9._\-]+$")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 MANIFESTS = ("master.m3u8", "manifest.mpd")
 # SigV4 presigned URLs live at most 7 days (S3 refuses a longer X-Amz-Expires).
 S3_MAX_EXPIRES_S = 7 * 24 * 3600
@@ -80,6 +87,12 @@ def _package_prefix(asset_id: str, package_id: str) -> str:
     if not (_ID.match(asset_id) and _ID.match(package_id)):
         raise InvalidRequestError("asset and package ids must be plain identifiers")
     return keys.package_prefix(asset_id, package_id)
+
+
+def _checked_session(session_id: str) -> str:
+    if not _SESSION_ID.match(session_id):
+        raise InvalidRequestError("a session id is 1 to 64 letters, digits and dashes")
+    return session_id
 
 
 def _checked_manifest(manifest: str) -> str:
@@ -139,9 +152,12 @@ class UrlSigner(Protocol):
         expires_in_s: int,
         manifest: str = "master.m3u8",
         now_s: float | None = None,
+        *,
+        session_id: str | None = None,
     ) -> SignedUrl:
         """A URL for a package's HLS (`master.m3u8`) or DASH (`manifest.mpd`) manifest
-        that also opens every playlist and segment the manifest refers to."""
+        that also opens every playlist and segment the manifest refers to; with
+        `session_id`, one whose signature covers the playback session too."""
         ...
 
 
@@ -158,9 +174,14 @@ class NginxSigner:
     def file_token(self, key: str, expires: int) -> str:
         return _token(token_input(TokenDomain.FILE, expires, _checked_key(key), self.secret))
 
-    def package_token(self, asset_id: str, package_id: str, expires: int) -> str:
+    def package_token(
+        self, asset_id: str, package_id: str, expires: int, session_id: str | None = None
+    ) -> str:
         prefix = _package_prefix(asset_id, package_id)
-        return _token(token_input(TokenDomain.PACKAGE, expires, prefix, self.secret))
+        if session_id is None:
+            return _token(token_input(TokenDomain.PACKAGE, expires, prefix, self.secret))
+        path = f"{_checked_session(session_id)}/{prefix}"
+        return _token(token_input(TokenDomain.SESSION, expires, path, self.secret))
 
     def sign_file(self, key: str, expires_in_s: int, now_s: float | None = None) -> SignedUrl:
         expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
@@ -174,12 +195,17 @@ class NginxSigner:
         expires_in_s: int,
         manifest: str = "master.m3u8",
         now_s: float | None = None,
+        *,
+        session_id: str | None = None,
     ) -> SignedUrl:
         _checked_manifest(manifest)
         expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
-        token = self.package_token(asset_id, package_id, expires)
+        token = self.package_token(asset_id, package_id, expires, session_id)
         prefix = _package_prefix(asset_id, package_id)
-        return SignedUrl(f"{self.cdn_base}/p/{token}/{expires}/{prefix}/{manifest}", expires)
+        if session_id is None:
+            return SignedUrl(f"{self.cdn_base}/p/{token}/{expires}/{prefix}/{manifest}", expires)
+        url = f"{self.cdn_base}/s/{token}/{expires}/{session_id}/{prefix}/{manifest}"
+        return SignedUrl(url, expires)
 
     def verify_file(self, key: str, token: str, expires: int, now_s: float | None = None) -> bool:
         """What the edge checks: the token matches and has not expired."""
@@ -198,10 +224,15 @@ class NginxSigner:
         token: str | None,
         expires: str | None,
         now_s: float | None = None,
+        session_id: str | None = None,
     ) -> TokenVerdict:
-        """The verdict on a package URL's path token, for any file under its prefix."""
+        """The verdict on a package URL's path token, for any file under its prefix
+        (with `session_id`: on a session's package URL)."""
         return self._verdict(
-            lambda e: self.package_token(asset_id, package_id, e), token, expires, now_s
+            lambda e: self.package_token(asset_id, package_id, e, session_id),
+            token,
+            expires,
+            now_s,
         )
 
     @staticmethod
@@ -298,9 +329,16 @@ class CloudFrontUrlSigner:
             self._signer.generate_presigned_url(url, date_less_than=_utc(expires)), expires
         )
 
-    def package_policy(self, asset_id: str, package_id: str, expires: int) -> str:
-        """The custom policy JSON over every object of the package, until `expires`."""
-        resource = f"{self.cdn_base}/{_package_prefix(asset_id, package_id)}/*"
+    def _package_path(self, asset_id: str, package_id: str, session_id: str | None) -> str:
+        prefix = _package_prefix(asset_id, package_id)
+        return prefix if session_id is None else f"s/{_checked_session(session_id)}/{prefix}"
+
+    def package_policy(
+        self, asset_id: str, package_id: str, expires: int, session_id: str | None = None
+    ) -> str:
+        """The custom policy JSON over every object of the package (as delivered to one
+        session, with `session_id`), until `expires`."""
+        resource = f"{self.cdn_base}/{self._package_path(asset_id, package_id, session_id)}/*"
         return self._signer.build_policy(resource, _utc(expires))
 
     def sign_package(
@@ -310,29 +348,38 @@ class CloudFrontUrlSigner:
         expires_in_s: int,
         manifest: str = "master.m3u8",
         now_s: float | None = None,
+        *,
+        session_id: str | None = None,
     ) -> SignedUrl:
         """The manifest URL under the package's wildcard policy
         (`?Policy=&Signature=&Key-Pair-Id=`)."""
         _checked_manifest(manifest)
         expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
-        policy = self.package_policy(asset_id, package_id, expires)
-        url = f"{self.cdn_base}/{_package_prefix(asset_id, package_id)}/{manifest}"
+        policy = self.package_policy(asset_id, package_id, expires, session_id)
+        path = self._package_path(asset_id, package_id, session_id)
+        url = f"{self.cdn_base}/{path}/{manifest}"
         return SignedUrl(self._signer.generate_presigned_url(url, policy=policy), expires)
 
     def signed_cookies(
-        self, asset_id: str, package_id: str, expires_in_s: int, now_s: float | None = None
+        self,
+        asset_id: str,
+        package_id: str,
+        expires_in_s: int,
+        now_s: float | None = None,
+        *,
+        session_id: str | None = None,
     ) -> SignedCookies:
         """`CloudFront-Policy`, `-Signature` and `-Key-Pair-Id` for the package's wildcard
         policy: DASH (and native HLS) players send cookies with each segment request."""
         expires = _expires_at(expires_in_s, now_s, self.max_expires_s)
-        policy = self.package_policy(asset_id, package_id, expires).encode()
+        policy = self.package_policy(asset_id, package_id, expires, session_id).encode()
         cookies = {
             "CloudFront-Policy": cloudfront_b64(policy),
             "CloudFront-Signature": cloudfront_b64(self._rsa_sha1(policy)),
             "CloudFront-Key-Pair-Id": self.key_pair_id,
         }
         base_path = urlparse(self.cdn_base).path
-        path = f"{base_path}/{_package_prefix(asset_id, package_id)}/"
+        path = f"{base_path}/{self._package_path(asset_id, package_id, session_id)}/"
         return SignedCookies(cookies, path, expires)
 
 
@@ -398,6 +445,8 @@ class S3UrlSigner:
         expires_in_s: int,
         manifest: str = "master.m3u8",
         now_s: float | None = None,
+        *,
+        session_id: str | None = None,
     ) -> SignedUrl:
         raise InvalidRequestError(
             "s3 signing covers files only: a presigned URL opens one object, not the "

@@ -143,6 +143,32 @@ class SymlinkRefusedError(InvalidRequestError):
     at a file outside the store, such as the signing secret."""
 
 
+class TrackingSessionInvalidError(InvalidRequestError):
+    """No tracking session in the cookie or the header, or one whose signature does
+    not check out (forged or edited), or one that was ended."""
+
+
+class TrackingSessionExpiredError(InvalidRequestError):
+    """A tracking session token whose signature is right but whose lifetime is over."""
+
+
+class PlaybackSessionEndedError(ConflictError):
+    """A heartbeat or events for a playback session that ended (by DELETE, or by
+    going `MEDIAMILL_PLAYBACK_SESSION_TTL_S` without a heartbeat): start a new one."""
+
+
+class ConcurrentStreamsExceededError(ConflictError):
+    """The device (or the user) already has `MEDIAMILL_MAX_CONCURRENT_STREAMS` active
+    playback sessions; end one first."""
+
+
+class RateLimitedError(MediaMillError):
+    """A `playback` key sent more requests from one address than
+    `MEDIAMILL_PLAYBACK_RATE_PER_S` allows; `context['retry_after_s']` says when to retry."""
+
+    permanent = False
+
+
 class TransientError(MediaMillError):
     """A failure that may pass: network, storage or database hiccups. Retried with backoff."""
 
@@ -211,6 +237,7 @@ __all__ = [
     "ArgumentNullOrEmptyError",
     "AuthenticationError",
     "BlobNotFoundError",
+    "ConcurrentStreamsExceededError",
     "ConfigError",
     "ConflictError",
     "CorruptMediaError",
@@ -229,11 +256,15 @@ __all__ = [
     "ModelNotReadyError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "PlaybackSessionEndedError",
     "ProcessingTimeoutError",
+    "RateLimitedError",
     "RefusedUrlError",
     "SizeMismatchError",
     "StorageError",
     "SymlinkRefusedError",
+    "TrackingSessionExpiredError",
+    "TrackingSessionInvalidError",
     "TransientError",
     "UnsupportedMediaError",
     "UnsupportedRenditionError",

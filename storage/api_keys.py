@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from mediamill.schemas.base import utcnow
 from mediamill.storage.models import ApiKeyRow
 
-SCOPES = ("admin", "read")
+# `playback` keys are publishable (shipped in web pages and apps): they may only use the
+# playback routes (tracking and playback sessions, heartbeats, events).
+SCOPES = ("admin", "read", "playback")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ def token_sha256(token: str) -> str:
 
 
 def create_api_key(session: Session, scope: str, name: str | None = None) -> NewApiKey:
-    """A new key of `scope` (`admin` or `read`); the token is returned only here."""
+    """A new key of `scope` (`admin`, `read` or `playback`); the token is returned only
+    here."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     key = NewApiKey(secrets.token_hex(16), secrets.token_urlsafe(32), scope)

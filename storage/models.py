@@ -345,3 +345,77 @@ class WorkerRow(Base):
     threads: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class TrackingSessionRow(Base):
+    """A tracking session (Media Jay's): no personal data unless the client sent a user
+    id, which it may only do with the user's consent. No address, no user agent."""
+
+    __tablename__ = "tracking_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    playout_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+class PlaybackSessionRow(Base):
+    """One player's playback of one asset's package (EncoraStream's stream session).
+    `last_heartbeat_at`, `position_s` and `is_paused` are written by the flush, from the
+    buffered heartbeats; `expires_at` and `refresh_before` are its URLs'."""
+
+    __tablename__ = "playback_sessions"
+    __table_args__ = (
+        Index("ix_playback_sessions_device", "device_id", "status"),
+        Index("ix_playback_sessions_user", "user_id", "status"),
+        Index("ix_playback_sessions_status_created", "status", "created_at"),
+        Index("ix_playback_sessions_asset_created", "asset_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(64))
+    package_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(128))
+    tracking_session_id: Mapped[str | None] = mapped_column(String(36))
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    client_id: Mapped[str] = mapped_column(String(64))  # the API key that made it
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # active | ended
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column()
+    position_s: Mapped[float | None] = mapped_column(Float)
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime] = mapped_column()
+    refresh_before: Mapped[datetime] = mapped_column()
+
+
+class PlaybackHeartbeatRow(Base):
+    """One heartbeat, under the id the API gave it when it took it: a flush that runs
+    twice (its worker killed before it confirmed) stores it once."""
+
+    __tablename__ = "playback_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(36), index=True)
+    received_at: Mapped[datetime] = mapped_column()
+    position_s: Mapped[float] = mapped_column(Float)
+    is_paused: Mapped[bool] = mapped_column(Boolean)
+
+
+class PlayerEventRow(Base):
+    """One player event; (session, seq) is its key, so a retried batch is stored once."""
+
+    __tablename__ = "player_events"
+
+    session_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column()
+    position_s: Mapped[float | None] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

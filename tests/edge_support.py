@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import http.client
 import io
@@ -15,9 +16,11 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
@@ -25,9 +28,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from support import IN_CI, free_port, serving, stop_process
+from support import IN_CI, free_port, make_sample, serving, stop_process
 
+from mediamill.pipeline.analysis import analyse_file
+from mediamill.pipeline.packaging import Track, package_tracks
 from mediamill.pipeline.signing import NginxSigner
+from mediamill.pipeline.transcode import plan_output, produce
+from mediamill.schemas.renditions import parse_video_ladder
 from mediamill.storage.blobs import BlobStore, LocalBlobStore
 
 START_TIMEOUT_S = 20.0
@@ -227,13 +234,8 @@ def play(url: str) -> list[tuple[str, int]]:
 PLAYERS = Path(__file__).resolve().parent / "players"
 
 
-def play_in_browser(kind: str, url: str, timeout_s: float = 90.0) -> dict:
-    """Play an HLS (`kind` "hls", hls.js) or DASH ("dash", dash.js) URL to its end in
-    Debian's Chromium (tests/players/play.mjs); its report: ok, ended, videoFrames,
-    audioBytes (decoded), audioTracks, errors. Missing Chromium or the npm players: a
-    failure in CI, a skip elsewhere (scripts/test installs both)."""
-    import json
-
+def _node_and_chromium() -> tuple[str, str]:
+    """node and Chromium; missing (or the npm players): a failure in CI, a skip elsewhere."""
     chromium = shutil.which("chromium")
     node = shutil.which("node")
     if chromium is None or node is None or not (PLAYERS / "node_modules" / "hls.js").is_dir():
@@ -243,6 +245,37 @@ def play_in_browser(kind: str, url: str, timeout_s: float = 90.0) -> dict:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+    return node, chromium
+
+
+def play_with_beacon(
+    kind: str, api_base: str, api_key: str, asset_id: str, page_port: int, timeout_s: float = 90.0
+) -> dict:
+    """Play an asset through a playback session in Chromium with hls.js (`kind` "hls")
+    or dash.js ("dash") and the API's beacon script, from a page served at
+    http://127.0.0.1:`page_port` (tests/players/beacon.mjs); its report: ok,
+    sessionId, ended, errors."""
+    import json
+
+    node, chromium = _node_and_chromium()
+    out = subprocess.run(
+        [node, str(PLAYERS / "beacon.mjs"), kind, api_base, api_key, asset_id,
+         "--page-port", str(page_port), "--chromium", chromium,
+         "--timeout-ms", str(int(timeout_s * 1000))],
+        capture_output=True, text=True, timeout=timeout_s + 60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def play_in_browser(kind: str, url: str, timeout_s: float = 90.0) -> dict:
+    """Play an HLS (`kind` "hls", hls.js) or DASH ("dash", dash.js) URL to its end in
+    Debian's Chromium (tests/players/play.mjs); its report: ok, ended, videoFrames,
+    audioBytes (decoded), audioTracks, errors. Missing Chromium or the npm players: a
+    failure in CI, a skip elsewhere (scripts/test installs both)."""
+    import json
+
+    node, chromium = _node_and_chromium()
     out = subprocess.run(
         [node, str(PLAYERS / "play.mjs"), kind, url, "--chromium", chromium,
          "--timeout-ms", str(int(timeout_s * 1000))],
@@ -250,3 +283,33 @@ def play_in_browser(kind: str, url: str, timeout_s: float = 90.0) -> dict:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---- a real package ---------------------------------------------------------------------
+
+
+@functools.cache
+def _real_package() -> Path:
+    """A real package (two video rungs + the audio track, 4 s CMAF segments) made once
+    per test session by the packager from renditions of a generated 9-second clip."""
+    work = Path(tempfile.mkdtemp(prefix="edge-package-"))
+    source = make_sample(work / "clip.mp4", kind="video", duration_s=9.0)
+    analysis = analyse_file(source)
+    specs = parse_video_ladder("360:600000,240:300000")
+    outputs = [plan_output(s, work / f"r{i}.mp4", analysis.loudness) for i, s in enumerate(specs)]
+    produce(source, outputs, analysis.media, timeout_s=300)
+    tracks = [Track(o.path, o.spec, 30.0) for o in outputs]
+    package_tracks(tracks, tracks[:1], work / "package", segment_s=4, timeout_s=120)
+    return work / "package"
+
+
+def make_package_tree(store_root: Path) -> tuple[str, str]:
+    """Store a real HLS + DASH package under a fresh asset id; (asset id, package id)."""
+    store = LocalBlobStore(store_root)
+    asset_id = hashlib.sha256(os.urandom(32)).hexdigest()
+    package_id = f"pkg-{uuid.uuid4().hex[:16]}"  # as package_id_for makes them; unique here
+    prefix = f"packages/{asset_id}/{package_id}"
+    for path in sorted(_real_package().iterdir()):
+        with path.open("rb") as f:
+            store.put(f"{prefix}/{path.name}", f)
+    return asset_id, package_id

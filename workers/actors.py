@@ -50,6 +50,7 @@ from mediamill.workers import runtime
 from mediamill.workers.assets import record_original
 from mediamill.workers.middleware import owned_job
 from mediamill.workers.packages import package, plan_package
+from mediamill.workers.playback_flush import FLUSH_ACTOR, flush_playback
 from mediamill.workers.queue import QUEUE_NAME, send_committed, time_limit_ms
 from mediamill.workers.renditions import add_renditions, plan_renditions, transcode_time_limit_ms
 from mediamill.workers.url_source import open_source_url, parse_allow_hosts
@@ -541,7 +542,13 @@ class _ProgressWriter:
             log.warning("progress update failed for job %s", self.job_id, exc_info=True)
 
 
-ACTORS = {"ingest": ingest, "analyse": analyse, "transcode": transcode, "package": package}
+ACTORS = {
+    "ingest": ingest,
+    "analyse": analyse,
+    "transcode": transcode,
+    "package": package,
+    FLUSH_ACTOR: flush_playback,
+}
 
 
 def declare_actors(broker: dramatiq.Broker) -> None:

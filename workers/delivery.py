@@ -23,7 +23,13 @@ from mediamill.schemas.errors import InvalidRequestError, ModelInvalidError
 from mediamill.schemas.packages import DASH_MANIFEST, MASTER_PLAYLIST, Package
 from mediamill.workers.runtime import Runtime
 
-__all__ = ["PackageUrls", "SignedUrl", "sign_file_url", "sign_package_urls"]
+__all__ = [
+    "PackageUrls",
+    "SignedUrl",
+    "sign_file_url",
+    "sign_package_urls",
+    "sign_session_urls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,29 @@ def sign_package_urls(rt: Runtime, package: Package) -> PackageUrls:
             asset_id, package.package_id, expires_in_s, MASTER_PLAYLIST, now_s
         )
         dash = signer.sign_package(asset_id, package.package_id, expires_in_s, DASH_MANIFEST, now_s)
+    except InvalidRequestError as exc:
+        raise ModelInvalidError(
+            f"unable to sign a url for asset {asset_id}: {exc.message}"
+        ) from exc
+    return PackageUrls(hls=hls, dash=dash)
+
+
+def sign_session_urls(
+    rt: Runtime, asset_id: str, package_id: str, session_id: str, now_s: float | None = None
+) -> PackageUrls:
+    """A package's HLS and DASH manifest URLs for one playback session (the session id
+    is inside what the signature covers), valid `playback_url_expires_s` (at most the
+    cap). ModelInvalidError as `sign_package_urls`."""
+    signer = _signer(rt, asset_id)
+    now_s = time.time() if now_s is None else now_s
+    expires_in_s = min(rt.settings.playback_url_expires_s, rt.settings.max_url_expires_s)
+    try:
+        hls, dash = (
+            signer.sign_package(
+                asset_id, package_id, expires_in_s, manifest, now_s, session_id=session_id
+            )
+            for manifest in (MASTER_PLAYLIST, DASH_MANIFEST)
+        )
     except InvalidRequestError as exc:
         raise ModelInvalidError(
             f"unable to sign a url for asset {asset_id}: {exc.message}"

@@ -6,6 +6,7 @@ configuration:
 
   a file     {base}/{key}?md5={token}&expires={epoch}
   a package  {base}/p/{token}/{expires}/{package prefix}/{file}
+  a session  {base}/s/{token}/{expires}/{sessionId}/{package prefix}/{file}
 
 and refuses what nginx refuses: a dot segment anywhere (the store's `.tmp/` of
 in-flight writes, `..`) is not found; a missing or wrong token is
@@ -43,6 +44,10 @@ _PACKAGE = re.compile(
     rf"^p/(?P<token>[A-Za-z0-9_-]+)/(?P<expires>[0-9]+)"
     rf"/{keys.PACKAGES}/(?P<asset>{_ID})/(?P<package>{_ID})/(?P<file>[A-Za-z0-9._=/-]+)$"
 )
+_SESSION_PACKAGE = re.compile(
+    rf"^s/(?P<token>[A-Za-z0-9_-]+)/(?P<expires>[0-9]+)/(?P<session>[A-Za-z0-9-]{{1,64}})"
+    rf"/{keys.PACKAGES}/(?P<asset>{_ID})/(?P<package>{_ID})/(?P<file>[A-Za-z0-9._=/-]+)$"
+)
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,14 @@ def signed_key(rt: Runtime, path: str, md5: str | None, expires: str | None) -> 
         raise PermissionDeniedError("signing is not configured") from exc
     if not isinstance(signer, NginxSigner):
         raise PermissionDeniedError("the embedded edge serves nginx-signed URLs only")
-    if path == "p" or path.startswith("p/"):
-        match = _PACKAGE.match(path)
+    if path in {"p", "s"} or path.startswith(("p/", "s/")):
+        match = (_PACKAGE if path.startswith("p") else _SESSION_PACKAGE).match(path)
         if match is None:
             raise PermissionDeniedError("not a package URL")
+        session_id = match.groupdict().get("session")
         verdict = signer.check_package(
-            match["asset"], match["package"], match["token"], match["expires"]
+            match["asset"], match["package"], match["token"], match["expires"],
+            session_id=session_id,
         )
         key = f"{keys.package_prefix(match['asset'], match['package'])}/{match['file']}"
     else:

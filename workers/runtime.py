@@ -14,6 +14,7 @@ from mediamill.storage.blobs import BlobStore
 from mediamill.storage.blobs.base import scratch_prefix
 from mediamill.storage.db import Database
 from mediamill.workers.native import NativePool
+from mediamill.workers.playback_buffer import PlaybackBuffer, buffer_for
 
 
 @dataclass
@@ -27,6 +28,16 @@ class Runtime:
     _signer: UrlSigner | None = field(default=None, repr=False)
     _signer_settings: Settings | None = field(default=None, repr=False)
     _signer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _buffer: PlaybackBuffer | None = field(default=None, repr=False)
+    _buffer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def playback_buffer(self) -> PlaybackBuffer:
+        """Where heartbeats and events wait for the database (workers/playback_buffer.py),
+        made on first use."""
+        with self._buffer_lock:
+            if self._buffer is None:
+                self._buffer = buffer_for(self.settings, self.db)
+            return self._buffer
 
     def native(self) -> NativePool:
         """The pool of child processes that run native media code for this process

@@ -16,6 +16,7 @@ from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
 from mediamill.workers.health import OutageLog, check_broker
+from mediamill.workers.playback_flush import sweep_playback
 from mediamill.workers.queue import STAGE_ACTORS, send_committed
 from mediamill.workers.runtime import Runtime
 
@@ -39,6 +40,10 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
         rt.store.remove_orphans(rt.settings.store_orphan_age_s, (keys.ORIGINALS,))
     except Exception:
         log.warning("removing orphaned temporary objects failed", exc_info=True)
+    try:  # heartbeats and events nobody flushes; sessions that went quiet
+        sweep_playback(rt)
+    except Exception:
+        log.warning("the playback sweep failed", exc_info=True)
     now = utcnow()
     queued_age = rt.settings.requeue_after_s if queued_older_than_s is None else queued_older_than_s
     with rt.db.session() as s:

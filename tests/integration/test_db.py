@@ -32,7 +32,7 @@ def db(database_url: str | None, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0008"
+    assert current_revision(db.engine) == head_revision() == "0009"
     tables = set(inspect(db.engine).get_table_names())
     assert {
         "assets",
@@ -43,6 +43,10 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
         "legacy_assets",
         "webhook_endpoints",
         "webhook_deliveries",
+        "tracking_sessions",
+        "playback_sessions",
+        "playback_heartbeats",
+        "player_events",
     } <= tables
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -12,7 +12,6 @@ bug cannot hide an edge bug. With CI=true a missing nginx fails; elsewhere it sk
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -21,7 +20,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,20 +36,17 @@ from edge_support import (
     fetch,
     free_port,
     local_edge,
+    make_package_tree,
     md5_token,
     nginx_binary,
     raw_get,
     running_nginx,
 )
 from mpegdash.parser import MPEGDASHParser
-from support import ROOT, make_sample, slowloris
+from support import ROOT, slowloris
 
-from mediamill.pipeline.analysis import analyse_file
 from mediamill.pipeline.ffmpeg import ffmpeg_binary
-from mediamill.pipeline.packaging import Track, package_tracks
 from mediamill.pipeline.signing import NginxSigner
-from mediamill.pipeline.transcode import plan_output, produce
-from mediamill.schemas.renditions import parse_video_ladder
 from mediamill.storage.blobs import LocalBlobStore
 
 pytestmark = pytest.mark.integration
@@ -87,6 +82,14 @@ def package_path(asset_id: str, package_id: str, expires: int, secret: str = SEC
     return f"/p/{token}/{expires}/{prefix}"
 
 
+def session_path(
+    asset_id: str, package_id: str, session_id: str, expires: int, secret: str = SECRET
+) -> str:
+    prefix = f"packages/{asset_id}/{package_id}"
+    token = md5_token(f"mediamill-session:{expires}/{session_id}/{prefix} {secret}")
+    return f"/s/{token}/{expires}/{session_id}/{prefix}"
+
+
 def tamper(token: str) -> str:
     """The same token with its first character changed (still valid base64url)."""
     return ("B" if token[0] == "A" else "A") + token[1:]
@@ -110,33 +113,6 @@ def edge(
 
 
 # ---- a package tree -------------------------------------------------------------------------
-
-
-@functools.cache
-def _real_package() -> Path:
-    """A real package (two video rungs + the audio track, 4 s CMAF segments) made once
-    per test session by the packager from renditions of a generated 9-second clip."""
-    work = Path(tempfile.mkdtemp(prefix="edge-package-"))
-    source = make_sample(work / "clip.mp4", kind="video", duration_s=9.0)
-    analysis = analyse_file(source)
-    specs = parse_video_ladder("360:600000,240:300000")
-    outputs = [plan_output(s, work / f"r{i}.mp4", analysis.loudness) for i, s in enumerate(specs)]
-    produce(source, outputs, analysis.media, timeout_s=300)
-    tracks = [Track(o.path, o.spec, 30.0) for o in outputs]
-    package_tracks(tracks, tracks[:1], work / "package", segment_s=4, timeout_s=120)
-    return work / "package"
-
-
-def make_package_tree(store_root: Path) -> tuple[str, str]:
-    """Store a real HLS + DASH package under a fresh asset id; (asset id, package id)."""
-    store = LocalBlobStore(store_root)
-    asset_id = hashlib.sha256(os.urandom(32)).hexdigest()
-    package_id = f"pkg-{uuid.uuid4().hex[:16]}"  # as package_id_for makes them; unique here
-    prefix = f"packages/{asset_id}/{package_id}"
-    for path in sorted(_real_package().iterdir()):
-        with path.open("rb") as f:
-            store.put(f"{prefix}/{path.name}", f)
-    return asset_id, package_id
 
 
 # ---- following the manifests ----------------------------------------------------------------
@@ -473,6 +449,46 @@ def test_everything_the_manifests_reference_resolves(edge: Edge) -> None:
         key = f"packages/{asset_id}/{package_id}/{url.removeprefix(prefix_url)}"
         with edge.store.open(key) as handle:
             assert resp.body == handle.read(), url
+
+
+def test_a_session_url_opens_its_package_and_only_for_its_session(edge: Edge) -> None:
+    """The playback sessions' form: the session id is signed with the package, so every
+    segment request names a session that cannot be swapped for another."""
+    assert isinstance(edge.store, LocalBlobStore)
+    asset_id, package_id = make_package_tree(edge.store.root)
+    session_id = str(uuid.uuid4())
+    now = int(time.time())
+    signed = edge.signer.sign_package(
+        asset_id, package_id, 600, "master.m3u8", now_s=now, session_id=session_id
+    )
+    path = session_path(asset_id, package_id, session_id, now + 600)
+    assert signed.url == f"{edge.base_url}{path}/master.m3u8"
+    found = hls_references(signed.url)
+    prefix_url = f"{edge.base_url}{path}/"
+    assert found["segments"]
+    for url in sorted(set().union(*found.values())):
+        assert url.startswith(prefix_url), f"{url} leaves the session's prefix"
+        resp = fetch(url)
+        assert resp.status == 200, url
+        with edge.store.open(
+            f"packages/{asset_id}/{package_id}/{url.removeprefix(prefix_url)}"
+        ) as f:
+            assert resp.body == f.read()
+    other = str(uuid.uuid4())
+    token = path.split("/")[2]
+    swapped = path.replace(session_id, other)
+    assert swapped.split("/")[2] == token
+    assert fetch(f"{edge.base_url}{swapped}/master.m3u8").status == 403
+    # A package token does not open the session form, nor the other way round.
+    package_token = package_path(asset_id, package_id, now + 600).split("/")[2]
+    as_session = path.replace(token, package_token, 1)
+    assert fetch(f"{edge.base_url}{as_session}/master.m3u8").status == 403
+    as_package = f"/p/{token}/{now + 600}/packages/{asset_id}/{package_id}/master.m3u8"
+    assert fetch(edge.base_url + as_package).status == 403
+    expired = session_path(asset_id, package_id, session_id, now - 1)
+    assert fetch(f"{edge.base_url}{expired}/master.m3u8").status == 410
+    for malformed in ("/s/", f"/s/{token}/{now + 600}/{session_id}/master.m3u8"):
+        assert fetch(edge.base_url + malformed).status in REFUSED
 
 
 @pytest.mark.parametrize("manifest", ["master.m3u8", "manifest.mpd"])

@@ -60,6 +60,7 @@ def test_the_secret_is_in_both_checks(tmp_path: Path) -> None:
     checks = re.findall(r'secure_link_md5 "([^"]*)";', conf)
     assert checks == [
         f"mediamill-package:$edge_expires/$edge_prefix {secret}",
+        f"mediamill-session:$edge_expires/$edge_session/$edge_prefix {secret}",
         f"mediamill-file:$secure_link_expires$uri {secret}",
     ]
 

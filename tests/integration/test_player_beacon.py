@@ -1,0 +1,81 @@
+"""The beacon script in a real browser: Debian's Chromium plays a real package through
+the real nginx edge with hls.js and with dash.js from npm, the page (at another origin)
+loads `GET /v0/player/beacon.js` from the API, and what it reports reaches the
+database: heartbeats whose positions advance, a viewStart with a plausible startupMs,
+the player's events, and the session ended by navigator.sendBeacon on pagehide."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from edge_support import local_edge, make_package_tree, play_with_beacon
+from playback_support import packaged_asset, session_row, stored_events, stored_heartbeats
+from support import free_port, serving
+
+from mediamill.api.app import create_app
+from mediamill.config.settings import Settings
+from mediamill.storage.api_keys import create_api_key
+
+pytestmark = pytest.mark.integration
+
+SECRET = "beacon-test-secret-0123456789"
+
+
+def _wait(check, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("kind", ["hls", "dash"])
+def test_the_beacon_reports_a_real_player_through_the_nginx_edge(tmp_path: Path, kind: str) -> None:
+    with local_edge(tmp_path / "edge", SECRET) as edge:
+        asset_id, package_id = make_package_tree(edge.store.root)
+        port, page_port = free_port(), free_port()
+        settings = Settings(
+            _env_file=None,
+            data_dir=tmp_path / "data",
+            storage_url=edge.store.root.as_uri(),
+            signing_secret=SECRET,
+            cdn_base_url=edge.base_url,
+            embedded_edge=False,
+            http_port=port,
+            playback_allowed_origins=f"http://127.0.0.1:{page_port}",
+            playback_heartbeat_interval_s=1,
+            playback_flush_interval_s=0.2,
+        )
+        app = create_app(settings)
+        with serving(app, port) as api_base:
+            rt = app.state.runtime
+            packaged_asset(rt, asset_id=asset_id, package_id=package_id, duration_ms=9000)
+            with rt.db.session() as s:
+                key = create_api_key(s, "playback", "page").api_key
+            report = play_with_beacon(kind, api_base, key, asset_id, page_port)
+            assert report["ok"], report
+            assert report["beaconErrors"] == [], report
+            sid = report["sessionId"]
+            _wait(lambda: session_row(rt, sid).status == "ended")
+            _wait(lambda: rt.playback_buffer().backlog() == 0)
+    beats = stored_heartbeats(rt, sid)
+    positions = [b.position_s for b in beats]
+    assert len(beats) >= 3, positions
+    assert positions == sorted(positions) and positions[-1] - positions[0] >= 3.0, positions
+    assert positions[-1] == pytest.approx(9.0, abs=0.6)
+    events = stored_events(rt, sid)
+    kinds = [e.type for e in events]
+    assert [e.seq for e in events] == list(range(len(events)))  # each once, none lost
+    assert kinds[0] == "viewStart" and kinds.count("viewStart") == 1, kinds
+    startup_ms = events[0].data["startupMs"]
+    assert 0 < startup_ms < 15_000, startup_ms
+    assert "playing" in kinds and kinds[-1] in {"ended", "pause"}, kinds
+    assert "ended" in kinds
+    assert "renditionChange" in kinds, kinds
+    change = next(e for e in events if e.type == "renditionChange")
+    assert change.data["bitrate"] > 0 and change.data.get("height") in {240, 360}
+    row = session_row(rt, sid)
+    assert row.end_reason == "client" and row.device_id == f"browser-{kind}"
