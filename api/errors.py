@@ -146,7 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _ours(request: Request, exc: e.MediaMillError) -> JSONResponse:
         status = status_for(exc)
         headers = {}
-        if isinstance(exc, e.ModelNotReadyError | e.RateLimitedError):
+        if isinstance(exc, e.ModelNotReadyError | e.RateLimitedError | e.BufferUnavailableError):
             headers["Retry-After"] = str(max(1, math.ceil(exc.context.get("retry_after_s", 5))))
         if status >= 500:
             log.error("request %s failed: %s", request_id(request), exc, exc_info=exc)

@@ -179,6 +179,11 @@ class StorageError(TransientError):
     """The blob store failed to read or write."""
 
 
+class BufferUnavailableError(TransientError):
+    """The playback buffer (Redis) cannot be reached: a heartbeat or events were not
+    taken; send them again shortly."""
+
+
 class BlobNotFoundError(ModelNotFoundError):
     """No object under that key."""
 
@@ -237,6 +242,7 @@ __all__ = [
     "ArgumentNullOrEmptyError",
     "AuthenticationError",
     "BlobNotFoundError",
+    "BufferUnavailableError",
     "ConcurrentStreamsExceededError",
     "ConfigError",
     "ConflictError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -199,3 +201,66 @@ def raw_job(session, job_type, stage, params: dict, *, asset_id=None, parent_id=
     session.add(row)
     session.flush()
     return row
+
+
+def wait_until(predicate, what: str, timeout_s: float = 60.0, poll_s: float = 0.1):
+    """Poll `predicate` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of this test's own on a fixed loopback port, so it can be killed
+    and started again at the same address (the shared one on 6379 is never touched)."""
+
+    port: int
+    data_dir: Path
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.data_dir / f"redis-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.data_dir),
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=1.0)
+        wait_until(lambda: self._pings(client), "the private redis-server to answer")
+
+    def _pings(self, client) -> bool:
+        assert self.process is not None and self.process.poll() is None, "redis-server exited"
+        try:
+            return bool(client.ping())
+        except Exception:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, only what the append-only file already holds."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)

@@ -10,6 +10,7 @@ it back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,8 @@ from mediamill.workers.assets import ready_package
 from mediamill.workers.delivery import PackageUrls, sign_session_urls
 from mediamill.workers.playback_flush import schedule_flush
 from mediamill.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 TRACKING_SOURCE = f"mediamill.api.playout.{__version__}"
 # A player's position may run a little past the duration the analysis measured (the
@@ -269,7 +272,10 @@ async def _accept(
         records, state, settings.playback_session_ttl_s, settings.playback_flush_interval_s
     )
     if schedule:
-        await asyncio.to_thread(schedule_flush, rt)
+        try:
+            await asyncio.to_thread(schedule_flush, rt)
+        except Exception:  # taken all the same: the sweeper schedules a flush for it
+            log.warning("could not schedule a playback flush", exc_info=True)
 
 
 async def heartbeat(rt: Runtime, session_id: str, beat: HeartbeatRequest) -> HeartbeatResponse:

@@ -21,6 +21,7 @@ has its own key there (storage/playback.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -29,12 +30,13 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ParamSpec, Protocol, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from mediamill.config.settings import Settings
+from mediamill.schemas.errors import BufferUnavailableError
 from mediamill.schemas.playback import (
     BufferedRecord,
     EventBatchRecord,
@@ -52,6 +54,8 @@ GROUP = "flush"
 FLUSH_FLAG_KEY = "mediamill:playback:flush-scheduled"
 STATE_PREFIX = "mediamill:playback:session:"
 _RECORD = TypeAdapter(BufferedRecord)
+P = ParamSpec("P")
+T = TypeVar("T")
 HeartbeatOrEvents = HeartbeatRecord | EventBatchRecord
 
 
@@ -126,6 +130,28 @@ def decode_record(raw: str | bytes) -> HeartbeatOrEvents:
 # ---- Redis ----------------------------------------------------------------------------------
 
 
+def _unavailable_when_down(
+    method: Callable[P, Awaitable[T]],
+) -> Callable[P, Awaitable[T]]:
+    """Redis down (refused, reset, timed out) is BufferUnavailableError, a 503 with
+    Retry-After: the record was not taken, and the player sends it again."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        import redis
+
+        try:
+            return await method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            log.warning("the playback buffer is unavailable: %s", exc)
+            raise BufferUnavailableError(
+                "heartbeats and events cannot be taken now; send them again shortly",
+                retry_after_s=2,
+            ) from exc
+
+    return wrapper
+
+
 class RedisBuffer:
     """The buffer in Redis: a stream read through a consumer group, session state in
     keys that expire with their session."""
@@ -154,18 +180,22 @@ class RedisBuffer:
             self._async[loop] = client
         return client
 
+    @_unavailable_when_down
     async def state(self, session_id: str) -> SessionState | None:
         raw = await self._aclient().get(STATE_PREFIX + session_id)
         return None if raw is None else SessionState.model_validate_json(raw)
 
+    @_unavailable_when_down
     async def put_state(self, state: SessionState, ttl_s: float) -> None:
         await self._aclient().set(
             STATE_PREFIX + state.session_id, state.model_dump_json(), px=int(ttl_s * 1000)
         )
 
+    @_unavailable_when_down
     async def drop_state(self, session_id: str) -> None:
         await self._aclient().delete(STATE_PREFIX + session_id)
 
+    @_unavailable_when_down
     async def accept(
         self,
         records: Sequence[HeartbeatOrEvents],

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -30,14 +29,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import IN_CI, POSTGRES_ADMIN_URL, make_sample, require_service
+from support import (
+    IN_CI,
+    POSTGRES_ADMIN_URL,
+    REDIS_SERVER,
+    PrivateRedis,
+    make_sample,
+    require_service,
+)
 
 from mediamill.workers.queue import QUEUE_NAME
 
 pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "mediamill"]
-REDIS_SERVER = "/usr/bin/redis-server"
 START_TIMEOUT_S = 60.0
 STATE_TIMEOUT_S = 60.0  # bounded waits for a state (/ready flipping, processes starting)
 JOBS_TIMEOUT_S = 90.0  # every job of a test reaching a terminal state
@@ -49,55 +54,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass
-class PrivateRedis:
-    """A redis-server of this test's own on a fixed loopback port, so it can be killed
-    and started again at the same address (the shared one on 6379 is never touched)."""
-
-    port: int
-    data_dir: Path
-    process: subprocess.Popen | None = None
-    starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.starts += 1
-        log = (self.data_dir / f"redis-{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        import redis
-
-        client = redis.Redis.from_url(self.url, socket_timeout=1.0)
-        wait_for(lambda: self._pings(client), "the private redis-server to answer")
-
-    def _pings(self, client) -> bool:
-        assert self.process is not None and self.process.poll() is None, "redis-server exited"
-        try:
-            return bool(client.ping())
-        except Exception:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown save, only what the append-only file already holds."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
 
 
 @dataclass
