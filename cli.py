@@ -332,6 +332,14 @@ def _commands() -> argparse.ArgumentParser:
     )  # fmt: skip
     c.set_defaults(func=cmd_edge_nginx_conf)
 
+    c = sub.add_parser(
+        "ingest-edge-logs",
+        help="segment requests of the edge's JSON access logs into playback sessions",
+    )
+    c.add_argument("files", nargs="+", type=Path, metavar="FILE", help="access.json.log files")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_ingest_edge_logs)
+
     c = sub.add_parser("sign", help="a signed delivery URL for a stored file or a package")
     c.add_argument("key", nargs="?", default=None, help="store key of a file")
     c.add_argument("--package", metavar="ASSET_ID/PACKAGE_ID", default=None)
@@ -1069,6 +1077,39 @@ def cmd_edge_nginx_conf(args: argparse.Namespace) -> int:
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     sys.stdout.write(conf)
+    return 0
+
+
+def cmd_ingest_edge_logs(args: argparse.Namespace) -> int:
+    """Each line once, however often a file is given: what the files held, and what the
+    edge delivered to the sessions they name."""
+    from mediamill.schemas.edge_logs import EdgeLogIngest
+    from mediamill.schemas.errors import ConfigError
+    from mediamill.workers.edge_logs import deliveries, ingest_lines
+
+    rt = _runtime()
+    total = EdgeLogIngest()
+    seen: set[str] = set()
+    for path in args.files:
+        try:
+            with path.open(encoding="utf-8", errors="replace") as f:
+                total = total.add(ingest_lines(rt, f, seen))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    delivered = [d.to_json_dict() for d in deliveries(rt, sorted(seen))]
+    if args.json:
+        _emit_json({**total.to_json_dict(), "deliveries": delivered})
+        return 0
+    print(
+        f"{total.lines} lines: {total.segment_requests} segment requests of playback sessions "
+        f"({total.new_requests} new), {total.unknown_sessions} of unknown sessions, "
+        f"{total.unreadable_lines} unreadable"
+    )
+    for d in delivered:
+        print(
+            f"{d['sessionId']}  {d['rendition']}  {d['segments']} segments  {d['bytes']} bytes  "
+            f"watched {d['watchedFromS']:g}-{d['watchedToS']:g} s"
+        )
     return 0
 
 

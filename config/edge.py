@@ -18,6 +18,9 @@ secret in, configuration text out (`mediamill edge nginx-conf` prints it). nginx
 `prefix` is the store's package prefix (`schemas/keys.py`, passed in: this room
 imports nothing of ours).
 
+Every request is also logged as one JSON object (`ACCESS_LOG_FORMAT`, in
+`{state}/access.json.log`) for `mediamill ingest-edge-logs`.
+
 A missing or wrong token answers 403, an expired one 410. Dot paths (the store's
 `.tmp/` of in-flight writes) answer 404, symbolic links are never followed, and
 every path nginx serves is normalised before the check, so `..` cannot leave the
@@ -49,6 +52,28 @@ EDGE_CONTENT_TYPES: dict[str, str] = {
 }
 MANIFEST_MAX_AGE_S = 10
 MEDIA_MAX_AGE_S = 86_400
+ACCESS_LOG_NAME = "access.json.log"
+
+# The JSON access log `mediamill ingest-edge-logs` reads: one object a request, with
+# the playback session a session URL names and the store key served, both read from
+# the request as sent ($request_uri: `try_files` rewrites $uri to the file). It holds client
+# addresses and user agents: keep it as private as any access log (the ingest stores
+# neither).
+ACCESS_LOG_FORMAT = """\
+map $request_uri $mediamill_log_session {
+    default "";
+    "~^/s/[A-Za-z0-9_-]+/[0-9]+/(?<mm_session>[A-Za-z0-9-]{1,64})/" $mm_session;
+}
+map $request_uri $mediamill_log_key {
+    default "";
+    "~^/s/[^/?]+/[0-9]+/[^/?]+/(?<mm_key>[^?]+)" $mm_key;
+    "~^/p/[^/?]+/[0-9]+/(?<mm_key>[^?]+)" $mm_key;
+    "~^/(?<mm_key>[^?]+)" $mm_key;
+}
+log_format mediamill_json escape=json '{"time":"$time_iso8601","msec":$msec,'
+    '"session":"$mediamill_log_session","key":"$mediamill_log_key","status":$status,'
+    '"bytes":$body_bytes_sent,"requestTime":$request_time,"method":"$request_method",'
+    '"userAgent":"$http_user_agent","client":"$remote_addr"}';"""
 
 # What cannot sit literally inside a double-quoted nginx string: `$` starts a
 # variable, quotes and `\` end or escape it, `;` `{` `}` and whitespace end
@@ -185,6 +210,10 @@ server {{
     return "".join(f"{indent}{line}" if line else line for line in text.splitlines(True))
 
 
+def _indented(text: str, indent: str) -> str:
+    return "".join(f"{indent}{line}" if line.strip() else line for line in text.splitlines(True))
+
+
 def _seconds(value: float) -> str:
     return f"{max(1, round(value))}s"
 
@@ -265,6 +294,8 @@ http {{
     uwsgi_temp_path {state}/uwsgi;
     scgi_temp_path {state}/scgi;
     access_log {state}/access.log;
+{_indented(ACCESS_LOG_FORMAT, "    ")}
+    access_log {state}/{ACCESS_LOG_NAME} mediamill_json;
 
     sendfile on;
     tcp_nopush on;

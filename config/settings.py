@@ -311,6 +311,14 @@ class Settings(BaseSettings):
     # Playback: tracking sessions, playback sessions, heartbeats and player events.
     # Heartbeats and events go to the broker's Redis (the in-process queue when
     # embedded) and reach the database in batches, flushed by a worker actor.
+    edge_logs_prefix: str = Field(
+        default="edge-logs/",
+        pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/$",
+        description=(
+            "Edge access logs (JSON, `mediamill edge nginx-conf`'s) dropped under this "
+            "store prefix are ingested by a worker, each line once."
+        ),
+    )
     playback_buffer_url: str | None = Field(
         default=None,
         description=(

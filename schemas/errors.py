@@ -162,6 +162,11 @@ class ConcurrentStreamsExceededError(ConflictError):
     playback sessions; end one first."""
 
 
+class UnreadableLogLineError(InvalidRequestError):
+    """A line of an edge access log that is not one of the edge's JSON objects (counted
+    and skipped by the ingest)."""
+
+
 class RateLimitedError(MediaMillError):
     """A `playback` key sent more requests from one address than
     `MEDIAMILL_PLAYBACK_RATE_PER_S` allows; `context['retry_after_s']` says when to retry."""
@@ -272,6 +277,7 @@ __all__ = [
     "TrackingSessionExpiredError",
     "TrackingSessionInvalidError",
     "TransientError",
+    "UnreadableLogLineError",
     "UnsupportedMediaError",
     "UnsupportedRenditionError",
     "WorkerCrashedError",

@@ -419,3 +419,37 @@ class PlayerEventRow(Base):
     received_at: Mapped[datetime] = mapped_column()
     position_s: Mapped[float | None] = mapped_column(Float)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class EdgeSegmentRequestRow(Base):
+    """One media segment the edge delivered to a playback session, from its JSON access
+    log; keyed by the SHA-256 of the log line, so a line ingested twice counts once.
+    No client address or user agent: the log has them, this table never."""
+
+    __tablename__ = "edge_segment_requests"
+
+    line_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    asset_id: Mapped[str] = mapped_column(String(64))
+    package_id: Mapped[str] = mapped_column(String(64))
+    representation: Mapped[int] = mapped_column(Integer)
+    rendition: Mapped[str] = mapped_column(String(128))
+    segment_number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    from_s: Mapped[float] = mapped_column(Float)
+    to_s: Mapped[float] = mapped_column(Float)
+    requested_at: Mapped[datetime] = mapped_column()
+
+
+class EdgeLogFileRow(Base):
+    """An edge log object of the store's edge-log prefix, and how much of it was
+    ingested (a log that grew is read again; its old lines count once)."""
+
+    __tablename__ = "edge_log_files"
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int] = mapped_column(Integer)
+    new_requests: Mapped[int] = mapped_column(Integer)
+    ingested_at: Mapped[datetime] = mapped_column(default=utcnow)

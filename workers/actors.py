@@ -48,6 +48,7 @@ from mediamill.storage.blobs import StoredBlob
 from mediamill.storage.models import JobRow, RenditionRow
 from mediamill.workers import runtime
 from mediamill.workers.assets import record_original
+from mediamill.workers.edge_logs import EDGE_LOG_ACTOR, ingest_edge_log
 from mediamill.workers.middleware import owned_job
 from mediamill.workers.packages import package, plan_package
 from mediamill.workers.playback_flush import FLUSH_ACTOR, flush_playback
@@ -548,6 +549,7 @@ ACTORS = {
     "transcode": transcode,
     "package": package,
     FLUSH_ACTOR: flush_playback,
+    EDGE_LOG_ACTOR: ingest_edge_log,
 }
 
 

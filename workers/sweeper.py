@@ -15,6 +15,7 @@ from datetime import timedelta
 from mediamill.schemas import keys
 from mediamill.schemas.base import utcnow
 from mediamill.storage import repo
+from mediamill.workers.edge_logs import sweep_edge_logs
 from mediamill.workers.health import OutageLog, check_broker
 from mediamill.workers.playback_flush import sweep_playback
 from mediamill.workers.queue import STAGE_ACTORS, send_committed
@@ -44,6 +45,10 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
         sweep_playback(rt)
     except Exception:
         log.warning("the playback sweep failed", exc_info=True)
+    try:  # edge logs dropped into the store
+        sweep_edge_logs(rt)
+    except Exception:
+        log.warning("the edge-log sweep failed", exc_info=True)
     now = utcnow()
     queued_age = rt.settings.requeue_after_s if queued_older_than_s is None else queued_older_than_s
     with rt.db.session() as s:

@@ -47,6 +47,8 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
         "playback_sessions",
         "playback_heartbeats",
         "player_events",
+        "edge_segment_requests",
+        "edge_log_files",
     } <= tables
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -156,3 +156,15 @@ def test_cli_refuses_a_store_that_is_not_local_or_a_missing_root(
     get_settings.cache_clear()
     assert main(["edge", "nginx-conf", "--root", str(cli_env)]) == 1
     assert "'$'" in capsys.readouterr().err
+
+
+def test_both_edges_write_the_same_json_access_log(tmp_path: Path) -> None:
+    from mediamill.config.edge import ACCESS_LOG_FORMAT, ACCESS_LOG_NAME
+
+    conf = render(tmp_path)
+    assert f"access_log {tmp_path}" in conf and f"/{ACCESS_LOG_NAME} mediamill_json;" in conf
+    flat = " ".join(ACCESS_LOG_FORMAT.split())
+    assert flat in " ".join(conf.split())
+    template = (ROOT / "config/nginx/edge-minio.conf.template").read_text()
+    assert flat in " ".join(template.split())
+    assert "access.json.log mediamill_json;" in template

@@ -1,4 +1,5 @@
-"""Playback: tracking sessions, playback sessions, their heartbeats and player events.
+"""Playback: tracking sessions, playback sessions, their heartbeats and player events,
+and the segment requests the edge logged for them.
 
 Revision ID: 0009
 Revises: 0008
@@ -75,9 +76,38 @@ def upgrade() -> None:
         sa.Column("position_s", sa.Float(), nullable=True),
         sa.Column("data", sa.JSON(), nullable=False),
     )
+    op.create_table(
+        "edge_segment_requests",
+        sa.Column("line_id", sa.String(64), primary_key=True),
+        sa.Column("session_id", sa.String(64), nullable=False),
+        sa.Column("asset_id", sa.String(64), nullable=False),
+        sa.Column("package_id", sa.String(64), nullable=False),
+        sa.Column("representation", sa.Integer(), nullable=False),
+        sa.Column("rendition", sa.String(128), nullable=False),
+        sa.Column("segment_number", sa.Integer(), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.Column("from_s", sa.Float(), nullable=False),
+        sa.Column("to_s", sa.Float(), nullable=False),
+        sa.Column("requested_at", UTCDateTime(), nullable=False),
+    )
+    op.create_index(
+        "ix_edge_segment_requests_session_id", "edge_segment_requests", ["session_id"]
+    )
+    op.create_table(
+        "edge_log_files",
+        sa.Column("key", sa.String(512), primary_key=True),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("lines", sa.Integer(), nullable=False),
+        sa.Column("new_requests", sa.Integer(), nullable=False),
+        sa.Column("ingested_at", UTCDateTime(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("edge_log_files")
+    op.drop_index("ix_edge_segment_requests_session_id", "edge_segment_requests")
+    op.drop_table("edge_segment_requests")
     op.drop_table("player_events")
     op.drop_index("ix_playback_heartbeats_session_id", "playback_heartbeats")
     op.drop_table("playback_heartbeats")

@@ -18,13 +18,14 @@ from mediamill.storage import repo
 from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.db import current_revision, head_revision
 from mediamill.workers.boot import build_runtime
+from mediamill.workers.edge_logs import EDGE_LOG_ACTOR
 from mediamill.workers.playback_flush import FLUSH_ACTOR
 from mediamill.workers.queue import QUEUE_NAME, STAGE_ACTORS
 
 
 def test_embedded_default_is_wired_under_the_data_dir(embedded_env: Path) -> None:
-    """SQLite migrated to head, a local store and a StubBroker holding the stage actors
-    and the playback flush."""
+    """SQLite migrated to head, a local store and a StubBroker holding the stage actors,
+    the playback flush and the edge-log ingest."""
     settings = get_settings()
     rt = build_runtime(settings)
     try:
@@ -37,7 +38,7 @@ def test_embedded_default_is_wired_under_the_data_dir(embedded_env: Path) -> Non
         assert (blob.size_bytes, stored.read_bytes()) == (5, b"wired")
         assert isinstance(rt.broker, StubBroker)
         actors = set(rt.broker.get_declared_actors())
-        assert actors == {*STAGE_ACTORS.values(), FLUSH_ACTOR}
+        assert actors == {*STAGE_ACTORS.values(), FLUSH_ACTOR, EDGE_LOG_ACTOR}
         assert QUEUE_NAME in rt.broker.get_declared_queues()
     finally:
         rt.broker.close()

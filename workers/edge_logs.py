@@ -1,0 +1,180 @@
+"""Edge log ingest: the segment requests the edge logged become positions watched and
+bytes delivered per rendition, for the playback sessions they name (players that send
+no heartbeats too).
+
+`ingest_lines` is the use case (`mediamill ingest-edge-logs FILE...`); the
+`ingest_edge_log` actor ingests one log object dropped under the store's
+`MEDIAMILL_EDGE_LOGS_PREFIX`, which the sweeper finds (`sweep_edge_logs`). Every line
+is stored at most once (storage/edge_logs.py), so a file ingested twice, or a log that
+grew and is read again, counts each request once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from dramatiq import Message
+
+from mediamill.pipeline.edge_logs import rendition_name, segment_request, segment_span_s
+from mediamill.schemas.base import utcnow
+from mediamill.schemas.edge_logs import EdgeLogIngest, SegmentRequest, SessionDelivery
+from mediamill.schemas.errors import UnreadableLogLineError
+from mediamill.storage import edge_logs as rows
+from mediamill.workers import runtime
+from mediamill.workers.queue import QUEUE_NAME
+from mediamill.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EDGE_LOG_ACTOR = "ingest_edge_log"
+BATCH_LINES = 2000
+MAX_LINE_CHARS = 16 * 1024
+
+
+def ingest_lines(rt: Runtime, lines: Iterable[str], seen: set[str] | None = None) -> EdgeLogIngest:
+    """Store the segment requests of known sessions among `lines`, in batches; the
+    session ids they name are added to `seen` when given."""
+    total = EdgeLogIngest()
+    batch: list[SegmentRequest] = []
+    shapes: dict[tuple[str, str], rows.PackageShape | None] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        total.lines += 1
+        if len(line) > MAX_LINE_CHARS:
+            total.unreadable_lines += 1
+            continue
+        try:
+            request = segment_request(line)
+        except UnreadableLogLineError:
+            total.unreadable_lines += 1
+            continue
+        if request is not None:
+            batch.append(request)
+            if seen is not None:
+                seen.add(request.session_id)
+        if len(batch) >= BATCH_LINES:
+            total = total.add(_store(rt, batch, shapes))
+            batch = []
+    if batch:
+        total = total.add(_store(rt, batch, shapes))
+    return total
+
+
+def _store(
+    rt: Runtime,
+    batch: list[SegmentRequest],
+    shapes: dict[tuple[str, str], rows.PackageShape | None],
+) -> EdgeLogIngest:
+    with rt.db.session() as s:
+        known = rows.known_sessions(s, (r.session_id for r in batch))
+        values = []
+        for r in batch:
+            if r.session_id not in known:
+                continue
+            where = (r.asset_id, r.package_id)
+            if where not in shapes:
+                shapes[where] = rows.package_shape(s, *where)
+            shape = shapes[where]
+            if shape is None:
+                continue
+            from_s, to_s = segment_span_s(r.segment_number, shape.segment_s, shape.duration_ms)
+            rendition = rendition_name(r.representation, shape.spec_ids, shape.has_video)
+            values.append(
+                {
+                    "line_id": r.line_id,
+                    "session_id": r.session_id,
+                    "asset_id": r.asset_id,
+                    "package_id": r.package_id,
+                    "representation": r.representation,
+                    "rendition": rendition,
+                    "segment_number": r.segment_number,
+                    "status": r.status,
+                    "bytes": r.bytes,
+                    "from_s": from_s,
+                    "to_s": to_s,
+                    "requested_at": r.requested_at,
+                }
+            )
+        new = rows.add_segment_requests(s, values)
+    return EdgeLogIngest(
+        segment_requests=len(values),
+        new_requests=new,
+        unknown_sessions=len(batch) - len(values),
+    )
+
+
+def _text_lines(stream: BinaryIO, chunk_bytes: int = 64 * 1024) -> Iterator[str]:
+    """The lines of a binary stream (any store's), decoded leniently, in bounded memory:
+    a line longer than MAX_LINE_CHARS is cut there (and then refused as unreadable)."""
+    pending = b""
+    while chunk := stream.read(chunk_bytes):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", errors="replace")
+        if len(pending) > MAX_LINE_CHARS:
+            yield pending[: MAX_LINE_CHARS + 1].decode("utf-8", errors="replace")
+            pending = b""
+            while chunk := stream.read(chunk_bytes):  # the rest of the overlong line
+                if b"\n" in chunk:
+                    pending = chunk.split(b"\n", 1)[1]
+                    break
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
+
+
+def ingest_log_object(rt: Runtime, key: str) -> EdgeLogIngest:
+    """Ingest one log object of the store and remember its size, so the sweeper sends it
+    again only when it grew."""
+    size = rt.store.size(key)
+    with rt.store.open(key) as stream:
+        found = ingest_lines(rt, _text_lines(stream))
+    with rt.db.session() as s:
+        rows.record_log_file(s, key, size, found.lines, found.new_requests, utcnow())
+    log.info(
+        "edge log %s: %d lines, %d segment requests (%d new)",
+        key,
+        found.lines,
+        found.segment_requests,
+        found.new_requests,
+    )
+    return found
+
+
+def ingest_edge_log(key: str) -> None:
+    """The actor: ingest the log object `key`."""
+    ingest_log_object(runtime.current(), key)
+
+
+def sweep_edge_logs(rt: Runtime) -> int:
+    """Send the actor for each log object under the edge-log prefix that is new or grew;
+    how many were sent."""
+    prefix = rt.settings.edge_logs_prefix
+    sent = 0
+    for key in rt.store.list(prefix):
+        if key.endswith("/"):
+            continue
+        size = rt.store.size(key)
+        with rt.db.session() as s:
+            if rows.log_file_size(s, key) == size:
+                continue
+        rt.broker.enqueue(
+            Message(
+                queue_name=QUEUE_NAME,
+                actor_name=EDGE_LOG_ACTOR,
+                args=(key,),
+                kwargs={},
+                options={},
+            )
+        )
+        sent += 1
+    return sent
+
+
+def deliveries(rt: Runtime, session_ids: Iterable[str]) -> list[SessionDelivery]:
+    """What the edge delivered to these sessions, per rendition."""
+    with rt.db.session() as s:
+        return rows.deliveries(s, session_ids)
