@@ -180,7 +180,24 @@ async def events(
     return JSONResponse(answer.to_json_dict())
 
 
-@router.post("/v0/playback-sessions/{sessionId}/beacon", status_code=204)
+def _beacon_body_schema() -> dict:
+    """The beacon's body as OpenAPI describes it (read by hand: sendBeacon's bodies are
+    text/plain, which FastAPI does not parse); its events are the events route's."""
+    schema = BeaconRequest.model_json_schema(
+        by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    schema.pop("$defs", None)
+    return {
+        "required": False,
+        "content": {"application/json": {"schema": schema}, "text/plain": {"schema": schema}},
+    }
+
+
+@router.post(
+    "/v0/playback-sessions/{sessionId}/beacon",
+    status_code=204,
+    openapi_extra={"requestBody": _beacon_body_schema()},
+)
 async def beacon(
     rt: RuntimeDep,
     request: Request,

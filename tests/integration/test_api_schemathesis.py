@@ -32,6 +32,7 @@ EXAMPLES = int(os.environ.get("MEDIAMILL_SCHEMATHESIS_EXAMPLES", "20"))
 class LiveApi:
     base_url: str
     headers: dict[str, str]
+    runtime: object
 
 
 @contextlib.contextmanager
@@ -41,7 +42,7 @@ def _serve(settings: Settings) -> Iterator[LiveApi]:
     with serving(app) as base_url:
         with app.state.runtime.db.session() as s:
             key = create_api_key(s, "admin", "schemathesis")
-        yield LiveApi(base_url, {"X-API-Key": key.api_key})
+        yield LiveApi(base_url, {"X-API-Key": key.api_key}, app.state.runtime)
 
 
 @pytest.fixture(scope="module", params=["embedded", "distributed"])
@@ -104,4 +105,47 @@ def test_no_operation_answers_a_server_error(live_api: LiveApi) -> None:
             check()
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_playback_bodies_on_a_live_session_never_answer_a_server_error(live_api: LiveApi) -> None:
+    """Generated heartbeats, event batches and beacons sent to a live playback session
+    (random ids only reach the 404): every answer is a 2xx or a named 4xx."""
+    import httpx
+    from playback_support import packaged_asset
+
+    asset_id = packaged_asset(live_api.runtime)
+    created = httpx.post(
+        f"{live_api.base_url}/v0/assets/{asset_id}/playback-sessions",
+        headers={**live_api.headers, "X-Device-Id": "schemathesis"},
+        trust_env=False,
+    )
+    assert created.status_code == 201, created.text
+    session_id = created.json()["sessionId"]
+    schema = schemathesis.openapi.from_url(
+        f"{live_api.base_url}/openapi.json", headers=live_api.headers
+    )
+    failures = []
+    for path in ("heartbeat", "events", "beacon"):
+        operation = schema[f"/v0/playback-sessions/{{sessionId}}/{path}"]["POST"]
+
+        def on_live_session(case, path=path):
+            case.path_parameters = {"sessionId": session_id}
+            if path == "beacon":  # sendBeacon carries the key in the URL
+                case.query = {"apiKey": live_api.headers["X-API-Key"]}
+            return case
+
+        @given(case=operation.as_strategy().map(on_live_session))
+        @settings(max_examples=EXAMPLES * 3, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case) -> None:
+            response = case.call(base_url=live_api.base_url, headers=live_api.headers)
+            assert response.status_code < 500, (response.status_code, response.text)
+            if response.status_code >= 400:
+                body = response.json()
+                assert body["name"].endswith("Error") and body["statusCode"] == response.status_code
+
+        try:
+            check()
+        except Exception as exc:
+            failures.append(f"POST {path}: {exc}")
     assert not failures, "\n\n".join(failures)
