@@ -723,6 +723,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lower_priority(nice: int) -> None:
+    """Lower this process's CPU priority by `nice` (MEDIAMILL_WORKER_NICE); native
+    children it starts inherit it."""
+    import os
+
+    if nice > 0:
+        try:
+            os.nice(nice)
+        except OSError as exc:  # a sandbox that refuses it: run at the priority we have
+            logging.getLogger("mediamill.worker").warning("could not lower priority: %s", exc)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Consume the configured broker until SIGINT/SIGTERM."""
     from mediamill.workers.worker import InProcessWorker
@@ -732,6 +744,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not _valid_config():
         return EXIT_ERROR
     rt = _runtime()
+    _lower_priority(rt.settings.worker_nice)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -264,4 +264,5 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> None:
         timeout_keep_alive=int(max(1, settings.http_keepalive_timeout_s)),
         backlog=settings.http_backlog,
         log_level="info",
+        access_log=settings.http_access_log,
     )

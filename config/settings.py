@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     # Threads per worker process; unset: THREADS_PER_CORE per core the process may run
     # on (its CPU affinity, so a `taskset -c 0` worker gets 2).
     worker_threads: int | None = Field(default=None, ge=1, le=64)
+    worker_nice: int = Field(
+        default=10, ge=0, le=19,
+        description=(
+            "How much `mediamill worker` lowers its CPU priority (nice): its batch work "
+            "(transcodes, flushes) yields to an API on the same machine, whose heartbeat "
+            "p99 it otherwise spoils (docs/performance.md); no effect on a machine of its own."
+        ),
+    )
     max_retries: int = Field(
         default=5, ge=0,
         description="Retries of a stage after a transient failure (storage, network).",
@@ -236,6 +244,13 @@ class Settings(BaseSettings):
     # `serve` against slow and excess clients (api/server.py): connections past the cap
     # are closed unread; headers must arrive within the header timeout; a body that
     # stops arriving for the body timeout is cut; idle keep-alive connections close.
+    http_access_log: bool = Field(
+        default=True,
+        description=(
+            "`mediamill serve` logs a line per request (uvicorn's access log); off where "
+            "nginx in front logs them (each line costs CPU on the hot path)."
+        ),
+    )
     http_max_connections: int = Field(default=10_000, ge=1)
     http_header_timeout_s: float = Field(default=10.0, gt=0)
     http_body_timeout_s: float = Field(default=30.0, gt=0)

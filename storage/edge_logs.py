@@ -64,15 +64,16 @@ def package_shape(session: Session, asset_id: str, package_id: str) -> PackageSh
 
 
 def add_segment_requests(session: Session, rows: Sequence[dict]) -> int:
-    """Insert the requests not stored before; how many were new."""
-    stmt = dialect_insert(session)(EdgeSegmentRequestRow).on_conflict_do_nothing(
-        index_elements=["line_id"]
+    """Insert the requests not stored before (one executemany); how many were new."""
+    if not rows:
+        return 0
+    table = EdgeSegmentRequestRow.__table__
+    stmt = (
+        dialect_insert(session)(table)
+        .on_conflict_do_nothing(index_elements=["line_id"])
+        .returning(table.c.line_id)
     )
-    new = 0
-    for start in range(0, len(rows), _CHUNK):
-        result = session.execute(stmt.values(list(rows[start : start + _CHUNK])))
-        new += max(result.rowcount, 0)
-    return new
+    return len(session.connection().execute(stmt, list(rows)).all())
 
 
 def log_file_size(session: Session, key: str) -> int | None:

@@ -9,11 +9,12 @@ twice leaves what it left once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Executable, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.errors import InvalidRequestError
@@ -247,6 +248,8 @@ def write_buffered(
                     "data": ev.data,
                 },
             )
+    if session.bind.dialect.name == "postgresql":
+        return _write_postgresql(session, list(heartbeats.values()), list(events.values()))
     insert = dialect_insert(session)
     new_heartbeats = new_events = 0
     if heartbeats:
@@ -260,29 +263,112 @@ def write_buffered(
             }
             for h in heartbeats.values()
         ]
-        stmt = insert(PlaybackHeartbeatRow).on_conflict_do_nothing(index_elements=["id"])
+        table = PlaybackHeartbeatRow.__table__
+        stmt = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
         new_heartbeats = _inserted(session, stmt, rows)
         _advance_sessions(session, heartbeats.values())
     if events:
-        stmt = insert(PlayerEventRow).on_conflict_do_nothing(index_elements=["session_id", "seq"])
+        table = PlayerEventRow.__table__
+        stmt = (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=["session_id", "seq"])
+            .returning(table.c.seq)
+        )
         new_events = _inserted(session, stmt, list(events.values()))
     return WriteCounts(new_heartbeats, new_events)
 
 
-def _inserted(session: Session, stmt, rows: list[dict]) -> int:
-    """Insert `rows` in chunks (SQLite binds at most 32,766 values a statement)."""
-    count = 0
-    for start in range(0, len(rows), 500):
-        result = session.execute(stmt.values(rows[start : start + 500]))
-        count += max(result.rowcount, 0)
-    return count
+def _inserted(session: Session, stmt: Executable, rows: list[dict]) -> int:
+    """Insert `rows` as one executemany (SQLAlchemy batches it into multi-row INSERTs
+    from one compiled statement); how many were new (RETURNING the rows inserted)."""
+    return len(session.connection().execute(stmt, rows).all())
 
 
-def _advance_sessions(session: Session, heartbeats: Iterable[HeartbeatRecord]) -> None:
+# On PostgreSQL a batch is three statements whatever its size: each column goes as one
+# array and `unnest` makes the rows. Measured by scripts/bench_playback.py: the generic
+# multi-row INSERT (SQLAlchemy compiling, psycopg parsing thousands of placeholders)
+# cost the flush 40 us an entry, in bursts that showed as the API's p99 on a shared box.
+_PG_HEARTBEATS = text(
+    "INSERT INTO playback_heartbeats (id, session_id, received_at, position_s, is_paused) "
+    "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:sessions AS varchar[]), "
+    "CAST(:received AS timestamptz[]), CAST(:positions AS float8[]), "
+    "CAST(:paused AS boolean[])) "
+    "ON CONFLICT (id) DO NOTHING RETURNING 1"
+)
+_PG_EVENTS = text(
+    "INSERT INTO player_events "
+    "(session_id, seq, type, occurred_at, received_at, position_s, data) "
+    "SELECT s, q, t, o, r, p, CAST(d AS json) FROM unnest(CAST(:sessions AS varchar[]), "
+    "CAST(:seqs AS bigint[]), CAST(:types AS varchar[]), CAST(:occurred AS timestamptz[]), "
+    "CAST(:received AS timestamptz[]), CAST(:positions AS float8[]), "
+    "CAST(:data AS text[])) AS v(s, q, t, o, r, p, d) "
+    "ON CONFLICT (session_id, seq) DO NOTHING RETURNING 1"
+)
+_PG_ADVANCE = text(
+    "UPDATE playback_sessions AS p SET last_heartbeat_at = v.at, position_s = v.pos, "
+    "is_paused = v.paused FROM unnest(CAST(:sessions AS varchar[]), "
+    "CAST(:at AS timestamptz[]), CAST(:pos AS float8[]), CAST(:paused AS boolean[])) "
+    "AS v(sid, at, pos, paused) "
+    "WHERE p.id = v.sid AND (p.last_heartbeat_at IS NULL OR p.last_heartbeat_at < v.at)"
+)
+
+
+def _write_postgresql(
+    session: Session, heartbeats: list[HeartbeatRecord], events: list[dict]
+) -> WriteCounts:
+    conn = session.connection()
+    new_heartbeats = new_events = 0
+    if heartbeats:
+        found = conn.execute(
+            _PG_HEARTBEATS,
+            {
+                "ids": [h.id for h in heartbeats],
+                "sessions": [h.session_id for h in heartbeats],
+                "received": [h.received_at for h in heartbeats],
+                "positions": [h.position_seconds for h in heartbeats],
+                "paused": [h.is_paused for h in heartbeats],
+            },
+        )
+        new_heartbeats = len(found.all())
+        latest = _latest(heartbeats)
+        conn.execute(
+            _PG_ADVANCE,
+            {
+                "sessions": [h.session_id for h in latest],
+                "at": [h.received_at for h in latest],
+                "pos": [h.position_seconds for h in latest],
+                "paused": [h.is_paused for h in latest],
+            },
+        )
+        _refresh_urls(session, latest)
+    if events:
+        found = conn.execute(
+            _PG_EVENTS,
+            {
+                "sessions": [e["session_id"] for e in events],
+                "seqs": [e["seq"] for e in events],
+                "types": [e["type"] for e in events],
+                "occurred": [e["occurred_at"] for e in events],
+                "received": [e["received_at"] for e in events],
+                "positions": [e["position_s"] for e in events],
+                "data": [json.dumps(e["data"], separators=(",", ":")) for e in events],
+            },
+        )
+        new_events = len(found.all())
+    return WriteCounts(new_heartbeats, new_events)
+
+
+def _latest(heartbeats: Iterable[HeartbeatRecord]) -> list[HeartbeatRecord]:
+    """Each session's latest heartbeat of the batch."""
     latest: dict[str, HeartbeatRecord] = {}
     for h in heartbeats:
         if h.session_id not in latest or h.received_at > latest[h.session_id].received_at:
             latest[h.session_id] = h
+    return list(latest.values())
+
+
+def _advance_sessions(session: Session, heartbeats: Iterable[HeartbeatRecord]) -> None:
+    latest = _latest(heartbeats)
     table = PlaybackSessionRow.__table__
     stmt = (
         update(table)
@@ -298,12 +384,18 @@ def _advance_sessions(session: Session, heartbeats: Iterable[HeartbeatRecord]) -
     )
     params = [
         {"sid": h.session_id, "at": h.received_at, "pos": h.position_seconds, "paused": h.is_paused}
-        for h in latest.values()
+        for h in latest
     ]
     session.connection().execute(stmt, params)
+    _refresh_urls(session, latest)
+
+
+def _refresh_urls(session: Session, latest: list[HeartbeatRecord]) -> None:
+    """The new URL expiry of sessions whose heartbeat got fresh URLs."""
+    table = PlaybackSessionRow.__table__
     refreshed = [
         {"sid": h.session_id, "exp": h.urls_expire_at, "ref": h.urls_refresh_before}
-        for h in latest.values()
+        for h in latest
         if h.urls_expire_at is not None and h.urls_refresh_before is not None
     ]
     if refreshed:

@@ -248,9 +248,12 @@ def _state_from_db(rt: Runtime, session_id: str) -> SessionState:
 
 
 async def _live_state(rt: Runtime, session_id: str) -> SessionState:
-    state = await rt.playback_buffer().state(session_id)
+    """The session's state: the buffer's, else the database's (put into the buffer)."""
+    buffer = rt.playback_buffer()
+    state = await buffer.state(session_id)
     if state is None:
         state = await asyncio.to_thread(_state_from_db, rt, session_id)
+        await buffer.put_state(state, rt.settings.playback_session_ttl_s)
     return state
 
 
@@ -265,12 +268,26 @@ def _check_position(state: SessionState, position_s: float | None, what: str) ->
 
 
 async def _accept(
-    rt: Runtime, records: list[HeartbeatRecord | EventBatchRecord], state: SessionState
+    rt: Runtime,
+    records: list[HeartbeatRecord | EventBatchRecord],
+    state: SessionState,
+    *,
+    state_changed: bool = False,
 ) -> None:
+    """Buffer `records`; a session whose state left the buffer meanwhile is read from
+    the database again (PlaybackSessionEndedError when it ended) and tried once more."""
     settings = rt.settings
-    schedule = await rt.playback_buffer().accept(
-        records, state, settings.playback_session_ttl_s, settings.playback_flush_interval_s
-    )
+    buffer = rt.playback_buffer()
+    ttl_s, flush_s = settings.playback_session_ttl_s, settings.playback_flush_interval_s
+    schedule = await buffer.accept(records, state, ttl_s, flush_s, state_changed=state_changed)
+    if schedule is None:
+        fresh = await asyncio.to_thread(_state_from_db, rt, state.session_id)
+        await buffer.put_state(state if state_changed else fresh, ttl_s)
+        schedule = await buffer.accept(records, fresh, ttl_s, flush_s)
+        if schedule is None:
+            raise PlaybackSessionEndedError(
+                f"playback session {state.session_id} has ended; start a new one"
+            )
     if schedule:
         try:
             await asyncio.to_thread(schedule_flush, rt)
@@ -303,7 +320,7 @@ async def heartbeat(rt: Runtime, session_id: str, beat: HeartbeatRequest) -> Hea
         )
         record.urls_expire_at = refreshed.expires_at
         record.urls_refresh_before = refreshed.token_refresh_before
-    await _accept(rt, [record], state)
+    await _accept(rt, [record], state, state_changed=refreshed is not None)
     return HeartbeatResponse(
         refreshed_urls=refreshed,
         session_expires_at=_at(now_s + rt.settings.playback_session_ttl_s),

@@ -83,10 +83,13 @@ class PlaybackBuffer(Protocol):
         state: SessionState,
         ttl_s: float,
         flush_after_s: float,
-    ) -> bool:
-        """Store `records` durably (as durably as the buffer is), refresh the session's
-        state for `ttl_s`; True when no flush was scheduled in the last `flush_after_s`
-        (the caller schedules one)."""
+        *,
+        state_changed: bool = False,
+    ) -> bool | None:
+        """Store `records` (as durably as the buffer is) if the session's state is still
+        here, and keep it `ttl_s` longer (replaced by `state` when `state_changed`).
+        None: the state is gone (ended, or expired), nothing was stored. Else True when
+        no flush was scheduled in the last `flush_after_s` (the caller schedules one)."""
         ...
 
     def take(
@@ -129,6 +132,56 @@ def decode_record(raw: str | bytes) -> HeartbeatOrEvents:
 
 # ---- Redis ----------------------------------------------------------------------------------
 
+# One round trip per accepted heartbeat or batch: the session's state must still be
+# there (a DELETE drops it; it expires with the session), then the entries are added,
+# the state kept (or replaced) for the TTL, and the flush flag set unless it is.
+# KEYS: state, stream, flush flag; ARGV: ttl ms, flush ms, new state or "", records...
+_ACCEPT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+for i = 4, #ARGV do redis.call('XADD', KEYS[2], '*', 'r', ARGV[i]) end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+# How long this process trusts a session state it read, without asking Redis again:
+# whether the session is still live is asked with every accept all the same.
+LOCAL_STATE_S = 5.0
+POOL_CONNECTIONS = 64
+POOL_WAIT_S = 5.0
+LOCAL_STATES_MAX = 100_000
+
+
+class _LocalStates:
+    """Session states this API process read lately (the accept script still checks
+    the state is in Redis, so an ended session takes nothing)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, tuple[SessionState, float]] = {}
+
+    def get(self, session_id: str) -> SessionState | None:
+        hit = self._states.get(session_id)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, state: SessionState, ttl_s: float) -> None:
+        with self._lock:
+            if len(self._states) >= LOCAL_STATES_MAX:
+                self._states.clear()
+            self._states[state.session_id] = (
+                state,
+                time.monotonic() + min(ttl_s, LOCAL_STATE_S),
+            )
+
+    def pop(self, session_id: str, default: object = None) -> object:
+        with self._lock:
+            return self._states.pop(session_id, default)
+
 
 def _unavailable_when_down(
     method: Callable[P, Awaitable[T]],
@@ -142,7 +195,7 @@ def _unavailable_when_down(
 
         try:
             return await method(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:  # full pool too
             log.warning("the playback buffer is unavailable: %s", exc)
             raise BufferUnavailableError(
                 "heartbeats and events cannot be taken now; send them again shortly",
@@ -166,6 +219,10 @@ class RedisBuffer:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = (
             weakref.WeakKeyDictionary()
         )
+        self._accept_scripts: weakref.WeakKeyDictionary[object, object] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._local = _LocalStates()
         self._group_ready = False
 
     def _aclient(self):
@@ -176,12 +233,22 @@ class RedisBuffer:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=5.0)
+            # A bounded pool that waits for a free connection: a burst of requests
+            # queues for at most POOL_WAIT_S instead of failing at once.
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=POOL_CONNECTIONS,
+                timeout=POOL_WAIT_S,
+                socket_timeout=5.0,
+            )
+            client = redis.asyncio.Redis(connection_pool=pool)
             self._async[loop] = client
         return client
 
     @_unavailable_when_down
     async def state(self, session_id: str) -> SessionState | None:
+        if (known := self._local.get(session_id)) is not None:
+            return known
         raw = await self._aclient().get(STATE_PREFIX + session_id)
         return None if raw is None else SessionState.model_validate_json(raw)
 
@@ -190,9 +257,11 @@ class RedisBuffer:
         await self._aclient().set(
             STATE_PREFIX + state.session_id, state.model_dump_json(), px=int(ttl_s * 1000)
         )
+        self._local.put(state, ttl_s)
 
     @_unavailable_when_down
     async def drop_state(self, session_id: str) -> None:
+        self._local.pop(session_id, None)
         await self._aclient().delete(STATE_PREFIX + session_id)
 
     @_unavailable_when_down
@@ -202,14 +271,28 @@ class RedisBuffer:
         state: SessionState,
         ttl_s: float,
         flush_after_s: float,
-    ) -> bool:
-        pipe = self._aclient().pipeline(transaction=True)
-        for record in records:
-            pipe.xadd(STREAM_KEY, {"r": _encode(record)})
-        pipe.set(STATE_PREFIX + state.session_id, state.model_dump_json(), px=int(ttl_s * 1000))
-        pipe.set(FLUSH_FLAG_KEY, b"1", nx=True, px=max(1, int(flush_after_s * 1000)))
-        results = await pipe.execute()
-        return bool(results[-1])
+        *,
+        state_changed: bool = False,
+    ) -> bool | None:
+        client = self._aclient()
+        script = self._accept_scripts.get(client)
+        if script is None:
+            script = self._accept_scripts[client] = client.register_script(_ACCEPT_LUA)
+        sid = state.session_id
+        answer = await script(
+            keys=[STATE_PREFIX + sid, STREAM_KEY, FLUSH_FLAG_KEY],
+            args=[
+                int(ttl_s * 1000),
+                max(1, int(flush_after_s * 1000)),
+                state.model_dump_json() if state_changed else "",
+                *(_encode(r) for r in records),
+            ],
+        )
+        if int(answer) < 0:
+            self._local.pop(sid, None)
+            return None
+        self._local.put(state, ttl_s)
+        return int(answer) == 1
 
     def _ensure_group(self) -> None:
         import redis
@@ -329,8 +412,12 @@ class MemoryBuffer:
         state: SessionState,
         ttl_s: float,
         flush_after_s: float,
-    ) -> bool:
+        *,
+        state_changed: bool = False,
+    ) -> bool | None:
         with self._lock:
+            if self._state_now(state.session_id) is None:
+                return None
             now = self._clock()
             for record in records:
                 self._unread[str(next(self._ids))] = record
@@ -400,7 +487,9 @@ class DirectBuffer(MemoryBuffer):
         state: SessionState,
         ttl_s: float,
         flush_after_s: float,
-    ) -> bool:
+        *,
+        state_changed: bool = False,
+    ) -> bool | None:
         def write() -> None:
             with self.db.session() as s:
                 playback_rows.write_buffered(s, records)

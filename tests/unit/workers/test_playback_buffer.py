@@ -45,6 +45,7 @@ def _beat(i: int, session_id: str = "s1") -> HeartbeatRecord:
 def test_taken_entries_stay_until_confirmed_and_pass_on_when_their_taker_is_gone() -> None:
     clock = Clock()
     buffer = MemoryBuffer(clock)
+    asyncio.run(buffer.put_state(_state(), 90))
     first = asyncio.run(buffer.accept([_beat(1), _beat(2), _beat(3)], _state(), 90, 1.0))
     assert first is True  # no flush scheduled yet: the caller schedules one
     assert asyncio.run(buffer.accept([_beat(4)], _state(), 90, 1.0)) is False
@@ -78,9 +79,20 @@ def test_state_lives_for_its_ttl_and_each_accept_renews_it() -> None:
 def test_the_flush_flag_allows_one_schedule_an_interval() -> None:
     clock = Clock()
     buffer = MemoryBuffer(clock)
+    asyncio.run(buffer.put_state(_state(), 90))
     assert asyncio.run(buffer.accept([_beat(1)], _state(), 90, 1.0)) is True
     assert asyncio.run(buffer.accept([_beat(2)], _state(), 90, 1.0)) is False
     buffer.flush_unscheduled()  # a flush started: what comes next needs another
     assert asyncio.run(buffer.accept([_beat(3)], _state(), 90, 1.0)) is True
     clock.now += 1.5
     assert asyncio.run(buffer.accept([_beat(4)], _state(), 90, 1.0)) is True
+
+
+def test_nothing_is_taken_for_a_session_whose_state_is_gone() -> None:
+    clock = Clock()
+    buffer = MemoryBuffer(clock)
+    assert asyncio.run(buffer.accept([_beat(1)], _state(), 90, 1.0)) is None
+    asyncio.run(buffer.put_state(_state(), 90))
+    asyncio.run(buffer.drop_state("s1"))  # ended
+    assert asyncio.run(buffer.accept([_beat(2)], _state(), 90, 1.0)) is None
+    assert buffer.backlog() == 0
