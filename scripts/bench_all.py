@@ -98,6 +98,14 @@ BENCHES = (
         takes_data_dir=False,
     ),
     Bench(
+        "playback",
+        "Playback heartbeats",
+        "bench_playback.py",
+        "heartbeat p99 < 20 ms at 1,000/s, one API process; every accepted heartbeat stored",
+        quick_args=("--duration-s", "3", "--step-from", "500", "--step-to", "500"),
+        takes_data_dir=False,
+    ),
+    Bench(
         "throughput",
         "Throughput",
         "bench_throughput.py",
