@@ -93,6 +93,7 @@
     this.seeking = false;
     this.lastPosition = 0;
     this.swapping = false;
+    this.refreshes = 0;
     this.stopped = false;
     this.listeners = [];
     this._listen();
@@ -270,6 +271,7 @@
     this.session.dashUrl = urls.dashUrl;
     this.session.expiresAt = urls.expiresAt;
     this.session.tokenRefreshBefore = urls.tokenRefreshBefore;
+    this.refreshes += 1;
     if (this.onRefreshedUrls) {
       this.onRefreshedUrls(urls);
       return;
@@ -287,9 +289,9 @@
       this.dash.attachSource(urls.dashUrl, at);
       video.addEventListener("canplay", done, { once: true });
     } else if (this.hls) {
+      // hls.js starts a new source at config.startPosition: here, not at 0.
+      this.hls.config.startPosition = at;
       this.hls.once(global.Hls.Events.MANIFEST_PARSED, function () {
-        self.hls.startLoad(at);
-        video.currentTime = at;
         video.addEventListener("canplay", done, { once: true });
       });
       this.hls.loadSource(urls.hlsUrl);

@@ -421,3 +421,25 @@ def test_the_beacon_script_is_served_without_a_key_and_cached(player: Player) ->
     assert "MediaMillBeacon" in r.text
     again = player.client.get("/v0/player/beacon.js", headers={"If-None-Match": r.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_an_expired_tracking_token_is_its_own_named_400(player: Player) -> None:
+    from mediamill.pipeline.tracking_token import make_token
+    from mediamill.schemas.playback import TrackingSession
+
+    session = TrackingSession(
+        session_id="550e8400-e29b-41d4-a716-446655440000",
+        start_time=utcnow(),
+        source="mediamill.api.playout.test",
+        playout_id="site",
+    )
+    secret = player.rt.settings.resolved_signing_secret()
+    expired = make_token(session, int(time.time()) - 1, secret)
+    headers = {**player.headers, "X-MediaMill-Tracking": expired}
+    r = player.client.get("/v0/playouts/site/tracking/session", headers=headers)
+    assert_error(r, 400, "TrackingSessionExpiredError")
+    asset_id = packaged_asset(player.rt)
+    r = player.client.post(
+        f"/v0/assets/{asset_id}/playback-sessions", headers={**headers, "X-Device-Id": "d"}
+    )
+    assert_error(r, 400, "TrackingSessionExpiredError")

@@ -7,6 +7,7 @@ the player's events, and the session ended by navigator.sendBeacon on pagehide."
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,14 @@ def _wait(check, timeout_s: float = 20.0):
     raise AssertionError("timed out")
 
 
+@pytest.mark.parametrize("refresh", [False, True], ids=["urls-live-on", "urls-refreshed"])
 @pytest.mark.parametrize("kind", ["hls", "dash"])
-def test_the_beacon_reports_a_real_player_through_the_nginx_edge(tmp_path: Path, kind: str) -> None:
+def test_the_beacon_reports_a_real_player_through_the_nginx_edge(
+    tmp_path: Path, kind: str, refresh: bool
+) -> None:
+    """With `refresh`, URLs are due for refresh 3 s after they are signed: a heartbeat
+    brings fresh ones, the beacon switches the player to them where it is, and the
+    player still plays to the end."""
     with local_edge(tmp_path / "edge", SECRET) as edge:
         asset_id, package_id = make_package_tree(edge.store.root)
         port, page_port = free_port(), free_port()
@@ -48,6 +55,11 @@ def test_the_beacon_reports_a_real_player_through_the_nginx_edge(tmp_path: Path,
             playback_allowed_origins=f"http://127.0.0.1:{page_port}",
             playback_heartbeat_interval_s=1,
             playback_flush_interval_s=0.2,
+            **(
+                {"playback_url_expires_s": 60, "playback_url_refresh_margin_s": 57}
+                if refresh
+                else {}
+            ),
         )
         app = create_app(settings)
         with serving(app, port) as api_base:
@@ -79,3 +91,9 @@ def test_the_beacon_reports_a_real_player_through_the_nginx_edge(tmp_path: Path,
     assert change.data["bitrate"] > 0 and change.data.get("height") in {240, 360}
     row = session_row(rt, sid)
     assert row.end_reason == "client" and row.device_id == f"browser-{kind}"
+    if refresh:
+        assert report["refreshes"] >= 1, report
+        assert report["source"] != report["firstUrl"] and f"/{sid}/packages/" in report["source"]
+        assert row.refresh_before > row.created_at + timedelta(seconds=2)  # the flush kept it
+    else:
+        assert report["refreshes"] == 0 and report["source"] == report["firstUrl"]

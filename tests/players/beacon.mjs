@@ -92,6 +92,8 @@ try {
         options.dash = player;
         load = () => player.initialize(video, session.dashUrl, true);
       }
+      session.firstHlsUrl = session.hlsUrl;
+      session.firstDashUrl = session.dashUrl;
       window.__beacon = window.MediaMillBeacon.attach(options); // before the source loads
       load();
       video.muted = true;
@@ -106,9 +108,13 @@ try {
         }
       }
       await new Promise((r) => setTimeout(r, 500)); // the last batch
+      const source = kind === "hls" ? options.hls.url : options.dash.getSource();
       return {
         ok: video.ended && errors.length === 0,
         sessionId: session.sessionId,
+        refreshes: window.__beacon.refreshes,
+        firstUrl: kind === "hls" ? session.firstHlsUrl : session.firstDashUrl,
+        source,
         currentTime: video.currentTime,
         ended: video.ended,
         errors,

@@ -24,6 +24,7 @@ from mediamill.pipeline.signing import (
     CloudFrontUrlSigner,
     NginxSigner,
     S3UrlSigner,
+    TokenVerdict,
     UrlSigner,
     package_expires_in_s,
     signer_from_settings,
@@ -415,3 +416,42 @@ def test_a_package_of_long_media_is_signed_up_to_the_cap() -> None:
     assert package_expires_in_s(settings, 1_000) == 1 + 3600
     assert package_expires_in_s(settings, 10 * 3600 * 1000) == 7200
     assert package_expires_in_s(settings, 30 * 60 * 1000) == 30 * 60 + 3600
+
+
+def test_session_urls_sign_the_session_with_the_package() -> None:
+    """nginx: the session id is in the signed text (its own label); CloudFront: in the
+    wildcard policy's resource, for URLs and cookies alike."""
+    signer = NginxSigner("https://cdn.example.com", "s3cret-s3cret-s3cret")
+    sid = "1ffd059c-17ea-40a8-8aef-70fd0307db82"
+    signed = signer.sign_package(ASSET, "pkg1", 600, now_s=100, session_id=sid)
+    path = urlsplit(signed.url).path.split("/")
+    assert path[1] == "s" and path[4] == sid and path[-1] == "master.m3u8"
+    token, expires = path[2], path[3]
+    expected = base64.urlsafe_b64encode(
+        hashlib.md5(
+            f"mediamill-session:700/{sid}/packages/{ASSET}/pkg1 s3cret-s3cret-s3cret".encode()
+        ).digest()
+    ).rstrip(b"=").decode()
+    assert (token, expires) == (expected, "700")
+    assert signer.check_package(ASSET, "pkg1", token, expires, 100, sid) is TokenVerdict.VALID
+    other = sid.replace("1ffd", "2ffd")
+    assert signer.check_package(ASSET, "pkg1", token, expires, 100, other) is TokenVerdict.WRONG
+    assert signer.check_package(ASSET, "pkg1", token, expires, 100) is TokenVerdict.WRONG
+    with pytest.raises(InvalidRequestError):
+        signer.sign_package(ASSET, "pkg1", 600, session_id="../x")
+
+
+def test_cloudfront_session_urls_and_cookies_cover_the_session_prefix(
+    cloudfront: CloudFrontUrlSigner, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    sid = "1ffd059c-17ea-40a8-8aef-70fd0307db82"
+    prefix = f"{CDN}/s/{sid}/packages/{ASSET}/pkg1"
+    hls = cloudfront.sign_package(ASSET, "pkg1", 7200, now_s=100, session_id=sid)
+    assert hls.url.partition("?")[0] == f"{prefix}/master.m3u8"
+    values = dict(query_of(hls.url))
+    policy = cf_b64decode(values["Policy"])
+    assert json.loads(policy)["Statement"][0]["Resource"] == f"{prefix}/*"
+    assert verifies(rsa_key, cf_b64decode(values["Signature"]), policy)
+    cookies = cloudfront.signed_cookies(ASSET, "pkg1", 7200, now_s=100, session_id=sid)
+    assert cookies.path == f"/s/{sid}/packages/{ASSET}/pkg1/"
+    assert cookies.cookies["CloudFront-Policy"] == values["Policy"]
