@@ -76,10 +76,18 @@ def add_segment_requests(session: Session, rows: Sequence[dict]) -> int:
     return len(session.connection().execute(stmt, list(rows)).all())
 
 
-def log_file_size(session: Session, key: str) -> int | None:
-    """The size the log object `key` had when last ingested, or None."""
-    row = session.get(EdgeLogFileRow, key)
-    return None if row is None else row.size_bytes
+def ingested_sizes(session: Session, keys: Sequence[str]) -> dict[str, int]:
+    """The size each of these log objects had when last ingested (absent: never)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = list(keys[start : start + _CHUNK])
+        rows = session.execute(
+            select(EdgeLogFileRow.key, EdgeLogFileRow.size_bytes).where(
+                EdgeLogFileRow.key.in_(chunk)
+            )
+        )
+        found.update({key: size for key, size in rows})
+    return found
 
 
 def record_log_file(

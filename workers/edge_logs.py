@@ -152,15 +152,15 @@ def ingest_edge_log(key: str) -> None:
 def sweep_edge_logs(rt: Runtime) -> int:
     """Send the actor for each log object under the edge-log prefix that is new or grew;
     how many were sent."""
-    prefix = rt.settings.edge_logs_prefix
+    listed = [key for key in rt.store.list(rt.settings.edge_logs_prefix) if not key.endswith("/")]
+    if not listed:
+        return 0
+    with rt.db.session() as s:
+        ingested = rows.ingested_sizes(s, listed)
     sent = 0
-    for key in rt.store.list(prefix):
-        if key.endswith("/"):
+    for key in listed:
+        if ingested.get(key) == rt.store.size(key):
             continue
-        size = rt.store.size(key)
-        with rt.db.session() as s:
-            if rows.log_file_size(s, key) == size:
-                continue
         rt.broker.enqueue(
             Message(
                 queue_name=QUEUE_NAME,
