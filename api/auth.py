@@ -114,7 +114,12 @@ async def authenticate_query_key(request: Request, api_key: str | None) -> Princ
     client_id, _, token = (api_key or "").partition(".")
     if not (client_id and token):
         raise AuthenticationError("an apiKey query parameter '<client id>.<token>' is required")
-    return await _principal(request, client_id, token)
+    principal = await _principal(request, client_id, token)
+    if principal.scope != "playback":
+        raise PermissionDeniedError(
+            "only a playback key may ride in a URL (apiKey): URLs end up in logs"
+        )
+    return principal
 
 
 async def _principal(request: Request, client_id: str, token: str) -> Principal:

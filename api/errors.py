@@ -164,6 +164,13 @@ def install_error_handlers(app: FastAPI) -> None:
             request, exc.status_code, name, str(exc.detail), dict(exc.headers or {})
         )
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # json.loads (FastAPI's body parsing among others) on a body of nested brackets.
+        return error_response(
+            request, 400, "InvalidRequestError", "the request nests values too deeply"
+        )
+
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
         # A value the database refuses as data (out of range, not text): the

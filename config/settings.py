@@ -241,9 +241,6 @@ class Settings(BaseSettings):
     )
     # /openapi.json, /docs and /redoc answer without a key (false: a read key).
     public_docs: bool = True
-    # `serve` against slow and excess clients (api/server.py): connections past the cap
-    # are closed unread; headers must arrive within the header timeout; a body that
-    # stops arriving for the body timeout is cut; idle keep-alive connections close.
     http_access_log: bool = Field(
         default=True,
         description=(
@@ -251,6 +248,9 @@ class Settings(BaseSettings):
             "nginx in front logs them (each line costs CPU on the hot path)."
         ),
     )
+    # `serve` against slow and excess clients (api/server.py): connections past the cap
+    # are closed unread; headers must arrive within the header timeout; a body that
+    # stops arriving for the body timeout is cut; idle keep-alive connections close.
     http_max_connections: int = Field(default=10_000, ge=1)
     http_header_timeout_s: float = Field(default=10.0, gt=0)
     http_body_timeout_s: float = Field(default=30.0, gt=0)

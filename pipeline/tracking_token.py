@@ -65,7 +65,7 @@ def read_token(token: str, secret: str, now_s: float | None = None) -> TrackingC
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         fields = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # 2 KB of `[` nests too deep
         raise TrackingSessionInvalidError(
             "the tracking session token is not base64 of a JSON object"
         ) from None

@@ -18,25 +18,39 @@ class CamelModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+MAX_NESTING = 64
+
+
 def storable_text_problem(value: Any) -> str | None:
     """Why `value` (a string, or a list/dict of them, keys included) cannot be stored as
     text, or None. JSON may spell a lone UTF-16 surrogate (`"\\ud800"`) or a NUL
-    (`"\\u0000"`), but the first is not text and PostgreSQL refuses the second."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "strings must not contain NUL (\\u0000) characters"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "strings must be valid Unicode: a lone surrogate (such as \\ud800) is not text"
-        return None
-    if isinstance(value, dict):
-        items = [*value.keys(), *value.values()]
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        return None
-    return next((p for p in map(storable_text_problem, items) if p is not None), None)
+    (`"\\u0000"`), but the first is not text and PostgreSQL refuses the second. Walked
+    with a stack, not recursion: nesting past MAX_NESTING is itself the problem (a
+    kilobyte of `[` must be a 400, not a RecursionError)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "strings must not contain NUL (\\u0000) characters"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return (
+                    "strings must be valid Unicode: a lone surrogate (such as \\ud800) is "
+                    "not text"
+                )
+            continue
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple):
+            children = list(item)
+        else:
+            continue
+        if depth >= MAX_NESTING:
+            return f"values nest deeper than {MAX_NESTING} levels"
+        stack.extend((child, depth + 1) for child in reversed(children))
+    return None
 
 
 class RequestModel(CamelModel):

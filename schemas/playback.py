@@ -86,10 +86,13 @@ class PlaybackSessionCreated(CamelModel):
 
 
 class HeartbeatRequest(RequestModel):
-    """A heartbeat: where the player is, and whether it is paused."""
+    """A heartbeat: where the player is, and whether it is paused. `seq` (optional, a
+    number of the player's own, unique within the session) makes a retried heartbeat
+    count once."""
 
     position_seconds: float = Field(ge=0, allow_inf_nan=False)
     is_paused: bool = False
+    seq: int | None = Field(default=None, ge=0, le=2**53)
 
 
 class HeartbeatResponse(CamelModel):
@@ -131,6 +134,7 @@ class SessionState(CamelModel):
     status: PlaybackStatus
     expires_at_s: int
     refresh_before_s: int
+    client_id: str = ""  # the key that made it: other publishable keys may not touch it
 
 
 # ---- player events --------------------------------------------------------------------------

@@ -75,17 +75,10 @@ def lock_streams_of(session: Session, device_id: str, user_id: str | None) -> No
 
 
 def _live(live_after: datetime):
-    """Active, and either heard from since `live_after` or made since then."""
-    return and_(
-        PlaybackSessionRow.status == PlaybackStatus.ACTIVE.value,
-        or_(
-            PlaybackSessionRow.last_heartbeat_at >= live_after,
-            and_(
-                PlaybackSessionRow.last_heartbeat_at.is_(None),
-                PlaybackSessionRow.created_at >= live_after,
-            ),
-        ),
-    )
+    """Active, and heard from (or, never heard from, made) since `live_after`: never
+    NULL, so its negation is exactly the sessions that are not live."""
+    seen = func.coalesce(PlaybackSessionRow.last_heartbeat_at, PlaybackSessionRow.created_at)
+    return and_(PlaybackSessionRow.status == PlaybackStatus.ACTIVE.value, seen >= live_after)
 
 
 def count_live_streams(
@@ -340,7 +333,7 @@ def _write_postgresql(
                 "paused": [h.is_paused for h in latest],
             },
         )
-        _refresh_urls(session, latest)
+        _refresh_urls(session, heartbeats)
     if events:
         found = conn.execute(
             _PG_EVENTS,
@@ -387,16 +380,23 @@ def _advance_sessions(session: Session, heartbeats: Iterable[HeartbeatRecord]) -
         for h in latest
     ]
     session.connection().execute(stmt, params)
-    _refresh_urls(session, latest)
+    _refresh_urls(session, list(heartbeats))
 
 
-def _refresh_urls(session: Session, latest: list[HeartbeatRecord]) -> None:
-    """The new URL expiry of sessions whose heartbeat got fresh URLs."""
+def _refresh_urls(session: Session, heartbeats: Iterable[HeartbeatRecord]) -> None:
+    """The new URL expiry of sessions whose heartbeats got fresh URLs: each session's
+    latest expiry of the batch (its newest heartbeat need not be the one that got them)."""
     table = PlaybackSessionRow.__table__
+    newest: dict[str, HeartbeatRecord] = {}
+    for h in heartbeats:
+        if h.urls_expire_at is None or h.urls_refresh_before is None:
+            continue
+        known = newest.get(h.session_id)
+        if known is None or h.urls_expire_at > known.urls_expire_at:  # type: ignore[operator]
+            newest[h.session_id] = h
     refreshed = [
         {"sid": h.session_id, "exp": h.urls_expire_at, "ref": h.urls_refresh_before}
-        for h in latest
-        if h.urls_expire_at is not None and h.urls_refresh_before is not None
+        for h in newest.values()
     ]
     if refreshed:
         session.connection().execute(

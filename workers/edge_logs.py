@@ -108,21 +108,23 @@ def _store(
 
 def _text_lines(stream: BinaryIO, chunk_bytes: int = 64 * 1024) -> Iterator[str]:
     """The lines of a binary stream (any store's), decoded leniently, in bounded memory:
-    a line longer than MAX_LINE_CHARS is cut there (and then refused as unreadable)."""
+    a line longer than MAX_LINE_CHARS is cut there (and then refused as unreadable) and
+    the rest of it skipped."""
     pending = b""
+    skipping = False  # inside the rest of an overlong line
     while chunk := stream.read(chunk_bytes):
         pending += chunk
         *complete, pending = pending.split(b"\n")
         for raw in complete:
+            if skipping:
+                skipping = False
+                continue
             yield raw.decode("utf-8", errors="replace")
         if len(pending) > MAX_LINE_CHARS:
-            yield pending[: MAX_LINE_CHARS + 1].decode("utf-8", errors="replace")
-            pending = b""
-            while chunk := stream.read(chunk_bytes):  # the rest of the overlong line
-                if b"\n" in chunk:
-                    pending = chunk.split(b"\n", 1)[1]
-                    break
-    if pending:
+            if not skipping:
+                yield pending[: MAX_LINE_CHARS + 1].decode("utf-8", errors="replace")
+            pending, skipping = b"", True
+    if pending and not skipping:
         yield pending.decode("utf-8", errors="replace")
 
 

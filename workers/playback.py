@@ -58,6 +58,7 @@ TRACKING_SOURCE = f"mediamill.api.playout.{__version__}"
 # A player's position may run a little past the duration the analysis measured (the
 # last segment's rounding, a clock); further than this is not a position in the asset.
 POSITION_SLACK_S = 2.0
+_HEARTBEAT_IDS = uuid.UUID("5b1f6f0e-6d1c-4f43-9a55-2f7f3c1d8e01")
 
 
 def _epoch(when: datetime) -> int:
@@ -244,17 +245,29 @@ def _state_from_db(rt: Runtime, session_id: str) -> SessionState:
             status=PlaybackStatus.ACTIVE,
             expires_at_s=_epoch(row.expires_at),
             refresh_before_s=_epoch(row.refresh_before),
+            client_id=row.client_id,
         )
 
 
-async def _live_state(rt: Runtime, session_id: str) -> SessionState:
-    """The session's state: the buffer's, else the database's (put into the buffer)."""
+async def _live_state(rt: Runtime, session_id: str, owner: str | None) -> SessionState:
+    """The session's state: the buffer's, else the database's (put into the buffer).
+    With `owner` (a publishable key's client id), another key's session is not found."""
     buffer = rt.playback_buffer()
     state = await buffer.state(session_id)
     if state is None:
         state = await asyncio.to_thread(_state_from_db, rt, session_id)
         await buffer.put_state(state, rt.settings.playback_session_ttl_s)
+    if owner is not None and state.client_id and state.client_id != owner:
+        raise ModelNotFoundError(f"no playback session {session_id}")
     return state
+
+
+def heartbeat_id(session_id: str, seq: int | None) -> str:
+    """A heartbeat's id: from the player's `seq` when it sent one (a retry is the same
+    heartbeat), else new."""
+    if seq is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(_HEARTBEAT_IDS, f"{session_id}/{seq}"))
 
 
 def _check_position(state: SessionState, position_s: float | None, what: str) -> None:
@@ -295,14 +308,16 @@ async def _accept(
             log.warning("could not schedule a playback flush", exc_info=True)
 
 
-async def heartbeat(rt: Runtime, session_id: str, beat: HeartbeatRequest) -> HeartbeatResponse:
+async def heartbeat(
+    rt: Runtime, session_id: str, beat: HeartbeatRequest, owner: str | None = None
+) -> HeartbeatResponse:
     """Take a heartbeat: buffered, never waiting for the database. Fresh URLs once
     `tokenRefreshBefore` has passed."""
-    state = await _live_state(rt, session_id)
+    state = await _live_state(rt, session_id, owner)
     _check_position(state, beat.position_seconds, "positionSeconds")
     now_s = time.time()
     record = HeartbeatRecord(
-        id=str(uuid.uuid4()),
+        id=heartbeat_id(session_id, beat.seq),
         session_id=session_id,
         received_at=_at(now_s),
         position_seconds=beat.position_seconds,
@@ -327,11 +342,13 @@ async def heartbeat(rt: Runtime, session_id: str, beat: HeartbeatRequest) -> Hea
     )
 
 
-async def record_events(rt: Runtime, session_id: str, batch: EventBatch) -> EventsAccepted:
+async def record_events(
+    rt: Runtime, session_id: str, batch: EventBatch, owner: str | None = None
+) -> EventsAccepted:
     """Take a batch of player events, all or none: a position past the asset's end or
     a sequence number used twice with other contents refuses the batch, naming the
     first bad event."""
-    state = await _live_state(rt, session_id)
+    state = await _live_state(rt, session_id, owner)
     records = _event_records(state, session_id, batch)
     await _accept(rt, [records], state)
     return EventsAccepted(accepted=len(records.events))
@@ -368,10 +385,12 @@ def _event_records(
     return EventBatchRecord(session_id=session_id, events=records)
 
 
-async def beacon(rt: Runtime, session_id: str, sent: BeaconRequest) -> None:
+async def beacon(
+    rt: Runtime, session_id: str, sent: BeaconRequest, owner: str | None = None
+) -> None:
     """What the beacon script sends as its page goes away: its last events and
     position, buffered as any others, then the session ended when it asks."""
-    state = await _live_state(rt, session_id)
+    state = await _live_state(rt, session_id, owner)
     records: list[HeartbeatRecord | EventBatchRecord] = []
     if sent.events:
         records.append(_event_records(state, session_id, sent))
@@ -379,7 +398,7 @@ async def beacon(rt: Runtime, session_id: str, sent: BeaconRequest) -> None:
         _check_position(state, sent.position_seconds, "positionSeconds")
         records.append(
             HeartbeatRecord(
-                id=str(uuid.uuid4()),
+                id=heartbeat_id(session_id, None),
                 session_id=session_id,
                 received_at=utcnow(),
                 position_seconds=sent.position_seconds,
@@ -389,16 +408,18 @@ async def beacon(rt: Runtime, session_id: str, sent: BeaconRequest) -> None:
     if records:
         await _accept(rt, records, state)
     if sent.end:
-        await end_playback_session(rt, session_id)
+        await end_playback_session(rt, session_id, owner)
 
 
-async def end_playback_session(rt: Runtime, session_id: str) -> None:
-    """End the session (reason `client`): 404 when unknown; ending one that has ended
-    is not an error (the beacon's pagehide and a DELETE may both come)."""
+async def end_playback_session(rt: Runtime, session_id: str, owner: str | None = None) -> None:
+    """End the session (reason `client`): 404 when unknown (or, with `owner`, another
+    key's); ending one that has ended is not an error (the beacon's pagehide and a
+    DELETE may both come)."""
 
     def end() -> None:
         with rt.db.session() as s:
-            if playback_rows.playback_session_row(s, session_id) is None:
+            row = playback_rows.playback_session_row(s, session_id)
+            if row is None or (owner is not None and row.client_id != owner):
                 raise ModelNotFoundError(f"no playback session {session_id}")
             playback_rows.end_playback_session(s, session_id, EndReason.CLIENT, utcnow())
 
@@ -429,10 +450,11 @@ def list_playback_sessions(
         )
 
 
-def get_playback_session(rt: Runtime, session_id: str) -> PlaybackSession:
-    """One session as stored (its position as of the last flush); 404 when unknown."""
+def get_playback_session(rt: Runtime, session_id: str, owner: str | None = None) -> PlaybackSession:
+    """One session as stored (its position as of the last flush); 404 when unknown (or,
+    with `owner`, another key's)."""
     with rt.db.session() as s:
         row = playback_rows.playback_session_row(s, session_id)
-        if row is None:
+        if row is None or (owner is not None and row.client_id != owner):
             raise ModelNotFoundError(f"no playback session {session_id}")
         return playback_rows.playback_session_of(row)

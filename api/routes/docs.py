@@ -16,16 +16,17 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from mediamill.api.auth import authenticate
+from mediamill.api.auth import authenticate, require_read
 
 OPENAPI_PATH = "/openapi.json"
 API_KEY_SCHEME = "ApiKey"
 
 
 async def _docs_access(request: Request) -> None:
-    """Open unless the app was made with `public_docs` off; then any valid key."""
+    """Open unless the app was made with `public_docs` off; then a read or admin key (a
+    publishable playback key is for the playback routes only)."""
     if not request.app.state.public_docs:
-        await authenticate(request)
+        await require_read(await authenticate(request))
 
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(_docs_access)])

@@ -9,7 +9,6 @@ and answers. Heartbeats and events are `async`: they wait for the buffer only.
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 from typing import Annotated
 
@@ -17,11 +16,18 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from mediamill.api.auth import authenticate, authenticate_query_key, limit_player
+from mediamill.api.auth import Principal, authenticate, authenticate_query_key, limit_player
 from mediamill.api.deps import PlayerKey, ReadKey, RuntimeDep
+from mediamill.api.errors import error_response, status_for
 from mediamill.api.state import app_runtime
 from mediamill.schemas.base import CamelModel
-from mediamill.schemas.errors import InvalidRequestError, describe_validation
+from mediamill.schemas.errors import (
+    InvalidRequestError,
+    MediaMillError,
+    TrackingSessionExpiredError,
+    TrackingSessionInvalidError,
+    describe_validation,
+)
 from mediamill.schemas.playback import (
     MAX_DEVICE_ID_CHARS,
     PLAYOUT_ID_PATTERN,
@@ -65,10 +71,32 @@ class PlaybackSessionPage(CamelModel):
     next_cursor: str | None = None
 
 
+def _owner(principal: Principal) -> str | None:
+    """The client id a publishable key may act for: its own sessions only (read and
+    admin keys act for any)."""
+    return principal.client_id if principal.scope == "playback" else None
+
+
 def _tracking_token(rt: Runtime, request: Request) -> str | None:
     """The tracking token from the cookie first, then the header (the API reference's
     order)."""
     return request.cookies.get(rt.settings.tracking_cookie) or request.headers.get(TRACKING_HEADER)
+
+
+def _tracking_for_playback(rt: Runtime, request: Request) -> TrackingSession | None:
+    """The tracking session a playback session belongs to: the cookie's, else the
+    header's, else none. A cookie that no longer reads (expired, ended, a rotated
+    secret) is passed over, since page code cannot remove an HttpOnly cookie and
+    tracking is optional; a header is sent on purpose, so its faults are the caller's."""
+    cookie = request.cookies.get(rt.settings.tracking_cookie)
+    header = request.headers.get(TRACKING_HEADER)
+    if cookie:
+        try:
+            return playback.read_tracking_session(rt, cookie)
+        except (TrackingSessionInvalidError, TrackingSessionExpiredError):
+            if not header:
+                return None
+    return playback.read_tracking_session(rt, header) if header else None
 
 
 def _cookie(rt: Runtime, value: str, lifetime: str) -> str:
@@ -125,12 +153,14 @@ def delete_tracking_session(
     rt: RuntimeDep, request: Request, playout_id: PlayoutId, _: PlayerKey
 ) -> JSONResponse:
     """End the tracking session and clear its cookie (clients sending the header should
-    stop sending it)."""
-    playback.end_tracking_session(rt, _tracking_token(rt, request), playout_id)
-    return JSONResponse(
-        {"data": {"message": "Tracking session deleted"}},
-        headers={"Set-Cookie": _cookie(rt, "", COOKIE_CLEARED), "Cache-Control": "no-store"},
-    )
+    stop sending it). The cookie is cleared even when the session no longer reads
+    (expired, ended, forged): page code cannot clear an HttpOnly cookie itself."""
+    cleared = {"Set-Cookie": _cookie(rt, "", COOKIE_CLEARED), "Cache-Control": "no-store"}
+    try:
+        playback.end_tracking_session(rt, _tracking_token(rt, request), playout_id)
+    except MediaMillError as exc:
+        return error_response(request, status_for(exc), exc.name, exc.message, cleared)
+    return JSONResponse({"data": {"message": "Tracking session deleted"}}, headers=cleared)
 
 
 @router.post(
@@ -150,8 +180,7 @@ def create_playback_session(
     """A playback session: HLS and DASH URLs signed for it, and how often to send a
     heartbeat. 404 for an unknown asset, 409 ModelNotReadyError while it has no
     package, 409 ConcurrentStreamsExceededError past the limit."""
-    token = _tracking_token(rt, request)
-    tracking = playback.read_tracking_session(rt, token) if token else None
+    tracking = _tracking_for_playback(rt, request)
     created = playback.create_playback_session(
         rt, asset_id, device_id, tracking, principal.client_id
     )
@@ -188,9 +217,10 @@ async def heartbeat(request: Request, session_id: SessionId) -> Response:
     The hot path: the key, the rate limit and the body are handled here rather than by
     FastAPI's dependency injection, which cost a third of a heartbeat's CPU (measured
     by scripts/bench_playback.py)."""
-    limit_player(request, await authenticate(request))
+    principal = await authenticate(request)
+    limit_player(request, principal)
     beat = _json_body(HeartbeatRequest, await request.body())
-    answer = await playback.heartbeat(app_runtime(request), session_id, beat)
+    answer = await playback.heartbeat(app_runtime(request), session_id, beat, _owner(principal))
     return Response(
         answer.model_dump_json(by_alias=True),
         media_type="application/json",
@@ -200,11 +230,11 @@ async def heartbeat(request: Request, session_id: SessionId) -> Response:
 
 @router.post("/v0/playback-sessions/{sessionId}/events", response_model=EventsAccepted)
 async def events(
-    rt: RuntimeDep, session_id: SessionId, batch: EventBatch, _: PlayerKey
+    rt: RuntimeDep, session_id: SessionId, batch: EventBatch, principal: PlayerKey
 ) -> JSONResponse:
     """A batch of 1 to 100 player events, all taken or (400, naming the first bad one)
     none; each is stored once by its `seq`, however often the batch is sent."""
-    answer = await playback.record_events(rt, session_id, batch)
+    answer = await playback.record_events(rt, session_id, batch, _owner(principal))
     return JSONResponse(answer.to_json_dict())
 
 
@@ -235,31 +265,32 @@ async def beacon(
     """What `navigator.sendBeacon` sends as a page goes away (no headers possible: the
     publishable key rides in `apiKey`, the JSON body in any content type): the last
     events and position, and `end` to end the session."""
-    limit_player(request, await authenticate_query_key(request, api_key))
+    principal = await authenticate_query_key(request, api_key)
+    limit_player(request, principal)
     raw = await request.body()
-    try:
-        sent = BeaconRequest.model_validate(json.loads(raw or b"{}"))
-    except ValueError as exc:  # not JSON (json's error is a ValueError), or not a beacon
-        problem = (
-            describe_validation(exc.errors())
-            if isinstance(exc, ValidationError)
-            else "the beacon's body is not JSON"
-        )
-        raise InvalidRequestError(problem) from None
-    await playback.beacon(rt, session_id, sent)
+    try:  # pydantic's own JSON parser: nesting too deep is a ValidationError too
+        sent = BeaconRequest.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise InvalidRequestError(describe_validation(exc.errors()) or "invalid beacon") from None
+    await playback.beacon(rt, session_id, sent, _owner(principal))
     return Response(status_code=204)
 
 
 @router.get("/v0/playback-sessions/{sessionId}", response_model=PlaybackSession)
-def get_playback_session(rt: RuntimeDep, session_id: SessionId, _: PlayerKey) -> JSONResponse:
+def get_playback_session(
+    rt: RuntimeDep, session_id: SessionId, principal: PlayerKey
+) -> JSONResponse:
     """One session: its status, and its position as of the last flush."""
-    return JSONResponse(playback.get_playback_session(rt, session_id).to_json_dict())
+    found = playback.get_playback_session(rt, session_id, _owner(principal))
+    return JSONResponse(found.to_json_dict())
 
 
 @router.delete("/v0/playback-sessions/{sessionId}", status_code=204)
-async def end_playback_session(rt: RuntimeDep, session_id: SessionId, _: PlayerKey) -> Response:
+async def end_playback_session(
+    rt: RuntimeDep, session_id: SessionId, principal: PlayerKey
+) -> Response:
     """End the session (and free its stream); ending an ended one is not an error."""
-    await playback.end_playback_session(rt, session_id)
+    await playback.end_playback_session(rt, session_id, _owner(principal))
     return Response(status_code=204)
 
 

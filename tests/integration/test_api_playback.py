@@ -443,3 +443,95 @@ def test_an_expired_tracking_token_is_its_own_named_400(player: Player) -> None:
         f"/v0/assets/{asset_id}/playback-sessions", headers={**headers, "X-Device-Id": "d"}
     )
     assert_error(r, 400, "TrackingSessionExpiredError")
+
+
+def test_values_nested_too_deep_are_a_400_on_every_playback_route(player: Player) -> None:
+    import base64
+
+    sid = player.session(packaged_asset(player.rt))["sessionId"]
+    json_headers = {**player.headers, "Content-Type": "application/json"}
+    for depth in (500, 100_000):
+        body = ("[" * depth + "]" * depth).encode()
+        wrapped = b'{"events": ' + body + b"}"
+        for path, content in (
+            (f"/v0/playback-sessions/{sid}/events", wrapped),
+            (f"/v0/playback-sessions/{sid}/heartbeat", wrapped),
+            (f"/v0/playback-sessions/{sid}/beacon?apiKey={player.key}", wrapped),
+            ("/v0/playouts/site/tracking/session", b'{"userId": ' + body + b"}"),
+        ):
+            r = player.client.post(path, headers=json_headers, content=content)
+            assert r.status_code in {400, 413}, (path, depth, r.status_code, r.text[:200])
+    deep_token = base64.urlsafe_b64encode(b"[" * 1530).decode()
+    r = player.client.get(
+        "/v0/playouts/site/tracking/session",
+        headers={**player.headers, "X-MediaMill-Tracking": deep_token},
+    )
+    assert_error(r, 400, "TrackingSessionInvalidError")
+
+
+def test_a_publishable_key_reaches_its_own_sessions_only(player: Player) -> None:
+    sid = player.session(packaged_asset(player.rt))["sessionId"]
+    with player.rt.db.session() as s:
+        other = {"X-API-Key": create_api_key(s, "playback", "another site").api_key}
+    beat = {"positionSeconds": 1}
+    for method, path, body in (
+        ("POST", f"/v0/playback-sessions/{sid}/heartbeat", beat),
+        (
+            "POST",
+            f"/v0/playback-sessions/{sid}/events",
+            {"events": [{"seq": 0, "type": "playing", "timestamp": utcnow().isoformat()}]},
+        ),
+        ("GET", f"/v0/playback-sessions/{sid}", None),
+        ("DELETE", f"/v0/playback-sessions/{sid}", None),
+    ):
+        r = player.client.request(method, path, headers=other, json=body)
+        assert_error(r, 404, "ModelNotFoundError")
+    r = player.client.post(
+        f"/v0/playback-sessions/{sid}/beacon?apiKey={other['X-API-Key']}", content='{"end": true}'
+    )
+    assert_error(r, 404, "ModelNotFoundError")
+    assert session_row(player.rt, sid).status == "active"
+    # Its own key, and read or admin keys, may.
+    assert (
+        player.client.get(f"/v0/playback-sessions/{sid}", headers=player.headers).status_code == 200
+    )
+    assert (
+        player.client.get(f"/v0/playback-sessions/{sid}", headers=player.api.read).status_code
+        == 200
+    )
+    # Only a playback key may ride in a URL.
+    admin_key = f"{player.api.admin['x-client-id']}.{player.api.admin['x-authentication-token']}"
+    r = player.client.post(f"/v0/playback-sessions/{sid}/beacon?apiKey={admin_key}", content="{}")
+    assert_error(r, 403, "PermissionDeniedError")
+
+
+def test_a_stale_cookie_neither_blocks_playback_nor_stays(player: Player) -> None:
+    asset_id = packaged_asset(player.rt)
+    stale = {**player.headers, "Cookie": f"{COOKIE}=Zm9yZ2Vk", "X-Device-Id": "d"}
+    r = player.client.post(f"/v0/assets/{asset_id}/playback-sessions", headers=stale)
+    assert r.status_code == 201, r.text  # tracking is optional: a stale cookie is passed over
+    assert session_row(player.rt, r.json()["sessionId"]).tracking_session_id is None
+    r = player.client.delete("/v0/playouts/site/tracking/session", headers=stale)
+    assert_error(r, 400, "TrackingSessionInvalidError")
+    assert r.headers["set-cookie"].startswith(f"{COOKIE}=;")  # cleared all the same
+
+
+def test_a_retried_heartbeat_with_its_seq_counts_once(player: Player) -> None:
+    sid = player.session(packaged_asset(player.rt))["sessionId"]
+    path = f"/v0/playback-sessions/{sid}/heartbeat"
+    for _ in range(3):
+        r = player.client.post(path, headers=player.headers, json={"positionSeconds": 2, "seq": 7})
+        assert r.status_code == 200
+    player.client.post(path, headers=player.headers, json={"positionSeconds": 3, "seq": 8})
+    wait_until(lambda: len(stored_heartbeats(player.rt, sid)) == 2)
+    time.sleep(0.5)
+    assert [h.position_s for h in stored_heartbeats(player.rt, sid)] == [2.0, 3.0]
+
+
+def test_docs_behind_a_key_refuse_a_playback_key(embedded_env) -> None:
+    with running_api(_settings(embedded_env, public_docs=False)) as api:
+        with api.rt.db.session() as s:
+            key = create_api_key(s, "playback").api_key
+        r = api.client.get("/openapi.json", headers={"X-API-Key": key})
+        assert_error(r, 403, "PermissionDeniedError")
+        assert api.client.get("/openapi.json", headers=api.read).status_code == 200

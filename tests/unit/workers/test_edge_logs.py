@@ -101,9 +101,10 @@ def test_log_objects_are_swept_when_new_or_grown(rt) -> None:
     assert deliveries(rt, [sid])[0].bytes == 30
 
 
-def test_lines_are_read_in_bounded_pieces() -> None:
-    data = b"one\ntwo\n" + b"x" * 100_000 + b"\nthree"
-    lines = list(_text_lines(io.BytesIO(data), chunk_bytes=1000))
+@pytest.mark.parametrize("chunk_bytes", [7, 1000, 64 * 1024])
+def test_lines_are_read_in_bounded_pieces(chunk_bytes: int) -> None:
+    data = b"one\ntwo\n" + b"x" * 100_000 + b'\n{"l":1}\n{"l":2}\nthree'
+    lines = list(_text_lines(io.BytesIO(data), chunk_bytes=chunk_bytes))
     assert lines[0:2] == ["one", "two"]
     assert len(lines[2]) == 16 * 1024 + 1  # cut, then refused as unreadable
-    assert lines[3:] == ["three"]
+    assert lines[3:] == ['{"l":1}', '{"l":2}', "three"]

@@ -231,7 +231,7 @@ def test_fresh_urls_once_the_refresh_time_has_passed(rt) -> None:
         rt, packaged_asset(rt), "device-1", None, "client"
     ).session_id
     buffer = rt.playback_buffer()
-    state = asyncio.run(playback._live_state(rt, sid))
+    state = asyncio.run(playback._live_state(rt, sid, None))
     asyncio.run(
         buffer.put_state(state.model_copy(update={"refresh_before_s": int(time.time()) - 1}), 90)
     )
@@ -292,3 +292,48 @@ def test_the_listing_tells_live_sessions_from_ended_ones(rt) -> None:
         rt, status=None, asset_id=None, device_id=None, limit=1, cursor=cursor
     )
     assert [x.session_id for x in page] == [live] and cursor is None
+
+
+def test_a_session_never_heard_from_is_listed_ended_once_idle(rt) -> None:
+    sid = playback.create_playback_session(rt, packaged_asset(rt), "d", None, "c").session_id
+    with rt.db.session() as s:
+        s.get(PlaybackSessionRow, sid).created_at = utcnow() - timedelta(hours=1)
+
+    def listed(status: PlaybackStatus) -> list[str]:
+        page, _ = playback.list_playback_sessions(
+            rt, status=status, asset_id=None, device_id=None, limit=50, cursor=None
+        )
+        return [x.session_id for x in page]
+
+    assert listed(PlaybackStatus.ACTIVE) == [] and listed(PlaybackStatus.ENDED) == [sid]
+
+
+def test_refreshed_urls_reach_the_row_whichever_heartbeat_is_newest(rt) -> None:
+    from datetime import UTC, datetime
+
+    from mediamill.schemas.playback import HeartbeatRecord
+    from mediamill.storage import playback as rows
+
+    sid = playback.create_playback_session(rt, packaged_asset(rt), "d", None, "c").session_id
+    now = utcnow()
+    later = datetime(2099, 1, 1, tzinfo=UTC)
+    refreshed = HeartbeatRecord(
+        id="hb-1",
+        session_id=sid,
+        received_at=now,
+        position_seconds=1.0,
+        is_paused=False,
+        urls_expire_at=later,
+        urls_refresh_before=later - timedelta(minutes=5),
+    )
+    newer = HeartbeatRecord(
+        id="hb-2",
+        session_id=sid,
+        received_at=now + timedelta(seconds=1),
+        position_seconds=2.0,
+        is_paused=False,
+    )
+    with rt.db.session() as s:
+        rows.write_buffered(s, [refreshed, newer])
+    row = session_row(rt, sid)
+    assert row.expires_at == later and row.position_s == 2.0
