@@ -153,15 +153,21 @@ async def require_player(
     request: Request,
     principal: Principal = Depends(authenticate),  # noqa: B008
 ) -> Principal:
-    """Any key may use the playback routes; a `playback` key is rate-limited per client
-    address (`MEDIAMILL_PLAYBACK_RATE_PER_S`)."""
+    """A `playback` or `admin` key may use the playback routes, a `read` key only read
+    them; a `playback` key is rate-limited per client address
+    (`MEDIAMILL_PLAYBACK_RATE_PER_S`)."""
     limit_player(request, principal)
     return principal
 
 
 def limit_player(request: Request, principal: Principal) -> None:
-    """RateLimitedError when a `playback` key's requests from this address are over the
-    rate; other keys are not limited."""
+    """PermissionDeniedError for a read key that would write; RateLimitedError when a
+    `playback` key's requests from this address are over the rate (other keys are not
+    limited)."""
+    if principal.scope == "read" and request.method not in {"GET", "HEAD"}:
+        raise PermissionDeniedError(
+            "a read key may only read; players send with a playback key, servers an admin key"
+        )
     if principal.scope == "playback":
         address = request.client.host if request.client is not None else ""
         request.app.state.playback_limiter.check((principal.client_id, address))

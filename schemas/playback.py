@@ -64,13 +64,21 @@ class EndReason(StrEnum):
     TIMEOUT = "timeout"  # no heartbeat for MEDIAMILL_PLAYBACK_SESSION_TTL_S
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class PlaybackUrls(CamelModel):
-    """A session's signed manifest URLs, signed at one instant: they expire together."""
+    """A session's signed manifest URLs, signed at one instant: they expire together.
+    With CloudFront signing, also the cookies its segments need (players do not carry a
+    manifest's query string to the segments) and the path they are for."""
 
     hls_url: str
     dash_url: str
     expires_at: datetime
     token_refresh_before: datetime
+    cookies: dict[str, str] | None = Field(default=None, exclude_if=_absent)
+    cookie_path: str | None = Field(default=None, exclude_if=_absent)
 
 
 class PlaybackSessionCreated(CamelModel):
@@ -83,6 +91,8 @@ class PlaybackSessionCreated(CamelModel):
     expires_at: datetime
     token_refresh_before: datetime
     heartbeat_interval_s: int
+    cookies: dict[str, str] | None = Field(default=None, exclude_if=_absent)
+    cookie_path: str | None = Field(default=None, exclude_if=_absent)
 
 
 class HeartbeatRequest(RequestModel):

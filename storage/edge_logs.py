@@ -4,6 +4,7 @@ ingested from the store, and what the edge delivered to each session."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,22 +91,49 @@ def ingested_sizes(session: Session, keys: Sequence[str]) -> dict[str, int]:
     return found
 
 
+def log_file_offset(session: Session, key: str, head: bytes) -> int:
+    """How far the log object `key` was read (whole lines): 0 if never, or if what is
+    stored under the key now (`head`: its first bytes) begins otherwise than what was
+    read (a new log under the old name)."""
+    row = session.get(EdgeLogFileRow, key)
+    if row is None or hashlib.sha256(head[: row.head_bytes]).hexdigest() != row.head_sha256:
+        return 0
+    return row.offset_bytes
+
+
 def record_log_file(
-    session: Session, key: str, size_bytes: int, lines: int, new_requests: int, at: datetime
+    session: Session,
+    key: str,
+    *,
+    size_bytes: int,
+    offset_bytes: int,
+    head: bytes,
+    lines: int,
+    new_requests: int,
+    at: datetime,
 ) -> None:
+    """Remember how far `key` was read, and how it begins (up to `offset_bytes` of
+    `head`); lines and new requests add up over the reads."""
+    known = head[:offset_bytes]
+    head_sha256, head_bytes = hashlib.sha256(known).hexdigest(), len(known)
     row = session.get(EdgeLogFileRow, key)
     if row is None:
         session.add(
             EdgeLogFileRow(
                 key=key,
                 size_bytes=size_bytes,
+                offset_bytes=offset_bytes,
+                head_sha256=head_sha256,
+                head_bytes=head_bytes,
                 lines=lines,
                 new_requests=new_requests,
                 ingested_at=at,
             )
         )
         return
-    row.size_bytes, row.lines, row.ingested_at = size_bytes, lines, at
+    row.size_bytes, row.offset_bytes, row.ingested_at = size_bytes, offset_bytes, at
+    row.head_sha256, row.head_bytes = head_sha256, head_bytes
+    row.lines += lines
     row.new_requests += new_requests
 
 

@@ -443,13 +443,18 @@ class EdgeSegmentRequestRow(Base):
 
 
 class EdgeLogFileRow(Base):
-    """An edge log object of the store's edge-log prefix, and how much of it was
-    ingested (a log that grew is read again; its old lines count once)."""
+    """An edge log object of the store's edge-log prefix, and how far it was ingested (a
+    log that grew is read on from there; one that shrank, replaced, from the start)."""
 
     __tablename__ = "edge_log_files"
 
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    offset_bytes: Mapped[int] = mapped_column(BigInteger)  # read up to here, whole lines
+    # The SHA-256 of its first `head_bytes` (at most 1 KiB of what was read): while the
+    # object begins so, it is the same log, grown.
+    head_sha256: Mapped[str] = mapped_column(String(64))
+    head_bytes: Mapped[int] = mapped_column(Integer)
     lines: Mapped[int] = mapped_column(Integer)
     new_requests: Mapped[int] = mapped_column(Integer)
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -553,10 +553,20 @@ ACTORS = {
 }
 
 
+# dramatiq runs the messages a worker holds lowest number first: a flush (small, and
+# what heartbeats wait on to be stored) goes before the media stages queued with it.
+PRIORITIES = {FLUSH_ACTOR: -10}
+
+
 def declare_actors(broker: dramatiq.Broker) -> None:
     """Register our actors on `broker` (each broker gets its own Actor objects)."""
     for name, fn in ACTORS.items():
         if name not in broker.actors:
             dramatiq.Actor(
-                fn, broker=broker, actor_name=name, queue_name=QUEUE_NAME, priority=0, options={}
+                fn,
+                broker=broker,
+                actor_name=name,
+                queue_name=QUEUE_NAME,
+                priority=PRIORITIES.get(name, 0),
+                options={},
             )

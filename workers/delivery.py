@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from mediamill.config.settings import ConfigError
 from mediamill.pipeline.signing import (
+    CloudFrontUrlSigner,
+    SignedCookies,
     SignedUrl,
     UrlSigner,
     package_expires_in_s,
@@ -36,10 +38,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PackageUrls:
-    """A package's manifest URLs, signed at one instant so they expire together."""
+    """A package's manifest URLs, signed at one instant so they expire together; with
+    CloudFront, for a session, the cookies its segments need."""
 
     hls: SignedUrl
     dash: SignedUrl
+    cookies: SignedCookies | None = None
 
 
 def _signer(rt: Runtime, subject: str) -> UrlSigner:
@@ -96,8 +100,13 @@ def sign_session_urls(
             )
             for manifest in (MASTER_PLAYLIST, DASH_MANIFEST)
         )
+        cookies = None
+        if isinstance(signer, CloudFrontUrlSigner):
+            cookies = signer.signed_cookies(
+                asset_id, package_id, expires_in_s, now_s, session_id=session_id
+            )
     except InvalidRequestError as exc:
         raise ModelInvalidError(
             f"unable to sign a url for asset {asset_id}: {exc.message}"
         ) from exc
-    return PackageUrls(hls=hls, dash=dash)
+    return PackageUrls(hls=hls, dash=dash, cookies=cookies)

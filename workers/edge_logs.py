@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 EDGE_LOG_ACTOR = "ingest_edge_log"
 BATCH_LINES = 2000
+HEAD_BYTES = 1024  # a log is the same log while its first KiB is the same
 MAX_LINE_CHARS = 16 * 1024
 
 
@@ -106,39 +107,78 @@ def _store(
     )
 
 
-def _text_lines(stream: BinaryIO, chunk_bytes: int = 64 * 1024) -> Iterator[str]:
+class LineReader:
     """The lines of a binary stream (any store's), decoded leniently, in bounded memory:
     a line longer than MAX_LINE_CHARS is cut there (and then refused as unreadable) and
-    the rest of it skipped."""
-    pending = b""
-    skipping = False  # inside the rest of an overlong line
-    while chunk := stream.read(chunk_bytes):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            if skipping:
-                skipping = False
-                continue
-            yield raw.decode("utf-8", errors="replace")
-        if len(pending) > MAX_LINE_CHARS:
-            if not skipping:
-                yield pending[: MAX_LINE_CHARS + 1].decode("utf-8", errors="replace")
-            pending, skipping = b"", True
-    if pending and not skipping:
-        yield pending.decode("utf-8", errors="replace")
+    the rest of it skipped. `complete_bytes` counts the bytes read through the last
+    newline: where a later read of the same, grown, log goes on."""
+
+    def __init__(self, stream: BinaryIO, chunk_bytes: int = 64 * 1024) -> None:
+        self.stream, self.chunk_bytes = stream, chunk_bytes
+        self.complete_bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        pending = b""
+        skipping = False  # inside the rest of an overlong line
+        while chunk := self.stream.read(self.chunk_bytes):
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                self.complete_bytes += len(raw) + 1
+                if skipping:
+                    skipping = False
+                    continue
+                yield raw.decode("utf-8", errors="replace")
+            if len(pending) > MAX_LINE_CHARS:
+                if not skipping:
+                    yield pending[: MAX_LINE_CHARS + 1].decode("utf-8", errors="replace")
+                self.complete_bytes += len(pending)
+                pending, skipping = b"", True
+        if pending and not skipping:  # a last line still being written: read again later
+            yield pending.decode("utf-8", errors="replace")
+
+
+def _skip(stream: BinaryIO, count: int, chunk_bytes: int = 1024 * 1024) -> None:
+    if count <= 0:
+        return
+    if stream.seekable():
+        stream.seek(count)
+        return
+    while count > 0 and (chunk := stream.read(min(chunk_bytes, count))):
+        count -= len(chunk)
 
 
 def ingest_log_object(rt: Runtime, key: str) -> EdgeLogIngest:
-    """Ingest one log object of the store and remember its size, so the sweeper sends it
-    again only when it grew."""
+    """Ingest one log object of the store from where the last read of it stopped (the
+    start, if it begins otherwise now: a new log under the old name), and remember how
+    far it got,
+    so a log that keeps growing is read once, not again from its start each time."""
     size = rt.store.size(key)
     with rt.store.open(key) as stream:
-        found = ingest_lines(rt, _text_lines(stream))
+        head = stream.read(HEAD_BYTES)
     with rt.db.session() as s:
-        rows.record_log_file(s, key, size, found.lines, found.new_requests, utcnow())
+        start = rows.log_file_offset(s, key, head)
+    if start > size:
+        start = 0
+    with rt.store.open(key) as stream:
+        _skip(stream, start)
+        reader = LineReader(stream)
+        found = ingest_lines(rt, reader)
+    with rt.db.session() as s:
+        rows.record_log_file(
+            s,
+            key,
+            size_bytes=size,
+            offset_bytes=start + reader.complete_bytes,
+            head=head,
+            lines=found.lines,
+            new_requests=found.new_requests,
+            at=utcnow(),
+        )
     log.info(
-        "edge log %s: %d lines, %d segment requests (%d new)",
+        "edge log %s from byte %d: %d lines, %d segment requests (%d new)",
         key,
+        start,
         found.lines,
         found.segment_requests,
         found.new_requests,

@@ -145,6 +145,8 @@ def _urls(signed: PackageUrls, margin_s: int) -> PlaybackUrls:
         dash_url=signed.dash.url,
         expires_at=_at(expires_s),
         token_refresh_before=_at(refresh_s),
+        cookies=signed.cookies.cookies if signed.cookies else None,
+        cookie_path=signed.cookies.path if signed.cookies else None,
     )
 
 
@@ -193,6 +195,8 @@ def create_playback_session(
         expires_at=urls.expires_at,
         token_refresh_before=urls.token_refresh_before,
         heartbeat_interval_s=rt.settings.playback_heartbeat_interval_s,
+        cookies=urls.cookies,
+        cookie_path=urls.cookie_path,
     )
 
 

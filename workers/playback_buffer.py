@@ -31,7 +31,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -53,6 +53,10 @@ DEAD_KEY = "mediamill:playback:unreadable"
 GROUP = "flush"
 FLUSH_FLAG_KEY = "mediamill:playback:flush-scheduled"
 STATE_PREFIX = "mediamill:playback:session:"
+ENDED_PREFIX = "mediamill:playback:ended:"
+# How long an ended session's mark outlives it: longer than any request that read the
+# session as live before it ended can take to put its state back.
+ENDED_MARK_S = 3600
 _RECORD = TypeAdapter(BufferedRecord)
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -147,9 +151,18 @@ end
 if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """
+# The state of a session goes back only if the session was not ended meanwhile (a
+# request that read it live from the database just before a DELETE must not revive it).
+# KEYS: state, ended mark; ARGV: state, ttl ms.
+_PUT_STATE_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 # How long this process trusts a session state it read, without asking Redis again:
 # whether the session is still live is asked with every accept all the same.
 LOCAL_STATE_S = 5.0
+ENDED_MARKS = 100_000  # ended sessions the in-process buffer remembers
 POOL_CONNECTIONS = 64
 POOL_WAIT_S = 5.0
 LOCAL_STATES_MAX = 100_000
@@ -219,9 +232,7 @@ class RedisBuffer:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = (
             weakref.WeakKeyDictionary()
         )
-        self._accept_scripts: weakref.WeakKeyDictionary[object, object] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         self._local = _LocalStates()
         self._group_ready = False
 
@@ -252,17 +263,32 @@ class RedisBuffer:
         raw = await self._aclient().get(STATE_PREFIX + session_id)
         return None if raw is None else SessionState.model_validate_json(raw)
 
+    def _script(self, client: Any, name: str, source: str) -> Any:
+        """The client's registered script `name` (an AsyncScript: EVALSHA, loaded again
+        when Redis lost it)."""
+        scripts = self._scripts.setdefault(client, {})
+        if name not in scripts:
+            scripts[name] = client.register_script(source)
+        return scripts[name]
+
     @_unavailable_when_down
     async def put_state(self, state: SessionState, ttl_s: float) -> None:
-        await self._aclient().set(
-            STATE_PREFIX + state.session_id, state.model_dump_json(), px=int(ttl_s * 1000)
+        client = self._aclient()
+        sid = state.session_id
+        put = await self._script(client, "put", _PUT_STATE_LUA)(
+            keys=[STATE_PREFIX + sid, ENDED_PREFIX + sid],
+            args=[state.model_dump_json(), int(ttl_s * 1000)],
         )
-        self._local.put(state, ttl_s)
+        if int(put) == 1:
+            self._local.put(state, ttl_s)
 
     @_unavailable_when_down
     async def drop_state(self, session_id: str) -> None:
         self._local.pop(session_id, None)
-        await self._aclient().delete(STATE_PREFIX + session_id)
+        pipe = self._aclient().pipeline(transaction=True)
+        pipe.set(ENDED_PREFIX + session_id, b"1", ex=ENDED_MARK_S)
+        pipe.delete(STATE_PREFIX + session_id)
+        await pipe.execute()
 
     @_unavailable_when_down
     async def accept(
@@ -275,11 +301,8 @@ class RedisBuffer:
         state_changed: bool = False,
     ) -> bool | None:
         client = self._aclient()
-        script = self._accept_scripts.get(client)
-        if script is None:
-            script = self._accept_scripts[client] = client.register_script(_ACCEPT_LUA)
         sid = state.session_id
-        answer = await script(
+        answer = await self._script(client, "accept", _ACCEPT_LUA)(
             keys=[STATE_PREFIX + sid, STREAM_KEY, FLUSH_FLAG_KEY],
             args=[
                 int(ttl_s * 1000),
@@ -384,6 +407,7 @@ class MemoryBuffer:
         self._taken: dict[str, tuple[HeartbeatOrEvents, float]] = {}
         self._ids = itertools.count(1)
         self._flush_until = 0.0
+        self._ended: OrderedDict[str, None] = OrderedDict()  # the newest ENDED_MARKS
 
     def _state_now(self, session_id: str) -> SessionState | None:
         hit = self._states.get(session_id)
@@ -400,11 +424,15 @@ class MemoryBuffer:
 
     async def put_state(self, state: SessionState, ttl_s: float) -> None:
         with self._lock:
-            self._states[state.session_id] = (state, self._clock() + ttl_s)
+            if state.session_id not in self._ended:
+                self._states[state.session_id] = (state, self._clock() + ttl_s)
 
     async def drop_state(self, session_id: str) -> None:
         with self._lock:
             self._states.pop(session_id, None)
+            self._ended[session_id] = None
+            while len(self._ended) > ENDED_MARKS:
+                self._ended.popitem(last=False)
 
     async def accept(
         self,

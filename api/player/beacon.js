@@ -24,7 +24,8 @@
  * element and of hls.js or dash.js (viewStart with startupMs, playing, pause, seek,
  * rebufferStart/End, renditionChange, error, ended) in batches numbered so that a
  * retried batch is stored once, switches the source to the fresh URLs a heartbeat
- * returns (keeping the position), and on `pagehide` ends the session with
+ * returns (keeping the position), sends what is queued when the page is hidden, and
+ * on `pagehide` (not into the back-forward cache) ends the session with
  * navigator.sendBeacon (which cannot send headers: the publishable key rides in the
  * URL). Plain ES2017, no build step, no dependencies.
  */
@@ -33,6 +34,7 @@
 
   var MAX_BATCH = 100;
   var EVENT_FLUSH_MS = 2000;
+  var SWAP_TIMEOUT_MS = 10000;
 
   function trimBase(apiBase) {
     return String(apiBase || "").replace(/\/+$/, "");
@@ -81,7 +83,11 @@
     this.onRefreshedUrls = options.onRefreshedUrls || null;
     this.onError = options.onError || function () {};
     this.intervalMs = Math.max(1, Number(options.session.heartbeatIntervalS) || 30) * 1000;
-    this.seq = 0;
+    // Numbers unique to this attach (microseconds of the clock at its start): events and
+    // heartbeats of a session attached again (a remount, a restored page) never reuse
+    // a number, which the server would take for a retry and store once.
+    this.seq = Date.now() * 1000;
+    this.beatSeq = this.seq;  // heartbeats are numbered apart from events
     this.queue = [];
     this.sending = null;
     this.started = false;
@@ -195,7 +201,16 @@
         self.dash.off("error", onDashError);
       } }, "", null]);
     }
-    this._on(global, "pagehide", function () { self.end(true); });
+    this._on(global, "pagehide", function (e) {
+      // Into the back-forward cache: the page may come back and play on; send what is
+      // queued, end nothing.
+      if (e.persisted) self._send(false);
+      else self.end(true);
+    });
+    this._on(document, "visibilitychange", function () {
+      // Mobile browsers often kill a hidden page without a pagehide.
+      if (document.visibilityState === "hidden") self._send(false);
+    });
   };
 
   Beacon.prototype.renditionChange = function (bitrate, height) {
@@ -220,6 +235,7 @@
     return fetch(this.apiBase + "/v0/playback-sessions/" + this.sessionId + path, {
       method: "POST",
       credentials: "include",
+      keepalive: true,
       headers: headersFor(this.apiKey),
       body: JSON.stringify(body),
     });
@@ -249,7 +265,11 @@
   Beacon.prototype.heartbeat = function () {
     if (this.stopped) return Promise.resolve(null);
     var self = this;
-    var body = { positionSeconds: position(this.video), isPaused: this.video.paused };
+    var body = {
+      positionSeconds: position(this.video),
+      isPaused: this.video.paused,
+      seq: this.beatSeq++,
+    };
     return this._post("/heartbeat", body)
       .then(function (response) {
         return response.json().then(function (answer) {
@@ -281,10 +301,15 @@
     var wasPlaying = !video.paused;
     var self = this;
     this.swapping = true;
+    var finished = false;
     var done = function () {
+      if (finished) return;
+      finished = true;
       self.swapping = false;
       if (wasPlaying) video.play().catch(function () {});
     };
+    // A new source that never becomes playable must not silence the events for good.
+    setTimeout(done, SWAP_TIMEOUT_MS);
     if (this.dash) {
       this.dash.attachSource(urls.dashUrl, at);
       video.addEventListener("canplay", done, { once: true });
@@ -297,32 +322,39 @@
       this.hls.loadSource(urls.hlsUrl);
     } else {
       video.addEventListener("loadedmetadata", function () {
+        video.addEventListener("seeked", done, { once: true });
         video.currentTime = at;
-        done();
       }, { once: true });
       video.src = urls.hlsUrl;
     }
   };
 
-  /** End the session: with sendBeacon as the page goes (it outlives the page). */
-  Beacon.prototype.end = function (pageIsGoing) {
+  /** Send what is queued and the position with sendBeacon (it outlives the page),
+   * ending the session when `end`. */
+  Beacon.prototype._send = function (end) {
     if (this.stopped) return;
     var body = JSON.stringify({
       events: this.queue.slice(0, MAX_BATCH),
       positionSeconds: position(this.video),
       isPaused: this.video.paused,
-      end: true,
+      end: end,
     });
     var url = this.apiBase + "/v0/playback-sessions/" + this.sessionId +
       "/beacon?apiKey=" + encodeURIComponent(this.apiKey);
-    var sent = false;
-    if (pageIsGoing && navigator.sendBeacon) {
-      sent = navigator.sendBeacon(url, new Blob([body], { type: "text/plain" }));
-    }
+    var sent = navigator.sendBeacon
+      ? navigator.sendBeacon(url, new Blob([body], { type: "text/plain" }))
+      : false;
     if (!sent) {
       fetch(url, { method: "POST", body: body, keepalive: true, headers: { "Content-Type": "text/plain" } })
         .catch(function () {});
     }
+    this.queue = this.queue.slice(MAX_BATCH);
+  };
+
+  /** End the session (the beacon does it on pagehide) and stop. */
+  Beacon.prototype.end = function () {
+    if (this.stopped) return;
+    this._send(true);
     this.queue = [];
     this.stop();
   };

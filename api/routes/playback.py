@@ -71,6 +71,11 @@ class PlaybackSessionPage(CamelModel):
     next_cursor: str | None = None
 
 
+def _has_key_headers(request: Request) -> bool:
+    headers = request.headers
+    return any(h in headers for h in ("x-api-key", "x-client-id", "x-authentication-token"))
+
+
 def _owner(principal: Principal) -> str | None:
     """The client id a publishable key may act for: its own sessions only (read and
     admin keys act for any)."""
@@ -265,7 +270,10 @@ async def beacon(
     """What `navigator.sendBeacon` sends as a page goes away (no headers possible: the
     publishable key rides in `apiKey`, the JSON body in any content type): the last
     events and position, and `end` to end the session."""
-    principal = await authenticate_query_key(request, api_key)
+    if api_key is None and _has_key_headers(request):  # a client that can send headers
+        principal = await authenticate(request)
+    else:
+        principal = await authenticate_query_key(request, api_key)
     limit_player(request, principal)
     raw = await request.body()
     try:  # pydantic's own JSON parser: nesting too deep is a ValidationError too

@@ -110,8 +110,9 @@ def test_a_playback_key_is_rate_limited_per_address_with_retry_after(embedded_en
         r = api.client.post(path, headers={"X-API-Key": key})
         assert_error(r, 429, "RateLimitedError")
         assert int(r.headers["Retry-After"]) >= 1
-        # Read and admin keys are not limited.
-        assert api.client.post(path, headers=api.read).status_code == 201
+        # Admin keys are not limited; read keys may only read.
+        assert api.client.post(path, headers=api.admin).status_code == 201
+        assert_error(api.client.post(path, headers=api.read), 403, "PermissionDeniedError")
 
 
 def test_cors_names_allowed_origins_with_credentials_only(player: Player) -> None:
@@ -405,7 +406,7 @@ def test_concurrent_streams_over_the_limit_are_a_named_409(embedded_env) -> None
     with running_api(_settings(embedded_env, max_concurrent_streams=2)) as api:
         asset_id = packaged_asset(api.rt)
         path = f"/v0/assets/{asset_id}/playback-sessions"
-        headers = {**api.read, "X-Device-Id": "tv-1"}
+        headers = {**api.admin, "X-Device-Id": "tv-1"}
         assert [api.client.post(path, headers=headers).status_code for _ in range(2)] == [201, 201]
         assert_error(api.client.post(path, headers=headers), 409, "ConcurrentStreamsExceededError")
 

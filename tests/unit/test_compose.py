@@ -118,3 +118,13 @@ def test_the_readme_explains_how_to_run_the_stack() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Run the distributed stack", 1)[1].split("\n## ", 1)[0]
     assert "docker compose up" in section and "--scale worker=" in section
+
+
+def test_the_api_sees_players_addresses_through_the_edge() -> None:
+    """The playback rate limit is per client address: behind the edge it must be the
+    player's, which uvicorn takes from X-Forwarded-For of the proxies it trusts."""
+    env = _env(SERVICES["api"])
+    assert env["FORWARDED_ALLOW_IPS"] == "*"
+    assert "MEDIAMILL_BROKER_URL" in env  # the shared settings still merged
+    proxy = (ROOT / "config/nginx/api-proxy.conf").read_text()
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in proxy

@@ -17,7 +17,7 @@ from mediamill.storage import repo
 from mediamill.workers import playback
 from mediamill.workers.edge_logs import (
     EDGE_LOG_ACTOR,
-    _text_lines,
+    LineReader,
     deliveries,
     ingest_lines,
     ingest_log_object,
@@ -97,14 +97,21 @@ def test_log_objects_are_swept_when_new_or_grown(rt) -> None:
     grown = _line(asset_id, sid, 0, 1, 10, 1.0) + "\n" + _line(asset_id, sid, 0, 2, 20, 2.0)
     rt.store.put(key, io.BytesIO(grown.encode()))
     assert sweep_edge_logs(rt) == 1 and sent() == [key]
-    assert ingest_log_object(rt, key).new_requests == 1  # only the new line
+    again = ingest_log_object(rt, key)
+    assert (again.lines, again.new_requests) == (1, 1)  # read on from where it stopped
     assert deliveries(rt, [sid])[0].bytes == 30
+    longer = _line(asset_id, sid, 0, 3, 55555, 3.0) + "\n" + _line(asset_id, sid, 0, 1, 10, 1.0)
+    rt.store.put(key, io.BytesIO((longer + "\n").encode()))
+    replaced = ingest_log_object(rt, key)  # a new log under the old name, read whole
+    assert (replaced.lines, replaced.new_requests) == (2, 1)  # its second line was known
 
 
 @pytest.mark.parametrize("chunk_bytes", [7, 1000, 64 * 1024])
 def test_lines_are_read_in_bounded_pieces(chunk_bytes: int) -> None:
     data = b"one\ntwo\n" + b"x" * 100_000 + b'\n{"l":1}\n{"l":2}\nthree'
-    lines = list(_text_lines(io.BytesIO(data), chunk_bytes=chunk_bytes))
+    reader = LineReader(io.BytesIO(data), chunk_bytes=chunk_bytes)
+    lines = list(reader)
     assert lines[0:2] == ["one", "two"]
     assert len(lines[2]) == 16 * 1024 + 1  # cut, then refused as unreadable
     assert lines[3:] == ['{"l":1}', '{"l":2}', "three"]
+    assert reader.complete_bytes == len(data) - len(b"three")  # "three" is read again

@@ -337,3 +337,59 @@ def test_refreshed_urls_reach_the_row_whichever_heartbeat_is_newest(rt) -> None:
         rows.write_buffered(s, [refreshed, newer])
     row = session_row(rt, sid)
     assert row.expires_at == later and row.position_s == 2.0
+
+
+def test_with_cloudfront_a_session_gets_the_cookies_its_segments_need(
+    make_runtime: MakeRuntime, tmp_path: Path
+) -> None:
+    import base64
+    import json as jsonlib
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(65537, 2048)
+    pem = tmp_path / "cf.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cdn = "https://d111111abcdef8.cloudfront.net"
+    rt = make_runtime(
+        Settings(
+            _env_file=None,
+            data_dir=tmp_path / "data",
+            signing_secret="s" * 32,
+            signing_mode="cloudfront",
+            cdn_base_url=cdn,
+            cloudfront_key_pair_id="K2JCJMDEHXQW5F",
+            cloudfront_private_key_file=pem,
+        )
+    )
+    asset_id = packaged_asset(rt)
+    created = playback.create_playback_session(rt, asset_id, "d", None, "c")
+    sid = created.session_id
+    body = created.to_json_dict()
+    prefix = f"/s/{sid}/packages/{asset_id}/pkg-test"
+    assert created.hls_url.startswith(f"{cdn}{prefix}/master.m3u8?Policy=")
+    assert body["cookiePath"] == f"{prefix}/"
+    cookies = body["cookies"]
+    assert set(cookies) == {"CloudFront-Policy", "CloudFront-Signature", "CloudFront-Key-Pair-Id"}
+
+    def cf(text: str) -> bytes:
+        return base64.b64decode(text.replace("-", "+").replace("_", "=").replace("~", "/"))
+
+    policy = cf(cookies["CloudFront-Policy"])
+    assert jsonlib.loads(policy)["Statement"][0]["Resource"] == f"{cdn}{prefix}/*"
+    key.public_key().verify(
+        cf(cookies["CloudFront-Signature"]), policy, padding.PKCS1v15(), hashes.SHA1()
+    )
+    # nginx signing sends no cookies: the fields are absent, not null.
+    nginx_rt = make_runtime(
+        Settings(_env_file=None, data_dir=tmp_path / "d2", signing_secret="s" * 32)
+    )
+    plain = playback.create_playback_session(nginx_rt, asset_id, "d2", None, "c").to_json_dict()
+    assert "cookies" not in plain and "cookiePath" not in plain

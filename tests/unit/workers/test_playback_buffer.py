@@ -96,3 +96,13 @@ def test_nothing_is_taken_for_a_session_whose_state_is_gone() -> None:
     asyncio.run(buffer.drop_state("s1"))  # ended
     assert asyncio.run(buffer.accept([_beat(2)], _state(), 90, 1.0)) is None
     assert buffer.backlog() == 0
+
+
+def test_an_ended_session_state_cannot_be_put_back() -> None:
+    """A request that read the session live just before it ended must not revive it."""
+    buffer = MemoryBuffer(Clock())
+    asyncio.run(buffer.put_state(_state(), 90))
+    asyncio.run(buffer.drop_state("s1"))
+    asyncio.run(buffer.put_state(_state(), 90))  # the late request
+    assert asyncio.run(buffer.state("s1")) is None
+    assert asyncio.run(buffer.accept([_beat(1)], _state(), 90, 1.0)) is None
