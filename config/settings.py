@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SIGNING_SECRET_FILE = "signing-secret"
@@ -463,6 +463,24 @@ class Settings(BaseSettings):
                     f"https://www.example.com (credentials forbid `*`), not {origin!r}"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _playback_times_fit(self) -> Settings:
+        """Times that would break every session: one ended between its heartbeats, URLs
+        due for refresh before they are handed out."""
+        if self.playback_heartbeat_interval_s * 2 > self.playback_session_ttl_s:
+            raise ValueError(
+                f"MEDIAMILL_PLAYBACK_SESSION_TTL_S ({self.playback_session_ttl_s:g}) must be at "
+                "least twice MEDIAMILL_PLAYBACK_HEARTBEAT_INTERVAL_S "
+                f"({self.playback_heartbeat_interval_s}): a session would end between heartbeats"
+            )
+        if self.playback_url_refresh_margin_s >= self.playback_url_expires_s:
+            raise ValueError(
+                "MEDIAMILL_PLAYBACK_URL_REFRESH_MARGIN_S "
+                f"({self.playback_url_refresh_margin_s}) must be under "
+                f"MEDIAMILL_PLAYBACK_URL_EXPIRES_S ({self.playback_url_expires_s})"
+            )
+        return self
 
     @property
     def playback_origins(self) -> frozenset[str]:

@@ -119,6 +119,10 @@ class PlaybackBuffer(Protocol):
         """Forget that a flush is scheduled (the flush calls it as it starts)."""
         ...
 
+    def ping(self) -> None:
+        """Raise when the buffer cannot be reached (for /ready)."""
+        ...
+
     @property
     def writes_through(self) -> bool:
         """True when `accept` already wrote to the database (DirectBuffer)."""
@@ -390,6 +394,9 @@ class RedisBuffer:
     def flush_unscheduled(self) -> None:
         self.client.delete(FLUSH_FLAG_KEY)
 
+    def ping(self) -> None:
+        self.client.ping()
+
 
 # ---- in this process ------------------------------------------------------------------------
 
@@ -487,6 +494,9 @@ class MemoryBuffer:
     def flush_unscheduled(self) -> None:
         with self._lock:
             self._flush_until = 0.0
+
+    def ping(self) -> None:
+        return None
 
 
 # ---- no buffer ------------------------------------------------------------------------------

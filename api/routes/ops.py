@@ -31,7 +31,8 @@ def health() -> dict[str, str]:
 
 @router.get("/ready", tags=["operations"])
 def ready(rt: RuntimeDep, request: Request) -> JSONResponse:
-    """Readiness: the database, the broker and the blob store all answer, and no job
+    """Readiness: the database, the broker and the blob store all answer (and the
+    playback buffer's Redis, when it is not the broker's), and no job
     waits with no worker alive (`workers`: none seen for `MEDIAMILL_WORKER_STALE_S`
     while jobs are queued); 503 names what failed (each only as "failed": why is
     logged, not told to a caller without a key)."""
@@ -60,6 +61,8 @@ def ready(rt: RuntimeDep, request: Request) -> JSONResponse:
     probe("database", database)
     probe("broker", lambda: check_broker(rt.broker))
     probe("store", lambda: rt.store.exists("ready-probe"))
+    if rt.settings.playback_buffer_url is not None:  # a Redis of its own for heartbeats
+        probe("playback", lambda: rt.playback_buffer().ping())
     if checks["database"] == "ok":
         probe("workers", workers)
     failed = [name for name, state in checks.items() if state != "ok"]

@@ -536,3 +536,21 @@ def test_docs_behind_a_key_refuse_a_playback_key(embedded_env) -> None:
         r = api.client.get("/openapi.json", headers={"X-API-Key": key})
         assert_error(r, 403, "PermissionDeniedError")
         assert api.client.get("/openapi.json", headers=api.read).status_code == 200
+
+
+def test_ready_names_a_playback_redis_that_does_not_answer(embedded_env) -> None:
+    from support import free_port
+
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with running_api(_settings(embedded_env, playback_buffer_url=down)) as api:
+        r = api.client.get("/ready")
+        assert r.status_code == 503 and r.json()["checks"]["playback"] == "failed", r.text
+        asset_id = packaged_asset(api.rt)
+        created = api.client.post(
+            f"/v0/assets/{asset_id}/playback-sessions", headers={**api.admin, "X-Device-Id": "d"}
+        )
+        sid = created.json()["sessionId"]
+        r = api.client.post(
+            f"/v0/playback-sessions/{sid}/heartbeat", headers=api.admin, json={"positionSeconds": 1}
+        )
+        assert_error(r, 503, "BufferUnavailableError")

@@ -89,3 +89,28 @@ def test_worker_threads_default_to_two_per_core_of_the_affinity(monkeypatch) -> 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     assert Settings(_env_file=None).resolved_worker_threads == 8 * THREADS_PER_CORE
     assert Settings(_env_file=None, worker_threads=3).resolved_worker_threads == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"playback_heartbeat_interval_s": 60}, "MEDIAMILL_PLAYBACK_SESSION_TTL_S"),
+        (
+            {"playback_url_expires_s": 300, "playback_url_refresh_margin_s": 300},
+            "MEDIAMILL_PLAYBACK_URL_REFRESH_MARGIN_S",
+        ),
+        ({"playback_allowed_origins": "*"}, "MEDIAMILL_PLAYBACK_ALLOWED_ORIGINS"),
+        ({"playback_allowed_origins": "https://a.example/path"}, "explicit origins"),
+        ({"playback_buffer_url": "amqp://x"}, "MEDIAMILL_PLAYBACK_BUFFER_URL"),
+    ],
+)
+def test_playback_settings_that_cannot_work_are_refused(overrides: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        Settings(_env_file=None, **overrides)
+
+
+def test_playback_origins_are_listed_without_their_trailing_slash() -> None:
+    settings = Settings(
+        _env_file=None, playback_allowed_origins="https://a.example/, http://localhost:3000"
+    )
+    assert settings.playback_origins == {"https://a.example", "http://localhost:3000"}
