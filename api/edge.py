@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
 from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from mediamill.config.edge import EDGE_CONTENT_TYPES, MANIFEST_MAX_AGE_S, MEDIA_MAX_AGE_S
 from mediamill.schemas import errors as e
+from mediamill.storage.blobs.base import skip_bytes
 from mediamill.workers.edge_files import EdgeObject, open_signed
 from mediamill.workers.runtime import Runtime
 
@@ -94,26 +94,13 @@ def _chunks(
     """`count` bytes of the object from `start`, in bounded chunks; closes it after."""
     with opened:
         stream = obj.stream
-        _skip(stream, start)
+        skip_bytes(stream, start, CHUNK_BYTES)
         while count > 0:
             chunk = stream.read(min(CHUNK_BYTES, count))
             if not chunk:
                 return
             count -= len(chunk)
             yield chunk
-
-
-def _skip(stream: BinaryIO, count: int) -> None:
-    if count <= 0:
-        return
-    if stream.seekable():
-        stream.seek(count)
-        return
-    while count > 0:  # a remote store's body: read past what the range leaves out
-        chunk = stream.read(min(CHUNK_BYTES, count))
-        if not chunk:
-            return
-        count -= len(chunk)
 
 
 def _refusal(exc: e.MediaMillError) -> Response:

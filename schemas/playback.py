@@ -134,14 +134,14 @@ class PlaybackSession(CamelModel):
 
 
 class SessionState(CamelModel):
-    """What the hot path knows of a session without the database: kept in the buffer
-    (a Redis hash) beside the entries, refreshed with each heartbeat."""
+    """What the hot path knows of a live session without the database: kept in the
+    buffer beside the entries, refreshed with each heartbeat (there while the session
+    is live, gone once it ended)."""
 
     session_id: str
     asset_id: str
     package_id: str
     duration_ms: int | None
-    status: PlaybackStatus
     expires_at_s: int
     refresh_before_s: int
     client_id: str = ""  # the key that made it: other publishable keys may not touch it

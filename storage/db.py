@@ -6,7 +6,7 @@ only by the migrations in `storage/migrations/versions`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -108,3 +108,12 @@ def database_for(url: str) -> Database:
 def dialect_insert(session: Session):
     """INSERT for the session's dialect (both offer ON CONFLICT DO NOTHING)."""
     return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+
+
+def inserted_count(session: Session, stmt: Executable, rows: Sequence[dict]) -> int:
+    """Run an INSERT ... ON CONFLICT DO NOTHING ... RETURNING over `rows` as one
+    executemany (SQLAlchemy batches it from one compiled statement); how many rows were
+    new. RETURNING counts on every backend, where rowcount of a batch may not."""
+    if not rows:
+        return 0
+    return len(session.connection().execute(stmt, list(rows)).all())

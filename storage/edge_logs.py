@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.edge_logs import SessionDelivery
-from mediamill.storage.db import dialect_insert
+from mediamill.storage.db import dialect_insert, inserted_count
 from mediamill.storage.models import (
     AssetRow,
     EdgeLogFileRow,
@@ -66,15 +66,13 @@ def package_shape(session: Session, asset_id: str, package_id: str) -> PackageSh
 
 def add_segment_requests(session: Session, rows: Sequence[dict]) -> int:
     """Insert the requests not stored before (one executemany); how many were new."""
-    if not rows:
-        return 0
     table = EdgeSegmentRequestRow.__table__
     stmt = (
         dialect_insert(session)(table)
         .on_conflict_do_nothing(index_elements=["line_id"])
         .returning(table.c.line_id)
     )
-    return len(session.connection().execute(stmt, list(rows)).all())
+    return inserted_count(session, stmt, rows)
 
 
 def ingested_sizes(session: Session, keys: Sequence[str]) -> dict[str, int]:

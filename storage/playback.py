@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Executable, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.errors import InvalidRequestError
@@ -25,7 +25,7 @@ from mediamill.schemas.playback import (
     PlaybackSession,
     PlaybackStatus,
 )
-from mediamill.storage.db import dialect_insert
+from mediamill.storage.db import dialect_insert, inserted_count
 from mediamill.storage.models import (
     PlaybackHeartbeatRow,
     PlaybackSessionRow,
@@ -258,7 +258,7 @@ def write_buffered(
         ]
         table = PlaybackHeartbeatRow.__table__
         stmt = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-        new_heartbeats = _inserted(session, stmt, rows)
+        new_heartbeats = inserted_count(session, stmt, rows)
         _advance_sessions(session, heartbeats.values())
     if events:
         table = PlayerEventRow.__table__
@@ -267,14 +267,8 @@ def write_buffered(
             .on_conflict_do_nothing(index_elements=["session_id", "seq"])
             .returning(table.c.seq)
         )
-        new_events = _inserted(session, stmt, list(events.values()))
+        new_events = inserted_count(session, stmt, list(events.values()))
     return WriteCounts(new_heartbeats, new_events)
-
-
-def _inserted(session: Session, stmt: Executable, rows: list[dict]) -> int:
-    """Insert `rows` as one executemany (SQLAlchemy batches it into multi-row INSERTs
-    from one compiled statement); how many were new (RETURNING the rows inserted)."""
-    return len(session.connection().execute(stmt, rows).all())
 
 
 # On PostgreSQL a batch is three statements whatever its size: each column goes as one

@@ -22,6 +22,7 @@ from mediamill.schemas.base import utcnow
 from mediamill.schemas.edge_logs import EdgeLogIngest, SegmentRequest, SessionDelivery
 from mediamill.schemas.errors import UnreadableLogLineError
 from mediamill.storage import edge_logs as rows
+from mediamill.storage.blobs.base import skip_bytes
 from mediamill.workers import runtime
 from mediamill.workers.queue import QUEUE_NAME
 from mediamill.workers.runtime import Runtime
@@ -138,16 +139,6 @@ class LineReader:
             yield pending.decode("utf-8", errors="replace")
 
 
-def _skip(stream: BinaryIO, count: int, chunk_bytes: int = 1024 * 1024) -> None:
-    if count <= 0:
-        return
-    if stream.seekable():
-        stream.seek(count)
-        return
-    while count > 0 and (chunk := stream.read(min(chunk_bytes, count))):
-        count -= len(chunk)
-
-
 def ingest_log_object(rt: Runtime, key: str) -> EdgeLogIngest:
     """Ingest one log object of the store from where the last read of it stopped (the
     start, if it begins otherwise now: a new log under the old name), and remember how
@@ -161,7 +152,7 @@ def ingest_log_object(rt: Runtime, key: str) -> EdgeLogIngest:
     if start > size:
         start = 0
     with rt.store.open(key) as stream:
-        _skip(stream, start)
+        skip_bytes(stream, start)
         reader = LineReader(stream)
         found = ingest_lines(rt, reader)
     with rt.db.session() as s:

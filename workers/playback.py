@@ -246,7 +246,6 @@ def _state_from_db(rt: Runtime, session_id: str) -> SessionState:
             asset_id=row.asset_id,
             package_id=row.package_id,
             duration_ms=row.duration_ms,
-            status=PlaybackStatus.ACTIVE,
             expires_at_s=_epoch(row.expires_at),
             refresh_before_s=_epoch(row.refresh_before),
             client_id=row.client_id,

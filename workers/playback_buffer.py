@@ -33,6 +33,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+import redis
+import redis.asyncio
 from pydantic import TypeAdapter, ValidationError
 
 from mediamill.config.settings import Settings
@@ -123,11 +125,6 @@ class PlaybackBuffer(Protocol):
         """Raise when the buffer cannot be reached (for /ready)."""
         ...
 
-    @property
-    def writes_through(self) -> bool:
-        """True when `accept` already wrote to the database (DirectBuffer)."""
-        ...
-
 
 def _encode(record: HeartbeatOrEvents) -> str:
     return record.model_dump_json(by_alias=True)
@@ -208,8 +205,6 @@ def _unavailable_when_down(
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        import redis
-
         try:
             return await method(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:  # full pool too
@@ -226,11 +221,7 @@ class RedisBuffer:
     """The buffer in Redis: a stream read through a consumer group, session state in
     keys that expire with their session."""
 
-    writes_through = False
-
     def __init__(self, url: str) -> None:
-        import redis
-
         self.url = url
         self.client = redis.Redis.from_url(url, socket_timeout=10.0)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = (
@@ -243,7 +234,6 @@ class RedisBuffer:
     def _aclient(self):
         """The asyncio client of the running event loop (a connection pool is bound to
         the loop that made it)."""
-        import redis.asyncio
 
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
@@ -322,8 +312,6 @@ class RedisBuffer:
         return int(answer) == 1
 
     def _ensure_group(self) -> None:
-        import redis
-
         if self._group_ready:
             return
         try:
@@ -336,8 +324,6 @@ class RedisBuffer:
     def take(
         self, consumer: str, count: int, claim_idle_s: float
     ) -> list[tuple[str, HeartbeatOrEvents]]:
-        import redis
-
         try:
             self._ensure_group()
             claimed = self.client.xautoclaim(
@@ -403,8 +389,6 @@ class RedisBuffer:
 
 class MemoryBuffer:
     """The buffer in this process (embedded: the API and the worker are one process)."""
-
-    writes_through = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
@@ -506,8 +490,6 @@ class DirectBuffer(MemoryBuffer):
     """No shared buffer (a RabbitMQ broker without Redis): each accepted record is
     written to the database before the API answers. Session state is kept in this
     process only as a cache; a miss reads the database."""
-
-    writes_through = True
 
     def __init__(self, db: Database) -> None:
         super().__init__()

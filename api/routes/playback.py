@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -20,7 +20,7 @@ from mediamill.api.auth import Principal, authenticate, authenticate_query_key, 
 from mediamill.api.deps import PlayerKey, ReadKey, RuntimeDep
 from mediamill.api.errors import error_response, status_for
 from mediamill.api.state import app_runtime
-from mediamill.schemas.base import CamelModel
+from mediamill.schemas.base import CamelModel, RequestModel
 from mediamill.schemas.errors import (
     InvalidRequestError,
     MediaMillError,
@@ -48,6 +48,7 @@ from mediamill.workers import playback
 from mediamill.workers.runtime import Runtime
 
 router = APIRouter(tags=["playback"])
+Body_ = TypeVar("Body_", bound=RequestModel)
 
 TRACKING_HEADER = "X-MediaMill-Tracking"
 _SESSION_ID = r"^[A-Za-z0-9-]{1,64}$"
@@ -194,10 +195,11 @@ def create_playback_session(
     )
 
 
-def _json_body(model: type[HeartbeatRequest], raw: bytes) -> HeartbeatRequest:
-    """`raw` validated as `model` straight from its JSON (a named 400 otherwise)."""
+def _json_body(model: type[Body_], raw: bytes, empty: bytes = b"null") -> Body_:
+    """`raw` (`empty` when there is none) validated as `model` straight from its JSON by
+    pydantic's parser, which also refuses nesting too deep; a named 400 otherwise."""
     try:
-        return model.model_validate_json(raw or b"null")
+        return model.model_validate_json(raw or empty)
     except ValidationError as exc:
         raise InvalidRequestError(describe_validation(exc.errors()) or "invalid body") from None
 
@@ -275,11 +277,7 @@ async def beacon(
     else:
         principal = await authenticate_query_key(request, api_key)
     limit_player(request, principal)
-    raw = await request.body()
-    try:  # pydantic's own JSON parser: nesting too deep is a ValidationError too
-        sent = BeaconRequest.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise InvalidRequestError(describe_validation(exc.errors()) or "invalid beacon") from None
+    sent = _json_body(BeaconRequest, await request.body(), empty=b"{}")
     await playback.beacon(rt, session_id, sent, _owner(principal))
     return Response(status_code=204)
 

@@ -193,6 +193,18 @@ def read_full_chunk(stream: BinaryIO, chunk_bytes: int) -> bytes:
     return bytes(buffer)
 
 
+def skip_bytes(stream: BinaryIO, count: int, chunk_bytes: int = 256 * 1024) -> None:
+    """Move `count` bytes into an open object: a seek where the stream can (a local
+    file), else reading past them in bounded chunks (a remote store's body)."""
+    if count <= 0:
+        return
+    if stream.seekable():
+        stream.seek(count)
+        return
+    while count > 0 and (chunk := stream.read(min(chunk_bytes, count))):
+        count -= len(chunk)
+
+
 def iter_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     """Yield non-empty chunks of exactly `chunk_bytes` (the last may be shorter)."""
     while True:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mediamill.schemas.playback import HeartbeatRecord, PlaybackStatus, SessionState
+from mediamill.schemas.playback import HeartbeatRecord, SessionState
 from mediamill.workers.playback_buffer import RedisBuffer
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,6 @@ def _state(session_id: str = "s1") -> SessionState:
         asset_id="a" * 64,
         package_id="pkg",
         duration_ms=9000,
-        status=PlaybackStatus.ACTIVE,
         expires_at_s=2000,
         refresh_before_s=1900,
         client_id="c",

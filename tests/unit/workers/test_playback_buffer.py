@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from mediamill.schemas.playback import HeartbeatRecord, PlaybackStatus, SessionState
+from mediamill.schemas.playback import HeartbeatRecord, SessionState
 from mediamill.workers.playback_buffer import MemoryBuffer
 
 
@@ -26,7 +26,6 @@ def _state(session_id: str = "s1") -> SessionState:
         asset_id="a" * 64,
         package_id="pkg",
         duration_ms=9000,
-        status=PlaybackStatus.ACTIVE,
         expires_at_s=2000,
         refresh_before_s=1900,
     )
