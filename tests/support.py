@@ -36,6 +36,12 @@ RABBITMQ_URL = os.environ.get("MEDIAMILL_TEST_RABBITMQ_URL", "amqp://guest:guest
 MakeRuntime = Callable[..., "Runtime"]
 
 
+def tamper(token: str) -> str:
+    """The same token with its first character changed (still valid base64url), so it
+    always differs from the original, whatever character that was."""
+    return ("B" if token[0] == "A" else "A") + token[1:]
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

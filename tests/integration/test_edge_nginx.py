@@ -43,7 +43,7 @@ from edge_support import (
     running_nginx,
 )
 from mpegdash.parser import MPEGDASHParser
-from support import ROOT, slowloris
+from support import ROOT, slowloris, tamper
 
 from mediamill.pipeline.ffmpeg import ffmpeg_binary
 from mediamill.pipeline.signing import NginxSigner
@@ -88,11 +88,6 @@ def session_path(
     prefix = f"packages/{asset_id}/{package_id}"
     token = md5_token(f"mediamill-session:{expires}/{session_id}/{prefix} {secret}")
     return f"/s/{token}/{expires}/{session_id}/{prefix}"
-
-
-def tamper(token: str) -> str:
-    """The same token with its first character changed (still valid base64url)."""
-    return ("B" if token[0] == "A" else "A") + token[1:]
 
 
 def max_age_s(resp: Response) -> int:
