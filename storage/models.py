@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -392,6 +393,12 @@ class PlaybackSessionRow(Base):
     is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[datetime] = mapped_column()
     refresh_before: Mapped[datetime] = mapped_column()
+    # The audience, resolved when the session was made; the address and the
+    # user-agent string it came from are not kept (docs/analytics.md, Privacy).
+    country: Mapped[str | None] = mapped_column(String(2))
+    device_class: Mapped[str | None] = mapped_column(String(16))
+    device_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(128))  # the tracking session's playout
 
 
 class PlaybackHeartbeatRow(Base):
@@ -458,3 +465,98 @@ class EdgeLogFileRow(Base):
     lines: Mapped[int] = mapped_column(Integer)
     new_requests: Mapped[int] = mapped_column(Integer)
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ViewMarkRow(Base):
+    """A session whose view must be derived (again): something of it was written."""
+
+    __tablename__ = "view_marks"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    marked_at: Mapped[datetime] = mapped_column()
+
+
+class ViewRow(Base):
+    """One playback session's view of its asset (pipeline/views.py), id = session id."""
+
+    __tablename__ = "views"
+    __table_args__ = (
+        Index("ix_views_started_at", "started_at"),
+        Index("ix_views_asset_started", "asset_id", "started_at"),
+        Index("ix_views_viewer", "viewer_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(64))
+    viewer_id: Mapped[str] = mapped_column(String(160))
+    authenticated: Mapped[bool] = mapped_column(Boolean)
+    device_id: Mapped[str] = mapped_column(String(128))
+    country: Mapped[str | None] = mapped_column(String(2))
+    device_class: Mapped[str] = mapped_column(String(16))
+    device_info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(128))
+    protocol: Mapped[str | None] = mapped_column(String(8))
+    rendition: Mapped[str | None] = mapped_column(String(32))
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    last_activity_at: Mapped[datetime] = mapped_column()
+    watched_ms: Mapped[int] = mapped_column(BigInteger)
+    counted: Mapped[bool] = mapped_column(Boolean)
+    completed: Mapped[bool] = mapped_column(Boolean)
+    startup_ms: Mapped[int | None] = mapped_column(Integer)
+    playing_ms: Mapped[int] = mapped_column(BigInteger)
+    rebuffer_ms: Mapped[int] = mapped_column(BigInteger)
+    rebuffer_count: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[bool] = mapped_column(Boolean)
+    avg_bitrate: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ViewSectionRow(Base):
+    """One section of a view, as IBM's `/views` lists them (one item a section)."""
+
+    __tablename__ = "view_sections"
+    __table_args__ = (Index("ix_view_sections_started_at", "started_at"),)
+
+    view_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    from_s: Mapped[float] = mapped_column(Float)
+    to_s: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()  # None: the view is unfinished
+
+
+class ViewRollupRow(Base):
+    """One bucket's aggregate of counted views (`level` h: an hour, d: a UTC day) for
+    one asset (`asset_id` "" for all) and one dimension value (`dimension` "" for the
+    whole bucket). Unique counts are HyperLogLog sketches (Apache DataSketches),
+    unioned over the buckets of a range."""
+
+    __tablename__ = "view_rollups"
+
+    level: Mapped[str] = mapped_column(String(1), primary_key=True)
+    bucket_at: Mapped[datetime] = mapped_column(primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128), primary_key=True)
+    plays: Mapped[int] = mapped_column(Integer)  # views started, counted or not
+    views: Mapped[int] = mapped_column(Integer)  # counted views
+    watched_ms: Mapped[int] = mapped_column(BigInteger)
+    completed: Mapped[int] = mapped_column(Integer)
+    viewers: Mapped[bytes] = mapped_column(LargeBinary)
+    devices: Mapped[bytes] = mapped_column(LargeBinary)
+    auth_viewers: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RollupBucketRow(Base):
+    """A bucket's state: `version` moves each time a view in it is written,
+    `rolled_version` is the version its rollup rows were made from. Rolled and clean
+    (equal): queries read the rollup; otherwise they read the raw views."""
+
+    __tablename__ = "rollup_buckets"
+
+    level: Mapped[str] = mapped_column(String(1), primary_key=True)
+    bucket_at: Mapped[datetime] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    rolled_version: Mapped[int] = mapped_column(BigInteger)
+    rolled_at: Mapped[datetime | None] = mapped_column()

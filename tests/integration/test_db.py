@@ -32,7 +32,7 @@ def db(database_url: str | None, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0009"
+    assert current_revision(db.engine) == head_revision() == "0010"
     tables = set(inspect(db.engine).get_table_names())
     assert {
         "assets",
@@ -49,6 +49,11 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
         "player_events",
         "edge_segment_requests",
         "edge_log_files",
+        "view_marks",
+        "views",
+        "view_sections",
+        "view_rollups",
+        "rollup_buckets",
     } <= tables
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
