@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -406,6 +407,31 @@ class Settings(BaseSettings):
             "taken over by another flush."
         ),
     )
+    view_min_watch_s: float = Field(
+        default=30.0, gt=0, le=86_400,
+        description=(
+            "A view counts once it watched this long, or half of a shorter asset "
+            "(docs/analytics.md)."
+        ),
+    )
+    analytics_tz: str = Field(
+        default="UTC",
+        description=(
+            "The time zone of analytics date-times given without an offset, and of the "
+            "day and month buckets (an IANA name)."
+        ),
+    )
+    analytics_raw_retention_days: int = Field(
+        default=90, ge=1, le=36_500,
+        description="Raw views are kept this long; their rollups are kept for ever.",
+    )
+    analytics_rollup_delay_s: float = Field(
+        default=60.0, ge=0, le=3600,
+        description=(
+            "An hour is rolled up this long after it ends (late events of the hour land "
+            "first); until then queries read its raw views."
+        ),
+    )
 
     @field_validator(
         "broker_url", "database_url", "storage_url", "ffmpeg", "playback_buffer_url", mode="before"
@@ -413,6 +439,20 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("analytics_tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            problem = f"{value!r} is not an IANA time zone (such as UTC, Europe/Paris)"
+            raise ValueError(problem) from None
+        return value
+
+    @property
+    def analytics_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.analytics_tz)
 
     @field_validator("broker_url")
     @classmethod

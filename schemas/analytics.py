@@ -173,3 +173,19 @@ class Resource(BaseModel):
 class Page(BaseModel):
     pagination: Pagination
     data: list[Resource]
+
+
+class ViewFigures(BaseModel):
+    """What rollups and counts read of a view."""
+
+    asset_id: str
+    started_at: datetime
+    viewer_id: str
+    authenticated: bool
+    device_id: str
+    country: str | None
+    device_class: str
+    source: str | None
+    counted: bool
+    watched_ms: int
+    completed: bool

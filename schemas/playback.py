@@ -95,6 +95,14 @@ class PlaybackSessionCreated(CamelModel):
     cookie_path: str | None = Field(default=None, exclude_if=_absent)
 
 
+class ClientFacts(CamelModel):
+    """What the API saw of the client making a playback session: used once, to resolve
+    its country and parse its user agent, then dropped."""
+
+    address: str | None = None
+    user_agent: str | None = None
+
+
 class HeartbeatRequest(RequestModel):
     """A heartbeat: where the player is, and whether it is paused. `seq` (optional, a
     number of the player's own, unique within the session) makes a retried heartbeat

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mediamill.schemas.base import utcnow
 from mediamill.schemas.edge_logs import SessionDelivery
 from mediamill.storage.db import dialect_insert, inserted_count
 from mediamill.storage.models import (
@@ -21,6 +22,7 @@ from mediamill.storage.models import (
     PackageRow,
     PlaybackSessionRow,
 )
+from mediamill.storage.views import mark_sessions
 
 _CHUNK = 500
 
@@ -72,6 +74,7 @@ def add_segment_requests(session: Session, rows: Sequence[dict]) -> int:
         .on_conflict_do_nothing(index_elements=["line_id"])
         .returning(table.c.line_id)
     )
+    mark_sessions(session, (r["session_id"] for r in rows), utcnow())
     return inserted_count(session, stmt, rows)
 
 

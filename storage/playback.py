@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import InvalidRequestError
 from mediamill.schemas.playback import (
     EndReason,
@@ -33,6 +34,7 @@ from mediamill.storage.models import (
     TrackingSessionRow,
 )
 from mediamill.storage.repo import keyset_page
+from mediamill.storage.views import mark_sessions
 
 MAX_PAGE_SIZE = 200
 
@@ -120,6 +122,8 @@ def end_playback_session(
         )
         .values(status=PlaybackStatus.ENDED.value, end_reason=reason.value, ended_at=at)
     )
+    if result.rowcount == 1:
+        mark_sessions(session, [session_id], at)
     return result.rowcount == 1
 
 
@@ -158,6 +162,8 @@ def end_idle_sessions(session: Session, ids: Iterable[str], idle_before: datetim
         )
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount:
+        mark_sessions(session, ids, utcnow())
     return result.rowcount
 
 
@@ -241,6 +247,8 @@ def write_buffered(
                     "data": ev.data,
                 },
             )
+    touched = {h.session_id for h in heartbeats.values()} | {sid for sid, _ in events}
+    mark_sessions(session, touched, utcnow())
     if session.bind.dialect.name == "postgresql":
         return _write_postgresql(session, list(heartbeats.values()), list(events.values()))
     insert = dialect_insert(session)

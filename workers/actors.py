@@ -55,6 +55,7 @@ from mediamill.workers.playback_flush import FLUSH_ACTOR, flush_playback
 from mediamill.workers.queue import QUEUE_NAME, send_committed, time_limit_ms
 from mediamill.workers.renditions import add_renditions, plan_renditions, transcode_time_limit_ms
 from mediamill.workers.url_source import open_source_url, parse_allow_hosts
+from mediamill.workers.views import VIEWS_ACTOR, update_views
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +551,7 @@ ACTORS = {
     "package": package,
     FLUSH_ACTOR: flush_playback,
     EDGE_LOG_ACTOR: ingest_edge_log,
+    VIEWS_ACTOR: update_views,
 }
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from mediamill import __version__
+from mediamill.pipeline.audience import country_of, device_info_of
 from mediamill.pipeline.tracking_token import make_token, read_token
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
@@ -29,6 +30,7 @@ from mediamill.schemas.errors import (
 )
 from mediamill.schemas.playback import (
     BeaconRequest,
+    ClientFacts,
     EndReason,
     EventBatch,
     EventBatchRecord,
@@ -156,10 +158,12 @@ def create_playback_session(
     device_id: str,
     tracking: TrackingSession | None,
     client_id: str,
+    client: ClientFacts | None = None,
 ) -> PlaybackSessionCreated:
     """A playback session of the asset's newest ready package, with URLs signed for it.
     404 for an unknown asset, 409 ModelNotReadyError without a package, 409
-    ConcurrentStreamsExceededError past `MEDIAMILL_MAX_CONCURRENT_STREAMS`."""
+    ConcurrentStreamsExceededError past `MEDIAMILL_MAX_CONCURRENT_STREAMS`. Of the
+    client, only its country and parsed user agent are kept (`client` itself is not)."""
     asset, package = ready_package(rt, asset_id)
     session_id = str(uuid.uuid4())
     urls = _urls(
@@ -167,6 +171,8 @@ def create_playback_session(
         rt.settings.playback_url_refresh_margin_s,
     )
     user_id = tracking.user_id if tracking is not None else None
+    client = client or ClientFacts()
+    device_info, device_class = device_info_of(client.user_agent)
     now = utcnow()
     with rt.db.session() as s:
         _check_concurrency(rt, s, device_id, user_id, now)
@@ -186,6 +192,10 @@ def create_playback_session(
                 is_paused=False,
                 expires_at=urls.expires_at,
                 refresh_before=urls.token_refresh_before,
+                country=country_of(client.address),
+                device_class=device_class.value,
+                device_info=device_info.model_dump(mode="json"),
+                source=tracking.playout_id if tracking is not None else None,
             ),
         )
     return PlaybackSessionCreated(

@@ -20,6 +20,7 @@ from mediamill.workers.health import OutageLog, check_broker
 from mediamill.workers.playback_flush import sweep_playback
 from mediamill.workers.queue import STAGE_ACTORS, send_committed
 from mediamill.workers.runtime import Runtime
+from mediamill.workers.views import sweep_views
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def sweep(rt: Runtime, *, queued_older_than_s: float | None = None) -> int:
         sweep_edge_logs(rt)
     except Exception:
         log.warning("the edge-log sweep failed", exc_info=True)
+    try:  # views of what was flushed; rollups of the hours that closed
+        sweep_views(rt)
+    except Exception:
+        log.warning("sending the views update failed", exc_info=True)
     now = utcnow()
     queued_age = rt.settings.requeue_after_s if queued_older_than_s is None else queued_older_than_s
     with rt.db.session() as s:

@@ -33,6 +33,7 @@ from mediamill.schemas.playback import (
     PLAYOUT_ID_PATTERN,
     USER_ID_PATTERN,
     BeaconRequest,
+    ClientFacts,
     EventBatch,
     EventsAccepted,
     HeartbeatRequest,
@@ -187,8 +188,12 @@ def create_playback_session(
     heartbeat. 404 for an unknown asset, 409 ModelNotReadyError while it has no
     package, 409 ConcurrentStreamsExceededError past the limit."""
     tracking = _tracking_for_playback(rt, request)
+    client = ClientFacts(
+        address=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
     created = playback.create_playback_session(
-        rt, asset_id, device_id, tracking, principal.client_id
+        rt, asset_id, device_id, tracking, principal.client_id, client
     )
     return JSONResponse(
         created.to_json_dict(), status_code=201, headers={"Cache-Control": "no-store"}

@@ -21,6 +21,7 @@ from mediamill.workers.boot import build_runtime
 from mediamill.workers.edge_logs import EDGE_LOG_ACTOR
 from mediamill.workers.playback_flush import FLUSH_ACTOR
 from mediamill.workers.queue import QUEUE_NAME, STAGE_ACTORS
+from mediamill.workers.views import VIEWS_ACTOR
 
 
 def test_embedded_default_is_wired_under_the_data_dir(embedded_env: Path) -> None:
@@ -38,7 +39,7 @@ def test_embedded_default_is_wired_under_the_data_dir(embedded_env: Path) -> Non
         assert (blob.size_bytes, stored.read_bytes()) == (5, b"wired")
         assert isinstance(rt.broker, StubBroker)
         actors = set(rt.broker.get_declared_actors())
-        assert actors == {*STAGE_ACTORS.values(), FLUSH_ACTOR, EDGE_LOG_ACTOR}
+        assert actors == {*STAGE_ACTORS.values(), FLUSH_ACTOR, EDGE_LOG_ACTOR, VIEWS_ACTOR}
         assert QUEUE_NAME in rt.broker.get_declared_queues()
     finally:
         rt.broker.close()

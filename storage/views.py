@@ -1,0 +1,399 @@
+"""View rows: the marks that say a session's view must be derived again, the facts the
+derivation reads, the views and sections it writes, and the rollup buckets.
+
+Every write here is idempotent: a view is replaced whole under its session's id, a
+bucket's rollup rows are replaced whole, and each write of a view moves the version of
+the buckets it lands in, so a rollup made from an older version is known stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy.orm import Session
+
+from mediamill.schemas.analytics import (
+    Audience,
+    DeviceClass,
+    DeviceInfo,
+    FactEvent,
+    FactHeartbeat,
+    FactSegment,
+    SessionFacts,
+    View,
+    ViewFigures,
+)
+from mediamill.storage.db import dialect_insert
+from mediamill.storage.models import (
+    EdgeSegmentRequestRow,
+    PlaybackHeartbeatRow,
+    PlaybackSessionRow,
+    PlayerEventRow,
+    RollupBucketRow,
+    TrackingSessionRow,
+    ViewMarkRow,
+    ViewRollupRow,
+    ViewRow,
+    ViewSectionRow,
+)
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+LEVEL_HOUR = "h"
+LEVEL_DAY = "d"
+_OK_STATUSES = (200, 206, 304)
+
+
+def hour_of(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(at: datetime) -> datetime:
+    return hour_of(at).replace(hour=0)
+
+
+# ---- marks ----------------------------------------------------------------------------------
+
+
+def mark_sessions(session: Session, session_ids: Iterable[str], at: datetime) -> None:
+    """Note that these sessions' views must be derived (again)."""
+    rows = [{"session_id": sid, "marked_at": at} for sid in sorted(set(session_ids))]
+    if not rows:
+        return
+    insert = dialect_insert(session)
+    stmt = insert(ViewMarkRow.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["session_id"], set_={"marked_at": stmt.excluded.marked_at}
+    )
+    session.connection().execute(stmt, rows)
+
+
+def marked_sessions(session: Session, limit: int) -> list[tuple[str, datetime]]:
+    stmt = select(ViewMarkRow.session_id, ViewMarkRow.marked_at).order_by(ViewMarkRow.marked_at)
+    return [(sid, at) for sid, at in session.execute(stmt.limit(limit))]
+
+
+def unmark(session: Session, marks: Sequence[tuple[str, datetime]]) -> None:
+    """Drop the marks that were read, unless a newer write marked the session again."""
+    for sid, at in marks:
+        session.execute(
+            delete(ViewMarkRow).where(ViewMarkRow.session_id == sid, ViewMarkRow.marked_at <= at)
+        )
+
+
+def count_marks(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(ViewMarkRow)) or 0)
+
+
+# ---- facts ----------------------------------------------------------------------------------
+
+
+def session_facts(session: Session, session_ids: Sequence[str]) -> list[SessionFacts]:
+    """The stored records of these sessions, one SessionFacts each (unknown ids skipped).
+    The viewer is the tracking session's user id when it has one, else the tracking
+    session, else the device."""
+    ids = list(session_ids)
+    sessions = list(
+        session.scalars(select(PlaybackSessionRow).where(PlaybackSessionRow.id.in_(ids)))
+    )
+    if not sessions:
+        return []
+    tracking_ids = {r.tracking_session_id for r in sessions if r.tracking_session_id}
+    users = {
+        t.id: t.user_id
+        for t in session.scalars(
+            select(TrackingSessionRow).where(TrackingSessionRow.id.in_(tracking_ids))
+        )
+    }
+    events: dict[str, list[FactEvent]] = {r.id: [] for r in sessions}
+    for ev in session.scalars(select(PlayerEventRow).where(PlayerEventRow.session_id.in_(ids))):
+        events[ev.session_id].append(
+            FactEvent(
+                seq=ev.seq,
+                type=ev.type,
+                occurred_at=ev.occurred_at,
+                received_at=ev.received_at,
+                position_s=ev.position_s,
+                data=ev.data or {},
+            )
+        )
+    beats: dict[str, list[FactHeartbeat]] = {r.id: [] for r in sessions}
+    stmt = select(
+        PlaybackHeartbeatRow.session_id,
+        PlaybackHeartbeatRow.received_at,
+        PlaybackHeartbeatRow.position_s,
+        PlaybackHeartbeatRow.is_paused,
+    ).where(PlaybackHeartbeatRow.session_id.in_(ids))
+    for sid, received_at, position_s, is_paused in session.execute(stmt):
+        beats[sid].append(
+            FactHeartbeat(received_at=received_at, position_s=position_s, is_paused=is_paused)
+        )
+    segments: dict[str, list[FactSegment]] = {r.id: [] for r in sessions}
+    stmt = select(
+        EdgeSegmentRequestRow.session_id,
+        EdgeSegmentRequestRow.requested_at,
+        EdgeSegmentRequestRow.from_s,
+        EdgeSegmentRequestRow.to_s,
+    ).where(
+        EdgeSegmentRequestRow.session_id.in_(ids),
+        EdgeSegmentRequestRow.status.in_(_OK_STATUSES),
+    )
+    for sid, requested_at, from_s, to_s in session.execute(stmt):
+        segments[sid].append(FactSegment(requested_at=requested_at, from_s=from_s, to_s=to_s))
+    out = []
+    for row in sessions:
+        user_id = row.user_id or users.get(row.tracking_session_id or "")
+        viewer = user_id or row.tracking_session_id or f"device:{row.device_id}"
+        out.append(
+            SessionFacts(
+                session_id=row.id,
+                asset_id=row.asset_id,
+                duration_ms=row.duration_ms,
+                created_at=row.created_at,
+                ended_at=row.ended_at,
+                viewer_id=viewer,
+                authenticated=user_id is not None,
+                device_id=row.device_id,
+                audience=Audience(
+                    country=row.country,
+                    device_class=DeviceClass(row.device_class or DeviceClass.OTHER.value),
+                    device_info=DeviceInfo.model_validate(row.device_info or {}),
+                    source=row.source,
+                ),
+                events=events[row.id],
+                heartbeats=beats[row.id],
+                segments=segments[row.id],
+            )
+        )
+    return out
+
+
+# ---- views ----------------------------------------------------------------------------------
+
+
+def _bump(session: Session, hours: Iterable[datetime]) -> None:
+    """Move the version of these hours' buckets and of their days'."""
+    keys = {(LEVEL_HOUR, hour_of(h)) for h in hours} | {(LEVEL_DAY, day_of(h)) for h in hours}
+    if not keys:
+        return
+    insert = dialect_insert(session)
+    table = RollupBucketRow.__table__
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["level", "bucket_at"], set_={"version": table.c.version + 1}
+    )
+    rows = [
+        {"level": level, "bucket_at": at, "version": 1, "rolled_version": 0, "rolled_at": None}
+        for level, at in sorted(keys)
+    ]
+    session.connection().execute(stmt, rows)
+
+
+def replace_views(session: Session, views: Sequence[View], removed: Sequence[str] = ()) -> None:
+    """Write each view whole (its row and its sections) under its id, and remove the
+    views of `removed`; the buckets of what changed, old and new, move their version."""
+    ids = [v.view_id for v in views] + list(removed)
+    if not ids:
+        return
+    before = dict(
+        session.execute(select(ViewRow.id, ViewRow.started_at).where(ViewRow.id.in_(ids))).all()
+    )
+    session.execute(delete(ViewSectionRow).where(ViewSectionRow.view_id.in_(ids)))
+    session.execute(delete(ViewRow).where(ViewRow.id.in_(ids)))
+    rows, sections = [], []
+    for v in views:
+        a = v.audience
+        rows.append(
+            {
+                "id": v.view_id,
+                "asset_id": v.asset_id,
+                "viewer_id": v.viewer_id,
+                "authenticated": v.authenticated,
+                "device_id": v.device_id,
+                "country": a.country,
+                "device_class": a.device_class.value,
+                "device_info": a.device_info.model_dump(mode="json"),
+                "source": a.source,
+                "protocol": v.protocol,
+                "rendition": v.rendition,
+                "duration_ms": v.duration_ms,
+                "started_at": v.started_at,
+                "finished_at": v.finished_at,
+                "last_activity_at": v.last_activity_at,
+                "watched_ms": v.watched_ms,
+                "counted": v.counted,
+                "completed": v.completed,
+                "startup_ms": v.startup_ms,
+                "playing_ms": v.playing_ms,
+                "rebuffer_ms": v.rebuffer_ms,
+                "rebuffer_count": v.rebuffer_count,
+                "failed": v.failed,
+                "avg_bitrate": v.avg_bitrate,
+            }
+        )
+        for idx, s in enumerate(v.sections):
+            last = idx == len(v.sections) - 1
+            sections.append(
+                {
+                    "view_id": v.view_id,
+                    "idx": idx,
+                    "from_s": s.from_s,
+                    "to_s": s.to_s,
+                    "started_at": s.started_at,
+                    # The last section of an unfinished view is itself unfinished.
+                    "finished_at": None if last and v.finished_at is None else s.finished_at,
+                }
+            )
+    if rows:
+        session.connection().execute(ViewRow.__table__.insert(), rows)
+    if sections:
+        session.connection().execute(ViewSectionRow.__table__.insert(), sections)
+    _bump(session, [*before.values(), *(v.started_at for v in views)])
+
+
+def count_views(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(ViewRow)) or 0)
+
+
+# ---- rollup buckets -------------------------------------------------------------------------
+
+
+def stale_buckets(
+    session: Session, level: str, after: datetime, before: datetime, limit: int
+) -> list[tuple[datetime, int]]:
+    """Buckets of `level` that begin in [after, before) and whose rollup is missing or
+    stale: (bucket start, version to roll)."""
+    stmt = (
+        select(RollupBucketRow.bucket_at, RollupBucketRow.version)
+        .where(
+            RollupBucketRow.level == level,
+            RollupBucketRow.bucket_at >= after,
+            RollupBucketRow.bucket_at < before,
+            RollupBucketRow.rolled_version < RollupBucketRow.version,
+        )
+        .order_by(RollupBucketRow.bucket_at)
+        .limit(limit)
+    )
+    return [(at, version) for at, version in session.execute(stmt)]
+
+
+def clean_buckets(session: Session, level: str, start: datetime, end: datetime) -> set[datetime]:
+    """The buckets of `level` in [start, end) whose rollup rows are current."""
+    stmt = select(RollupBucketRow.bucket_at).where(
+        RollupBucketRow.level == level,
+        RollupBucketRow.bucket_at >= start,
+        RollupBucketRow.bucket_at < end,
+        RollupBucketRow.rolled_version == RollupBucketRow.version,
+    )
+    return {at.astimezone(UTC) for at in session.scalars(stmt)}
+
+
+def known_buckets(session: Session, level: str, start: datetime, end: datetime) -> set[datetime]:
+    """The buckets of `level` in [start, end) that ever held a view."""
+    stmt = select(RollupBucketRow.bucket_at).where(
+        RollupBucketRow.level == level,
+        RollupBucketRow.bucket_at >= start,
+        RollupBucketRow.bucket_at < end,
+    )
+    return {at.astimezone(UTC) for at in session.scalars(stmt)}
+
+
+def replace_rollups(
+    session: Session, level: str, bucket_at: datetime, version: int, rows: Sequence[dict]
+) -> bool:
+    """Replace the bucket's rollup rows with `rows`, made from `version`; False (and
+    nothing written) when a view landed in the bucket since that version was read."""
+    done = session.execute(
+        update(RollupBucketRow)
+        .where(
+            RollupBucketRow.level == level,
+            RollupBucketRow.bucket_at == bucket_at,
+            RollupBucketRow.version == version,
+        )
+        .values(rolled_version=version, rolled_at=func.now())
+    )
+    if done.rowcount != 1:
+        return False
+    session.execute(
+        delete(ViewRollupRow).where(
+            ViewRollupRow.level == level, ViewRollupRow.bucket_at == bucket_at
+        )
+    )
+    if rows:
+        session.connection().execute(ViewRollupRow.__table__.insert(), list(rows))
+    return True
+
+
+def rollup_rows(
+    session: Session,
+    level: str,
+    buckets: Iterable[datetime],
+    asset_ids: Sequence[str] | None,
+    dimension: str,
+) -> Iterator[ViewRollupRow]:
+    """The rollup rows of these buckets for one dimension: per asset when `asset_ids`
+    is given, else the all-assets rows."""
+    buckets = sorted(buckets)
+    if not buckets:
+        return
+    stmt = select(ViewRollupRow).where(
+        ViewRollupRow.level == level,
+        ViewRollupRow.bucket_at.in_(buckets),
+        ViewRollupRow.dimension == dimension,
+    )
+    if asset_ids:
+        stmt = stmt.where(ViewRollupRow.asset_id.in_(list(asset_ids)))
+    else:
+        stmt = stmt.where(ViewRollupRow.asset_id == "")
+    yield from session.scalars(stmt.execution_options(yield_per=2000))
+
+
+def view_figures(
+    session: Session, start: datetime, end: datetime, asset_ids: Sequence[str] | None = None
+) -> Iterator[ViewFigures]:
+    """What rollups read of the views that started in [start, end), streamed."""
+    cols = (
+        ViewRow.asset_id,
+        ViewRow.started_at,
+        ViewRow.viewer_id,
+        ViewRow.authenticated,
+        ViewRow.device_id,
+        ViewRow.country,
+        ViewRow.device_class,
+        ViewRow.source,
+        ViewRow.counted,
+        ViewRow.watched_ms,
+        ViewRow.completed,
+    )
+    stmt = select(*cols).where(ViewRow.started_at >= start, ViewRow.started_at < end)
+    if asset_ids:
+        stmt = stmt.where(ViewRow.asset_id.in_(list(asset_ids)))
+    names = [c.key for c in cols]
+    for row in session.execute(stmt.execution_options(yield_per=5000)):
+        yield ViewFigures.model_construct(**dict(zip(names, row, strict=True)))
+
+
+# The key of the one advisory lock that makes view updates run one at a time.
+_UPDATE_LOCK_KEY = 0x6D6D5F7669657773  # "mm_views"
+
+
+@contextmanager
+def exclusive_update(engine: Engine) -> Iterator[bool]:
+    """Whether this process may update views now: on PostgreSQL a session advisory lock
+    held for the block (another worker holding it: False); elsewhere always True (one
+    process owns a SQLite file)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        got = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _UPDATE_LOCK_KEY}))
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _UPDATE_LOCK_KEY})
+                conn.commit()

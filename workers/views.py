@@ -1,0 +1,156 @@
+"""Keeping views current: derive the views of the sessions something was written for,
+then roll up the hours and days that closed.
+
+`update_views` is the actor. The sweeper sends it every tick, so a view is derived
+within a sweep interval of its records being flushed; a rollup of an hour is made
+`MEDIAMILL_ANALYTICS_ROLLUP_DELAY_S` after the hour ends, and made again whenever a
+late record changes a view in it. Everything it writes is replaced whole, so running
+it twice, or two at once, changes nothing (on PostgreSQL an advisory lock lets one run
+at a time anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dramatiq import Message
+
+from mediamill.pipeline.rollups import aggregate
+from mediamill.pipeline.views import derive_view
+from mediamill.schemas.base import utcnow
+from mediamill.storage import views as view_rows
+from mediamill.storage.views import DAY, HOUR, LEVEL_DAY, LEVEL_HOUR
+from mediamill.workers import runtime
+from mediamill.workers.queue import QUEUE_NAME
+from mediamill.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+VIEWS_ACTOR = "update_views"
+DERIVE_BATCH = 500
+ROLL_BATCH = 200
+UPDATE_BUDGET_S = 20.0
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    derived: int
+    removed: int
+    hours_rolled: int
+    days_rolled: int
+
+
+def schedule_update(rt: Runtime) -> None:
+    message = Message(queue_name=QUEUE_NAME, actor_name=VIEWS_ACTOR, args=(), kwargs={}, options={})
+    rt.broker.enqueue(message)
+
+
+def update(
+    rt: Runtime, *, now: datetime | None = None, budget_s: float = UPDATE_BUDGET_S
+) -> UpdateResult:
+    """Derive the marked sessions' views, then roll up the stale buckets that closed,
+    for at most about `budget_s` (what is left waits for the next run)."""
+    with view_rows.exclusive_update(rt.db.engine) as mine:
+        if not mine:
+            return UpdateResult(0, 0, 0, 0)
+        deadline = time.monotonic() + budget_s
+        derived, removed = derive_marked(rt, deadline)
+        hours, days = roll_up(rt, now or utcnow(), deadline)
+    if derived or removed or hours or days:
+        log.info(
+            "views: %d derived, %d removed; rolled up %d hours, %d days",
+            derived,
+            removed,
+            hours,
+            days,
+        )
+    return UpdateResult(derived, removed, hours, days)
+
+
+def derive_marked(rt: Runtime, deadline: float) -> tuple[int, int]:
+    """(views written, views removed) for the marked sessions."""
+    settings = rt.settings
+    oldest = utcnow() - timedelta(days=settings.analytics_raw_retention_days)
+    derived = removed = 0
+    while time.monotonic() < deadline:
+        with rt.db.session() as s:
+            marks = view_rows.marked_sessions(s, DERIVE_BATCH)
+            if not marks:
+                break
+            facts = view_rows.session_facts(s, [sid for sid, _ in marks])
+            views, gone = [], []
+            for f in facts:
+                view = derive_view(f, min_watch_s=settings.view_min_watch_s)
+                # Past the raw retention a view would re-roll an hour whose raw views are gone.
+                if view is not None and view.started_at >= oldest:
+                    views.append(view)
+                else:
+                    gone.append(f.session_id)
+            view_rows.replace_views(s, views, gone)
+            view_rows.unmark(s, marks)
+        derived += len(views)
+        removed += len(gone)
+    return derived, removed
+
+
+def roll_up(rt: Runtime, now: datetime, deadline: float) -> tuple[int, int]:
+    """(hours, days) rolled up: each stale bucket that ended `analytics_rollup_delay_s`
+    ago and is inside the raw retention, rebuilt from its views."""
+    settings = rt.settings
+    closed = now - timedelta(seconds=settings.analytics_rollup_delay_s)
+    oldest = now - timedelta(days=settings.analytics_raw_retention_days)
+    done = {LEVEL_HOUR: 0, LEVEL_DAY: 0}
+    for level, size in ((LEVEL_HOUR, HOUR), (LEVEL_DAY, DAY)):
+        while time.monotonic() < deadline:
+            with rt.db.session() as s:
+                stale = view_rows.stale_buckets(s, level, oldest - size, closed - size, ROLL_BATCH)
+            if not stale:
+                break
+            for bucket_at, version in stale:
+                with rt.db.session() as s:
+                    groups = aggregate(view_rows.view_figures(s, bucket_at, bucket_at + size))
+                    rows = [
+                        {
+                            "level": level,
+                            "bucket_at": bucket_at,
+                            "asset_id": asset,
+                            "dimension": dimension,
+                            "value": value,
+                            **agg.as_row(),
+                        }
+                        for (asset, dimension, value), agg in groups.items()
+                    ]
+                    if view_rows.replace_rollups(s, level, bucket_at, version, rows):
+                        done[level] += 1
+            if len(stale) < ROLL_BATCH:
+                break
+    return done[LEVEL_HOUR], done[LEVEL_DAY]
+
+
+def update_views() -> None:
+    """The actor: one update in this worker's runtime."""
+    update(runtime.current())
+
+
+def has_work(rt: Runtime, now: datetime | None = None) -> bool:
+    """Whether a session is marked, or a stale bucket has closed."""
+    now = now or utcnow()
+    settings = rt.settings
+    closed = now - timedelta(seconds=settings.analytics_rollup_delay_s)
+    oldest = now - timedelta(days=settings.analytics_raw_retention_days)
+    with rt.db.session() as s:
+        if view_rows.marked_sessions(s, 1):
+            return True
+        return any(
+            view_rows.stale_buckets(s, level, oldest - size, closed - size, 1)
+            for level, size in ((LEVEL_HOUR, HOUR), (LEVEL_DAY, DAY))
+        )
+
+
+def sweep_views(rt: Runtime) -> None:
+    """The sweeper's part: an update, when there is something to update."""
+    if has_work(rt):
+        schedule_update(rt)
