@@ -24,6 +24,7 @@ from mediamill.api.metrics import ApiMetrics
 from mediamill.api.middleware import ConventionsMiddleware
 from mediamill.api.rate_limit import RateLimiter
 from mediamill.api.routes import (
+    analytics,
     assets,
     docs,
     events,
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(uploads.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(analytics.router)
     app.include_router(docs.router)
     docs.install_openapi(app, public=settings.public_docs)
     if settings.serves_embedded_edge:

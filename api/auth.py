@@ -68,7 +68,8 @@ def _credentials(request: Request) -> tuple[str, str]:
     the key is missing or malformed."""
     client_id = request.headers.get("x-client-id", "")
     token = request.headers.get("x-authentication-token", "")
-    api_key = request.headers.get("x-api-key", "")
+    # IBM Video Analytics' clients send `Authorization: <token>`: a key fits there too.
+    api_key = request.headers.get("x-api-key", "") or _authorization_key(request)
     if client_id and token:
         return client_id, token
     if client_id or token:
@@ -83,6 +84,12 @@ def _credentials(request: Request) -> tuple[str, str]:
     if not (client_id and token):
         raise AuthenticationError("malformed API key: X-API-Key is '<client id>.<token>'")
     return client_id, token
+
+
+def _authorization_key(request: Request) -> str:
+    value = request.headers.get("authorization", "").strip()
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest else value
 
 
 def _verify(request: Request, client_id: str, token: str) -> str:

@@ -47,6 +47,7 @@ def caused_by_request(exc: Exception) -> bool:
     message = str(orig if orig is not None else exc).lower()
     return any(limit in message for limit in _SQLITE_LIMIT_MESSAGES)
 
+
 # Most specific first: the first class an error is an instance of decides.
 STATUS_BY_ERROR: list[tuple[type[e.MediaMillError], int]] = [
     (e.AuthenticationError, 401),
@@ -127,9 +128,23 @@ def _server_paths(request: Request) -> list[str]:
     return sorted(paths, key=len, reverse=True)
 
 
+# Routes that keep IBM Video Analytics' shapes answer errors its way too.
+IBM_PREFIX = "/analytics/v1/"
+
+
 def error_response(
     request: Request, status: int, name: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    if request.url.path.startswith(IBM_PREFIX):
+        error = {
+            "status": status,
+            "title": name,
+            "detail": bounded_message(message, _server_paths(request)),
+        }
+        pointer = getattr(request.state, "error_pointer", None)
+        if pointer:
+            error["source"] = {"pointer": pointer}
+        return JSONResponse({"errors": [error]}, status_code=status, headers=headers)
     body = {
         "name": name,
         "message": bounded_message(message, _server_paths(request)),

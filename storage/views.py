@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.analytics import (
@@ -397,3 +397,35 @@ def exclusive_update(engine: Engine) -> Iterator[bool]:
             if got:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _UPDATE_LOCK_KEY})
                 conn.commit()
+
+
+def section_page(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    asset_ids: Sequence[str] | None,
+    *,
+    inclusive: bool,
+    unfinished: bool,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[tuple[ViewSectionRow, ViewRow]]]:
+    """IBM's `/views`: (how many sections match, one page of them with their views),
+    by IBM's range rules. Inclusive: a section that started in the range, or started
+    before it and finished in it; otherwise only one that started and finished in it.
+    Unfinished sections (finished_at null) only when `unfinished`."""
+    sec = ViewSectionRow
+    started_in = and_(sec.started_at >= start, sec.started_at <= end)
+    finished_in = and_(sec.finished_at >= start, sec.finished_at <= end)
+    if inclusive:
+        cond = or_(started_in, and_(sec.started_at < start, finished_in))
+    else:
+        cond = and_(started_in, or_(finished_in, sec.finished_at.is_(None)))
+    if not unfinished:
+        cond = and_(cond, sec.finished_at.is_not(None))
+    base = select(sec, ViewRow).join(ViewRow, ViewRow.id == sec.view_id).where(cond)
+    if asset_ids:
+        base = base.where(ViewRow.asset_id.in_(list(asset_ids)))
+    count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    page = base.order_by(sec.started_at, sec.view_id, sec.idx).offset(offset).limit(limit)
+    return int(count), [(a, b) for a, b in session.execute(page).all()]

@@ -1,0 +1,287 @@
+"""IBM Video Analytics-compatible routes under `/analytics/v1/`: its paths, its
+snake_case fields, its `pagination` links and its `{"errors": [...]}` bodies, so a
+client written for it works unchanged. Authentication: a read key, in MediaMill's
+headers or as `Authorization: <clientId>.<token>`.
+
+Differences from IBM (docs/analytics.md): `content_id` is our asset ids (64 hex
+characters, comma-separated); date-times without an offset are read in
+MEDIAMILL_ANALYTICS_TZ (default UTC), not America/Los_Angeles; `city` is always null
+(the country comes from the address's allocation); `live` content answers empty.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+
+from mediamill.api.deps import ReadKey, RuntimeDep
+from mediamill.schemas.analytics import DeviceClass, Link, Page, Pagination, Resource
+from mediamill.schemas.errors import InvalidRequestError
+from mediamill.storage import views as view_rows
+from mediamill.storage.models import ViewRow, ViewSectionRow
+from mediamill.workers.analytics import Dimension, Metric, Point, series
+from mediamill.workers.runtime import Runtime
+
+router = APIRouter(prefix="/analytics/v1", tags=["analytics (IBM Video Analytics)"])
+
+MAX_LIMIT = 10_000
+MAX_RANGE_DAYS = 3660
+CONTENT_TYPES = ("recorded", "live")
+_ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
+_SECTION_IDS = uuid.UUID("0d7c0b8e-3f9a-4c61-9a3e-5c1f7a2b9e44")
+
+
+class QueryParams:
+    """IBM's query parameters, read by hand so that each error names its parameter
+    (`source.pointer`)."""
+
+    def __init__(self, request: Request, zone: ZoneInfo) -> None:
+        self.request = request
+        self.zone = zone
+        self.query = request.query_params
+
+    def fail(self, name: str, detail: str) -> InvalidRequestError:
+        self.request.state.error_pointer = name
+        return InvalidRequestError(detail)
+
+    def time(self, name: str) -> datetime:
+        raw = self.query.get(name)
+        if raw is None or not raw.strip():
+            raise self.fail(
+                name, f"{name} is required (ISO 8601, such as 2026-07-16T19:20:30+01:00)"
+            )
+        try:
+            value = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise self.fail(
+                name, f"{name} must be an ISO 8601 date and time, not {raw[:40]!r}"
+            ) from None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=self.zone)
+        return value
+
+    def range(self) -> tuple[datetime, datetime]:
+        start, end = self.time("date_time_from"), self.time("date_time_to")
+        if end <= start:
+            raise self.fail("date_time_to", "date_time_to must be after date_time_from")
+        if (end - start).days > MAX_RANGE_DAYS:
+            raise self.fail("date_time_to", f"a range may span at most {MAX_RANGE_DAYS} days")
+        return start, end
+
+    def number(self, name: str, default: int, low: int, high: int | None = None) -> int:
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise self.fail(name, f"{name} must be a whole number, not {raw[:40]!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise self.fail(name, f"{name} must be {bound}, not {value}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise self.fail(name, f"{name} must be true or false, not {raw[:40]!r}")
+
+    def content_ids(self) -> list[str] | None:
+        raw = self.query.get("content_id")
+        if raw is None or not raw.strip():
+            return None
+        ids = [part.strip() for part in raw.split(",") if part.strip()]
+        bad = [i for i in ids if not _ASSET_ID.match(i)]
+        if bad:
+            raise self.fail(
+                "content_id", f"content_id holds asset ids (64 hex characters), not {bad[0][:70]!r}"
+            )
+        if len(ids) > 1000:
+            raise self.fail("content_id", "content_id takes at most 1000 ids")
+        return ids
+
+    def page(self) -> tuple[int, int]:
+        return self.number("_page", 1, 1), self.number("_limit", 10, 1, MAX_LIMIT)
+
+
+def _content_type(params: QueryParams, value: str | None) -> str:
+    if value is None:
+        return "recorded"
+    if value not in CONTENT_TYPES:
+        raise params.fail("content_type", f"content_type is live or recorded, not {value[:40]!r}")
+    return value
+
+
+def _when(at: datetime | None, zone: ZoneInfo) -> str | None:
+    return at.astimezone(zone).isoformat(timespec="seconds") if at is not None else None
+
+
+def _pagination(request: Request, count: int, page: int, limit: int) -> Pagination:
+    last = max(1, -(-count // limit))
+
+    def link(number: int) -> Link:
+        query = [
+            (k, v) for k, v in request.query_params.multi_items() if k not in ("_page", "_limit")
+        ]
+        query += [("_page", str(number)), ("_limit", str(limit))]
+        return Link(href=f"{request.url.path}?{urlencode(query)}")
+
+    return Pagination(
+        count=count,
+        self=link(page),
+        first=link(1),
+        prev=link(page - 1) if page > 1 else None,
+        next=link(page + 1) if page < last else None,
+        last=link(last),
+    )
+
+
+def _page_response(
+    request: Request, count: int, page: int, limit: int, data: list[Resource]
+) -> JSONResponse:
+    body = Page(pagination=_pagination(request, count, page, limit), data=data)
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+# ---- views ----------------------------------------------------------------------------------
+
+
+def _section_attributes(section: ViewSectionRow, view: ViewRow, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "view_id": str(uuid.uuid5(_SECTION_IDS, f"{view.id}:{section.idx}")),
+        "content_type": "recorded",
+        "content_id": view.asset_id,
+        "started_at": _when(section.started_at, zone),
+        "finished_at": _when(section.finished_at, zone),
+        "from": int(section.from_s),
+        "to": int(section.to_s),
+        "viewer_identifier": view.viewer_id,
+        "country": view.country,
+        "city": None,
+        "is_mobile_view": view.device_class in (DeviceClass.MOBILE, DeviceClass.TABLET),
+        "view_type": "onsite",
+        "client_id": view.device_id,
+        "view_session_id": view.id,
+        "device_info": view.device_info,
+    }
+
+
+def _views(rt: Runtime, request: Request, content_type: str | None) -> JSONResponse:
+    zone = rt.settings.analytics_zone
+    params = QueryParams(request, zone)
+    kind = _content_type(params, content_type)
+    start, end = params.range()
+    asset_ids = params.content_ids() if content_type is not None else None
+    inclusive = params.flag("inclusive_range", True)
+    unfinished = params.flag("list_unfinished_segments", True)
+    page, limit = params.page()
+    if kind == "live":
+        return _page_response(request, 0, page, limit, [])
+    with rt.db.session() as s:
+        count, rows = view_rows.section_page(
+            s,
+            start,
+            end,
+            asset_ids,
+            inclusive=inclusive,
+            unfinished=unfinished,
+            offset=(page - 1) * limit,
+            limit=limit,
+        )
+        data = [Resource(type="View", attributes=_section_attributes(a, b, zone)) for a, b in rows]
+    return _page_response(request, count, page, limit, data)
+
+
+@router.get("/views")
+def list_views(rt: RuntimeDep, request: Request, _: ReadKey) -> JSONResponse:
+    """Every view section of the range, by IBM's range rules (`inclusive_range`,
+    `list_unfinished_segments`)."""
+    return _views(rt, request, None)
+
+
+@router.get("/views/{content_type}")
+def list_views_of(
+    rt: RuntimeDep, request: Request, _: ReadKey, content_type: Annotated[str, Path()]
+) -> JSONResponse:
+    """The view sections of one content type (`recorded`: assets), optionally of
+    `content_id`."""
+    return _views(rt, request, content_type)
+
+
+# ---- counts ---------------------------------------------------------------------------------
+
+
+def _series_item(point: Point, zone: ZoneInfo) -> Resource:
+    value = point.point
+    shown = _when(value, zone) if isinstance(value, datetime) else value
+    return Resource(
+        type="Series",
+        attributes={"dimension_type": point.dimension.value, "point": shown, "value": point.value},
+    )
+
+
+def _counts(
+    rt: Runtime, request: Request, metric: str, content_type: str | None, dimension: str
+) -> JSONResponse:
+    zone = rt.settings.analytics_zone
+    params = QueryParams(request, zone)
+    try:
+        chosen = Metric(metric)
+    except ValueError:
+        raise params.fail("metric", f"no such report: {metric[:40]!r}") from None
+    try:
+        dim = Dimension(dimension)
+    except ValueError:
+        names = ", ".join(d.value for d in Dimension)
+        raise params.fail(
+            "dimension", f"dimension is one of {names}, not {dimension[:40]!r}"
+        ) from None
+    kind = _content_type(params, content_type)
+    start, end = params.range()
+    asset_ids = params.content_ids() if content_type is not None else None
+    page, limit = params.page()
+    points = [] if kind == "live" else series(rt, chosen, dim, start, end, asset_ids)
+    window = points[(page - 1) * limit : page * limit]
+    return _page_response(
+        request, len(points), page, limit, [_series_item(p, zone) for p in window]
+    )
+
+
+@router.get("/{metric}/{dimension}")
+def counts(
+    rt: RuntimeDep,
+    request: Request,
+    _: ReadKey,
+    metric: Annotated[str, Path(description="total-views, unique-devices, authenticated-viewers")],
+    dimension: Annotated[
+        str, Path(description="summary, month, day, hour, location, device, view-source")
+    ],
+) -> JSONResponse:
+    """A count over every content: `summary`, or bucketed by `dimension`."""
+    return _counts(rt, request, metric, None, dimension)
+
+
+@router.get("/{metric}/{content_type}/{dimension}")
+def counts_of(
+    rt: RuntimeDep,
+    request: Request,
+    _: ReadKey,
+    metric: Annotated[str, Path()],
+    content_type: Annotated[str, Path()],
+    dimension: Annotated[str, Path()],
+) -> JSONResponse:
+    """A count over one content type (`recorded`), optionally of `content_id`."""
+    return _counts(rt, request, metric, content_type, dimension)
