@@ -1,0 +1,208 @@
+"""workers/analytics.py on SQLite and PostgreSQL: every count over any range equals the
+truth computed here from the generated views, whether the range's buckets are rolled
+up, stale (a late view landed), not closed yet, or cut at a range's edge; unique
+counts are within the sketches' bounds."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from mediamill.config.settings import Settings
+from mediamill.schemas.analytics import Audience, DeviceClass, View, ViewSection
+from mediamill.storage import views as view_rows
+from mediamill.storage.blobs import LocalBlobStore
+from mediamill.storage.db import Database
+from mediamill.workers import views
+from mediamill.workers.analytics import Dimension, Metric, series
+from mediamill.workers.queue import QUEUE_NAME
+from mediamill.workers.runtime import Runtime
+
+pytestmark = pytest.mark.integration
+
+ASSETS = ["a" * 64, "b" * 64, "c" * 64]
+COUNTRIES = ["HU", "US", "GB", None]
+CLASSES = [DeviceClass.DESKTOP, DeviceClass.MOBILE, DeviceClass.TV]
+
+
+@pytest.fixture
+def rt(database_url: str | None, tmp_path: Path) -> Iterator[Runtime]:
+    db = Database(database_url or f"sqlite:///{tmp_path / 'analytics.db'}")
+    db.upgrade()
+    broker = StubBroker()
+    broker.declare_queue(QUEUE_NAME)
+    settings = Settings(_env_file=None, data_dir=tmp_path, analytics_rollup_delay_s=0)
+    yield Runtime(settings, db, LocalBlobStore(tmp_path / "store"), broker)
+    broker.close()
+    db.dispose()
+
+
+def generated(
+    rng: random.Random, count: int, start: datetime, span_s: int, prefix: str
+) -> list[View]:
+    out = []
+    for i in range(count):
+        at = start + timedelta(seconds=rng.randrange(span_s))
+        viewer = rng.randrange(800)
+        authenticated = viewer % 4 == 0
+        counted = rng.random() < 0.8
+        out.append(
+            View(
+                view_id=f"{prefix}{i}",
+                session_id=f"{prefix}{i}",
+                asset_id=rng.choice(ASSETS),
+                viewer_id=f"user-{viewer}" if authenticated else f"ts-{viewer}",
+                authenticated=authenticated,
+                device_id=f"dev-{rng.randrange(1200)}",
+                audience=Audience(
+                    country=rng.choice(COUNTRIES),
+                    device_class=rng.choice(CLASSES),
+                    source=rng.choice(["site", "app"]),
+                ),
+                duration_ms=600_000,
+                started_at=at,
+                finished_at=at + timedelta(seconds=60),
+                last_activity_at=at + timedelta(seconds=60),
+                watched_ms=60_000 if counted else 5_000,
+                counted=counted,
+                completed=False,
+                sections=[
+                    ViewSection(
+                        from_s=0, to_s=60, started_at=at, finished_at=at + timedelta(seconds=60)
+                    )
+                ],
+            )
+        )
+    return out
+
+
+def write(rt: Runtime, made: list[View]) -> None:
+    for i in range(0, len(made), 500):
+        with rt.db.session() as s:
+            view_rows.replace_views(s, made[i : i + 500])
+
+
+def truth(made: list[View], a: datetime, b: datetime, key, assets=None) -> dict:
+    groups: dict = defaultdict(
+        lambda: {"views": 0, "devices": set(), "viewers": set(), "auth": set()}
+    )
+    for v in made:
+        if not (a <= v.started_at < b) or not v.counted or (assets and v.asset_id not in assets):
+            continue
+        g = groups[key(v)]
+        g["views"] += 1
+        g["devices"].add(v.device_id)
+        g["viewers"].add(v.viewer_id)
+        if v.authenticated:
+            g["auth"].add(v.viewer_id)
+    return groups
+
+
+def close(estimate: int, exact: int, share: float) -> bool:
+    return abs(estimate - exact) <= max(1, exact * share)
+
+
+def check(rt: Runtime, made: list[View], a: datetime, b: datetime, assets=None) -> None:
+    whole = truth(made, a, b, lambda v: "", assets).get("")
+    got = {m: series(rt, m, Dimension.SUMMARY, a, b, assets)[0].value for m in Metric}
+    exact = whole or {"views": 0, "devices": set(), "viewers": set(), "auth": set()}
+    assert got[Metric.TOTAL_VIEWS] == exact["views"], (a, b)
+    assert close(got[Metric.UNIQUE_DEVICES], len(exact["devices"]), 0.01)
+    assert close(got[Metric.UNIQUE_VIEWERS], len(exact["viewers"]), 0.01)
+    assert close(got[Metric.AUTHENTICATED_VIEWERS], len(exact["auth"]), 0.01)
+    by_country = truth(made, a, b, lambda v: v.audience.country or "unknown", assets)
+    points = series(rt, Metric.TOTAL_VIEWS, Dimension.LOCATION, a, b, assets)
+    assert {p.point: p.value for p in points} == {k: g["views"] for k, g in by_country.items()}
+    by_device = truth(made, a, b, lambda v: v.audience.device_class.value, assets)
+    points = series(rt, Metric.UNIQUE_DEVICES, Dimension.DEVICE, a, b, assets)
+    for p in points:
+        assert close(p.value, len(by_device[p.point]["devices"]), 0.01)
+    day = lambda v: v.started_at.replace(hour=0, minute=0, second=0, microsecond=0)  # noqa: E731
+    by_day = truth(made, a, b, day, assets)
+    points = series(rt, Metric.TOTAL_VIEWS, Dimension.DAY, a, b, assets)
+    assert {p.point: p.value for p in points if p.value} == {
+        k: g["views"] for k, g in by_day.items()
+    }
+
+
+def test_every_count_equals_the_truth_rolled_up_stale_raw_or_cut(rt: Runtime) -> None:
+    rng = random.Random(18)
+    now = datetime.now(UTC).replace(minute=40, second=0, microsecond=0)
+    start = now.replace(minute=0) - timedelta(days=10)
+    made = generated(rng, 3000, start, 10 * 86400, "v")
+    made += generated(rng, 40, now.replace(minute=0), 40 * 60, "tail")  # the open hour
+    write(rt, made)
+    while views.update(rt, now=now).hours_rolled:
+        pass
+    rolled_hour = start + timedelta(days=3, hours=5)
+    late = generated(rng, 30, rolled_hour, 3600, "late")
+    write(rt, late)  # not rolled again yet: its hour and day read raw
+    made += late
+    with rt.db.session() as s:
+        assert rolled_hour not in view_rows.clean_buckets(s, "h", start, now)
+        assert len(view_rows.clean_buckets(s, "d", start, now)) >= 8
+    end = now + timedelta(hours=1)
+    ranges = [
+        (start, end),  # everything: days, hours, stale, the open hour
+        (start + timedelta(hours=7, minutes=13), end - timedelta(hours=30, minutes=7)),  # cut edges
+        (rolled_hour, rolled_hour + timedelta(hours=1)),  # the stale hour alone
+        (start + timedelta(days=2), start + timedelta(days=3)),  # one whole day
+        (now - timedelta(minutes=10), end),  # the raw tail
+    ]
+    for a, b in ranges:
+        check(rt, made, a, b)
+    check(rt, made, start, end, assets=ASSETS[:2])
+    while views.update(rt, now=now).hours_rolled:
+        pass
+    check(rt, made, start, end)  # rolled again: the same answers
+
+
+def test_unique_counts_at_ten_thousand_viewers_within_one_percent(rt: Runtime) -> None:
+    """Item 3 on the database: 10,000 distinct viewers over 90 days, every 6th hour."""
+    rng = random.Random(3)
+    now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+    start = now.replace(minute=0) - timedelta(days=90)
+    made = []
+    for i in range(20_000):
+        hour = start + timedelta(hours=6 * rng.randrange(90 * 4))
+        at = hour + timedelta(seconds=rng.randrange(3600))
+        viewer = i % 10_000
+        made.append(
+            View(
+                view_id=f"u{i}",
+                session_id=f"u{i}",
+                asset_id=ASSETS[0],
+                viewer_id=f"viewer-{viewer}",
+                authenticated=True,
+                device_id=f"device-{viewer}",
+                audience=Audience(),
+                duration_ms=None,
+                started_at=at,
+                finished_at=None,
+                last_activity_at=at,
+                watched_ms=60_000,
+                counted=True,
+                completed=False,
+            )
+        )
+    write(rt, made)
+    while views.update(rt, now=now, budget_s=120).hours_rolled:
+        pass
+    for a, b in (
+        (start, now),
+        (start + timedelta(days=30), start + timedelta(days=31)),
+        (
+            made[0].started_at.replace(minute=0, second=0),
+            made[0].started_at.replace(minute=0, second=0) + timedelta(hours=1),
+        ),
+    ):
+        exact = truth(made, a, b, lambda v: "").get("")
+        got = series(rt, Metric.UNIQUE_VIEWERS, Dimension.SUMMARY, a, b)[0].value
+        assert close(got, len(exact["viewers"]), 0.01), (a, b, got, len(exact["viewers"]))
+        assert series(rt, Metric.TOTAL_VIEWS, Dimension.SUMMARY, a, b)[0].value == exact["views"]
