@@ -1,0 +1,252 @@
+"""The IBM Video Analytics-compatible routes through HTTP on the embedded API: sessions
+played through the playback routes show up as views, counted by the rules; answers in
+IBM's shapes (snake_case attributes, pagination links, `{"errors": [...]}` naming the
+parameter); a read key in `Authorization`; a playback key refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from api_support import Api, running_api
+from playback_support import packaged_asset
+from support import wait_until
+
+from mediamill.config.settings import Settings
+from mediamill.schemas.base import utcnow
+from mediamill.storage import views as view_rows
+from mediamill.storage.api_keys import create_api_key
+from mediamill.workers import views
+
+pytestmark = pytest.mark.integration
+
+
+class Site:
+    def __init__(self, api: Api, player_key: str) -> None:
+        self.api, self.client, self.rt = api, api.client, api.rt
+        self.player = {"X-API-Key": player_key}
+        self.auth = {"Authorization": api.read["X-API-Key"]}
+
+    def play(self, asset_id: str, device: str, watch_s: float, user: str | None = None) -> str:
+        query = f"?userId={user}" if user else ""
+        tracking = self.client.post(
+            f"/v0/playouts/site/tracking/session{query}", headers=self.player
+        )
+        token = tracking.headers["x-mediamill-tracking"]
+        made = self.client.post(
+            f"/v0/assets/{asset_id}/playback-sessions",
+            headers={**self.player, "X-Device-Id": device, "X-MediaMill-Tracking": token},
+        )
+        assert made.status_code == 201, made.text
+        sid = made.json()["sessionId"]
+        now = utcnow()
+        events = [
+            {"seq": 0, "type": "viewStart", "timestamp": now.isoformat(), "startupMs": 250},
+            {"seq": 1, "type": "playing", "timestamp": now.isoformat(), "positionSeconds": 0},
+            {
+                "seq": 2,
+                "type": "pause",
+                "timestamp": (now + timedelta(seconds=watch_s)).isoformat(),
+                "positionSeconds": watch_s,
+            },
+        ]
+        r = self.client.post(
+            f"/v0/playback-sessions/{sid}/events", headers=self.player, json={"events": events}
+        )
+        assert r.status_code == 202 or r.status_code == 200, r.text
+        return sid
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.client.get(f"/analytics/v1/{path}?{urlencode(query)}", headers=self.auth)
+
+
+@pytest.fixture
+def site(embedded_env) -> Iterator[Site]:
+    settings = Settings(
+        _env_file=None,
+        data_dir=embedded_env,
+        playback_flush_interval_s=0.2,
+        playback_rate_per_s=1000,
+    )
+    with running_api(settings) as api:
+        with api.rt.db.session() as s:
+            key = create_api_key(s, "playback", "web player")
+        yield Site(api, key.api_key)
+
+
+def _derived(site: Site, count: int) -> None:
+    def done() -> bool:
+        views.update(site.rt)
+        with site.rt.db.session() as s:
+            return view_rows.count_views(s) == count
+
+    wait_until(done, "the views derived")
+
+
+def test_played_sessions_are_counted_views_in_ibm_shapes(site: Site) -> None:
+    asset = packaged_asset(site.rt, duration_ms=600_000)
+    site.play(asset, "tv-1", 45, user="alice@example.com")
+    site.play(asset, "phone-1", 40, user="alice@example.com")
+    site.play(asset, "phone-2", 10)  # under 30 s: a view, not a counted one
+    _derived(site, 3)
+    now = utcnow()
+    window = {
+        "date_time_from": (now - timedelta(hours=1)).isoformat(),
+        "date_time_to": (now + timedelta(hours=1)).isoformat(),
+    }
+    summary = site.get("total-views/summary", **window)
+    assert summary.status_code == 200, summary.text
+    body = summary.json()
+    assert body["data"] == [
+        {
+            "type": "Series",
+            "attributes": {
+                "dimension_type": "summary",
+                "point": body["data"][0]["attributes"]["point"],
+                "value": 2,
+            },
+        }
+    ]
+    assert body["pagination"]["count"] == 1 and body["pagination"]["prev"] is None
+    assert (
+        site.get("unique-devices/summary", **window).json()["data"][0]["attributes"]["value"] == 2
+    )
+    assert (
+        site.get("authenticated-viewers/summary", **window).json()["data"][0]["attributes"]["value"]
+        == 1
+    )
+    recorded = site.get("total-views/recorded/hour", content_id=asset, **window).json()
+    assert sum(d["attributes"]["value"] for d in recorded["data"]) == 2
+    assert site.get("total-views/live/summary", **window).json()["data"] == []
+    listed = site.get("views", **window).json()
+    assert listed["pagination"]["count"] == 3
+    attributes = listed["data"][0]["attributes"]
+    assert {
+        "view_id",
+        "content_id",
+        "from",
+        "to",
+        "started_at",
+        "finished_at",
+        "viewer_identifier",
+        "country",
+        "device_info",
+        "is_mobile_view",
+        "view_session_id",
+        "client_id",
+    } <= set(attributes)
+    assert sorted(d["attributes"]["to"] for d in listed["data"]) == [10, 40, 45]
+
+
+def test_pagination_links_walk_every_page(site: Site) -> None:
+    asset = packaged_asset(site.rt, duration_ms=600_000)
+    for i in range(3):
+        site.play(asset, f"dev-{i}", 31)
+    _derived(site, 3)
+    now = utcnow()
+    query = {
+        "date_time_from": (now - timedelta(minutes=30)).isoformat(),
+        "date_time_to": (now + timedelta(minutes=30)).isoformat(),
+        "_limit": 1,
+    }
+    page = site.get("views", **query).json()
+    seen = []
+    while True:
+        seen += [d["attributes"]["view_id"] for d in page["data"]]
+        assert page["pagination"]["count"] == 3
+        assert page["pagination"]["last"]["href"].endswith("_page=3&_limit=1")
+        if page["pagination"]["next"] is None:
+            break
+        page = site.client.get(page["pagination"]["next"]["href"], headers=site.auth).json()
+    assert len(set(seen)) == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "pointer"),
+    [
+        ("total-views/summary", {"date_time_to": "2026-01-02T00:00:00Z"}, "date_time_from"),
+        (
+            "total-views/summary",
+            {"date_time_from": "yesterday", "date_time_to": "2026-01-02"},
+            "date_time_from",
+        ),
+        (
+            "total-views/summary",
+            {"date_time_from": "2026-01-02", "date_time_to": "2026-01-01"},
+            "date_time_to",
+        ),
+        (
+            "total-views/weekday",
+            {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02"},
+            "dimension",
+        ),
+        (
+            "total-views/vod/summary",
+            {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02"},
+            "content_type",
+        ),
+        (
+            "views",
+            {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02", "_limit": 10_001},
+            "_limit",
+        ),
+        (
+            "views",
+            {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02", "_page": 0},
+            "_page",
+        ),
+        (
+            "views",
+            {
+                "date_time_from": "2026-01-01",
+                "date_time_to": "2026-01-02",
+                "inclusive_range": "maybe",
+            },
+            "inclusive_range",
+        ),
+        (
+            "views/recorded",
+            {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02", "content_id": "1,2"},
+            "content_id",
+        ),
+    ],
+)
+def test_bad_parameters_are_ibm_errors_naming_the_parameter(
+    site: Site, path, query, pointer
+) -> None:
+    r = site.get(path, **query)
+    assert r.status_code == 400, r.text
+    (error,) = r.json()["errors"]
+    assert error["status"] == 400 and error["title"] == "InvalidRequestError" and error["detail"]
+    assert error["source"] == {"pointer": pointer}
+
+
+def test_keys_other_than_read_or_admin_are_refused(site: Site) -> None:
+    query = {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02"}
+    r = site.client.get(
+        f"/analytics/v1/total-views/summary?{urlencode(query)}", headers=site.player
+    )
+    assert r.status_code == 403 and r.json()["errors"][0]["status"] == 403
+    r = site.client.get(f"/analytics/v1/total-views/summary?{urlencode(query)}")
+    assert r.status_code == 401 and r.json()["errors"][0]["title"] == "AuthenticationError"
+    bearer = {"Authorization": f"Bearer {site.api.read['X-API-Key']}"}
+    assert (
+        site.client.get(f"/analytics/v1/views?{urlencode(query)}", headers=bearer).status_code
+        == 200
+    )
+
+
+def test_date_times_without_an_offset_read_in_the_analytics_zone(embedded_env) -> None:
+    settings = Settings(_env_file=None, data_dir=embedded_env, analytics_tz="Europe/Budapest")
+    with running_api(settings) as api:
+        r = api.client.get(
+            "/analytics/v1/total-views/day?date_time_from=2026-07-01T00:00:00"
+            "&date_time_to=2026-07-03T00:00:00",
+            headers=api.read,
+        )
+        assert r.status_code == 200, r.text
+        points = [d["attributes"]["point"] for d in r.json()["data"]]
+        assert points == ["2026-07-01T00:00:00+02:00", "2026-07-02T00:00:00+02:00"]
