@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, text, type_coerce, update
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.analytics import (
@@ -34,6 +34,7 @@ from mediamill.storage.models import (
     PlayerEventRow,
     RollupBucketRow,
     TrackingSessionRow,
+    UTCDateTime,
     ViewMarkRow,
     ViewRollupRow,
     ViewRow,
@@ -399,6 +400,27 @@ def exclusive_update(engine: Engine) -> Iterator[bool]:
                 conn.commit()
 
 
+def _sections_in(start: datetime, end: datetime, *, inclusive: bool, unfinished: bool):
+    """IBM's range rules for sections. Inclusive: a section that started in the range,
+    or started before it and finished in it; otherwise only one that started and
+    finished in it. Unfinished sections (finished_at null) only when `unfinished`."""
+    sec = ViewSectionRow
+    started_in = and_(sec.started_at >= start, sec.started_at <= end)
+    finished_in = and_(sec.finished_at >= start, sec.finished_at <= end)
+    if inclusive:
+        cond = or_(started_in, and_(sec.started_at < start, finished_in))
+    else:
+        cond = and_(started_in, or_(finished_in, sec.finished_at.is_(None)))
+    if not unfinished:
+        cond = and_(cond, sec.finished_at.is_not(None))
+    return cond
+
+
+def _like(fragment: str) -> str:
+    escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def section_page(
     session: Session,
     start: datetime,
@@ -410,22 +432,71 @@ def section_page(
     offset: int,
     limit: int,
 ) -> tuple[int, list[tuple[ViewSectionRow, ViewRow]]]:
-    """IBM's `/views`: (how many sections match, one page of them with their views),
-    by IBM's range rules. Inclusive: a section that started in the range, or started
-    before it and finished in it; otherwise only one that started and finished in it.
-    Unfinished sections (finished_at null) only when `unfinished`."""
+    """IBM's `/views`: (how many sections match, one page of them with their views)."""
     sec = ViewSectionRow
-    started_in = and_(sec.started_at >= start, sec.started_at <= end)
-    finished_in = and_(sec.finished_at >= start, sec.finished_at <= end)
-    if inclusive:
-        cond = or_(started_in, and_(sec.started_at < start, finished_in))
-    else:
-        cond = and_(started_in, or_(finished_in, sec.finished_at.is_(None)))
-    if not unfinished:
-        cond = and_(cond, sec.finished_at.is_not(None))
+    cond = _sections_in(start, end, inclusive=inclusive, unfinished=unfinished)
     base = select(sec, ViewRow).join(ViewRow, ViewRow.id == sec.view_id).where(cond)
     if asset_ids:
         base = base.where(ViewRow.asset_id.in_(list(asset_ids)))
     count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     page = base.order_by(sec.started_at, sec.view_id, sec.idx).offset(offset).limit(limit)
     return int(count), [(a, b) for a, b in session.execute(page).all()]
+
+
+def viewer_page(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    asset_ids: Sequence[str] | None,
+    viewer_fragment: str | None,
+    *,
+    unfinished: bool,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[tuple[str, list[tuple[ViewSectionRow, ViewRow]]]]]:
+    """IBM's `/viewers`: (how many viewers have a section in the range, one page of
+    them, by identifier, each with its sections and their views)."""
+    sec = ViewSectionRow
+    cond = _sections_in(start, end, inclusive=True, unfinished=unfinished)
+    matched = select(ViewRow.viewer_id).join(sec, sec.view_id == ViewRow.id).where(cond)
+    if asset_ids:
+        matched = matched.where(ViewRow.asset_id.in_(list(asset_ids)))
+    if viewer_fragment:
+        matched = matched.where(ViewRow.viewer_id.ilike(_like(viewer_fragment), escape="\\"))
+    viewers = matched.distinct().subquery()
+    count = session.scalar(select(func.count()).select_from(viewers)) or 0
+    ids = list(
+        session.scalars(
+            select(viewers.c.viewer_id).order_by(viewers.c.viewer_id).offset(offset).limit(limit)
+        )
+    )
+    if not ids:
+        return int(count), []
+    stmt = (
+        select(sec, ViewRow)
+        .join(ViewRow, ViewRow.id == sec.view_id)
+        .where(cond, ViewRow.viewer_id.in_(ids))
+        .order_by(sec.started_at, sec.view_id, sec.idx)
+    )
+    if asset_ids:
+        stmt = stmt.where(ViewRow.asset_id.in_(list(asset_ids)))
+    by_viewer: dict[str, list[tuple[ViewSectionRow, ViewRow]]] = {i: [] for i in ids}
+    for a, b in session.execute(stmt).all():
+        by_viewer[b.viewer_id].append((a, b))
+    return int(count), list(by_viewer.items())
+
+
+def view_spans(
+    session: Session, start: datetime, end: datetime, asset_ids: Sequence[str] | None
+) -> Iterator[tuple[str, datetime, datetime]]:
+    """(asset, started, last seen) of every view that was playing at some time in
+    [start, end): a finished view until it finished, an unfinished one until its last
+    activity."""
+    until = type_coerce(func.coalesce(ViewRow.finished_at, ViewRow.last_activity_at), UTCDateTime())
+    stmt = select(ViewRow.asset_id, ViewRow.started_at, until).where(
+        ViewRow.started_at < end, until >= start
+    )
+    if asset_ids:
+        stmt = stmt.where(ViewRow.asset_id.in_(list(asset_ids)))
+    for asset, started, last in session.execute(stmt.execution_options(yield_per=5000)):
+        yield asset, started.astimezone(UTC), last.astimezone(UTC)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from mediamill.pipeline.rollups import Total, aggregate
@@ -213,3 +214,65 @@ def series(
         ]
     points = [Point(dimension, value, _value(metric, t)) for value, t in found[0].items()]
     return sorted((p for p in points if p.value), key=lambda p: (-p.value, str(p.point)))
+
+
+# ---- peak concurrent viewers ----------------------------------------------------------------
+
+
+class Granularity(StrEnum):
+    MINUTE = "minute"
+    HOUR = "hour"
+
+
+MINUTE = timedelta(minutes=1)
+# A minute-by-minute answer covers at most this many days (44,640 points).
+MAX_MINUTE_RANGE_DAYS = 31
+
+
+@dataclass(frozen=True)
+class Peak:
+    content_id: str | None
+    time: datetime
+    value: int
+
+
+def peaks(
+    rt: Runtime,
+    granularity: Granularity,
+    start: datetime,
+    end: datetime,
+    asset_ids: list[str] | None = None,
+) -> list[Peak]:
+    """The most views playing at once in each minute (or hour) of [start, end): a view
+    plays from its start until it finished (or, unfinished, its last activity). One
+    series over every asset, or one per asset of `asset_ids`."""
+    first = start.astimezone(UTC).replace(second=0, microsecond=0)
+    minutes = max(1, -(-int((end - first).total_seconds()) // 60))
+    series_keys: list[str | None] = list(asset_ids) if asset_ids else [None]
+    counts = {key: np.zeros(minutes + 1, dtype=np.int64) for key in series_keys}
+    with rt.db.session() as s:
+        for asset, began, last in view_rows.view_spans(s, start, end, asset_ids):
+            a = max(0, int((began - first).total_seconds() // 60))
+            b = min(minutes - 1, int((last - first).total_seconds() // 60))
+            if b < a:
+                continue
+            diff = counts[asset if asset_ids else None]
+            diff[a] += 1
+            diff[b + 1] -= 1
+    zone = rt.settings.analytics_zone
+    out: list[Peak] = []
+    for key in series_keys:
+        live = np.cumsum(counts[key])[:minutes]
+        if granularity is Granularity.MINUTE:
+            out += [
+                Peak(key, (first + i * MINUTE).astimezone(zone), int(v)) for i, v in enumerate(live)
+            ]
+            continue
+        hour0 = hour_of(first)
+        offset = int((first - hour0).total_seconds() // 60)
+        padded = np.concatenate([np.zeros(offset, dtype=np.int64), live])
+        hours = -(-len(padded) // 60)
+        padded = np.concatenate([padded, np.zeros(hours * 60 - len(padded), dtype=np.int64)])
+        top = padded.reshape(hours, 60).max(axis=1)
+        out += [Peak(key, (hour0 + i * HOUR).astimezone(zone), int(v)) for i, v in enumerate(top)]
+    return out

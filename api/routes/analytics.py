@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -26,7 +26,15 @@ from mediamill.schemas.analytics import DeviceClass, Link, Page, Pagination, Res
 from mediamill.schemas.errors import InvalidRequestError
 from mediamill.storage import views as view_rows
 from mediamill.storage.models import ViewRow, ViewSectionRow
-from mediamill.workers.analytics import Dimension, Metric, Point, series
+from mediamill.workers.analytics import (
+    MAX_MINUTE_RANGE_DAYS,
+    Dimension,
+    Granularity,
+    Metric,
+    Point,
+    peaks,
+    series,
+)
 from mediamill.workers.runtime import Runtime
 
 router = APIRouter(prefix="/analytics/v1", tags=["analytics (IBM Video Analytics)"])
@@ -219,6 +227,123 @@ def list_views_of(
     """The view sections of one content type (`recorded`: assets), optionally of
     `content_id`."""
     return _views(rt, request, content_type)
+
+
+# ---- viewers --------------------------------------------------------------------------------
+
+
+def _viewers(rt: Runtime, request: Request, content_type: str | None) -> JSONResponse:
+    zone = rt.settings.analytics_zone
+    params = QueryParams(request, zone)
+    kind = _content_type(params, content_type)
+    start, end = params.range()
+    asset_ids = params.content_ids() if content_type is not None else None
+    unfinished = params.flag("list_unfinished_segments", True)
+    fragment = params.query.get("viewer_identifier") or None
+    if fragment is not None and len(fragment) > 160:
+        raise params.fail("viewer_identifier", "viewer_identifier is at most 160 characters")
+    page, limit = params.page()
+    if kind == "live":
+        return _page_response(request, 0, page, limit, [])
+    with rt.db.session() as s:
+        count, found = view_rows.viewer_page(
+            s,
+            start,
+            end,
+            asset_ids,
+            fragment,
+            unfinished=unfinished,
+            offset=(page - 1) * limit,
+            limit=limit,
+        )
+        data = []
+        for viewer, sections in found:
+            segments = []
+            for section, view in sections:
+                item = _section_attributes(section, view, zone)
+                item["id"] = item.pop("view_id")
+                item.pop("viewer_identifier")
+                segments.append(item)
+            data.append(
+                Resource(
+                    type="Viewer",
+                    attributes={
+                        "viewer_identifier": viewer,
+                        "videos_watched": len({view.asset_id for _, view in sections}),
+                        "last_activity": _when(max(v.last_activity_at for _, v in sections), zone),
+                        "segments": segments,
+                    },
+                )
+            )
+    return _page_response(request, count, page, limit, data)
+
+
+@router.get("/viewers")
+def list_viewers(rt: RuntimeDep, request: Request, _: ReadKey) -> JSONResponse:
+    """Every viewer with a view section in the range (`viewer_identifier`: those whose
+    identifier contains it), with those sections."""
+    return _viewers(rt, request, None)
+
+
+@router.get("/viewers/{content_type}")
+def list_viewers_of(
+    rt: RuntimeDep, request: Request, _: ReadKey, content_type: Annotated[str, Path()]
+) -> JSONResponse:
+    """The viewers of one content type (`recorded`), optionally of `content_id`."""
+    return _viewers(rt, request, content_type)
+
+
+# ---- peak viewer numbers --------------------------------------------------------------------
+
+
+def _peaks(rt: Runtime, request: Request, content_type: str | None) -> JSONResponse:
+    zone = rt.settings.analytics_zone
+    params = QueryParams(request, zone)
+    kind = _content_type(params, content_type)
+    raw = params.query.get("granularity", Granularity.MINUTE.value)
+    try:
+        granularity = Granularity(raw)
+    except ValueError:
+        raise params.fail(
+            "granularity", f"granularity is minute or hour, not {raw[:40]!r}"
+        ) from None
+    start, end = params.range()
+    if granularity is Granularity.MINUTE and end - start > timedelta(days=MAX_MINUTE_RANGE_DAYS):
+        raise params.fail(
+            "date_time_to",
+            f"minute granularity covers at most {MAX_MINUTE_RANGE_DAYS} days; ask for hours",
+        )
+    asset_ids = params.content_ids() if content_type is not None else None
+    page, limit = params.page()
+    found = [] if kind == "live" else peaks(rt, granularity, start, end, asset_ids)
+    window = found[(page - 1) * limit : page * limit]
+    data = [
+        Resource(
+            type="PeakSeries",
+            attributes={
+                "content_type": "recorded",
+                "content_id": p.content_id,
+                "time": _when(p.time, zone),
+                "value": p.value,
+            },
+        )
+        for p in window
+    ]
+    return _page_response(request, len(found), page, limit, data)
+
+
+@router.get("/peak-viewer-numbers")
+def peak_viewer_numbers(rt: RuntimeDep, request: Request, _: ReadKey) -> JSONResponse:
+    """The most views playing at once, each minute (or hour: `granularity`)."""
+    return _peaks(rt, request, None)
+
+
+@router.get("/peak-viewer-numbers/{content_type}")
+def peak_viewer_numbers_of(
+    rt: RuntimeDep, request: Request, _: ReadKey, content_type: Annotated[str, Path()]
+) -> JSONResponse:
+    """Peaks of one content type (`recorded`); one series per `content_id` given."""
+    return _peaks(rt, request, content_type)
 
 
 # ---- counts ---------------------------------------------------------------------------------

@@ -250,3 +250,38 @@ def test_date_times_without_an_offset_read_in_the_analytics_zone(embedded_env) -
         assert r.status_code == 200, r.text
         points = [d["attributes"]["point"] for d in r.json()["data"]]
         assert points == ["2026-07-01T00:00:00+02:00", "2026-07-02T00:00:00+02:00"]
+
+
+def test_viewers_and_peaks_in_ibm_shapes(site: Site) -> None:
+    asset = packaged_asset(site.rt, duration_ms=600_000)
+    site.play(asset, "tv-1", 45, user="alice@example.com")
+    site.play(asset, "phone-1", 40, user="alice@example.com")
+    site.play(asset, "phone-2", 35, user="bob@example.com")
+    _derived(site, 3)
+    now = utcnow()
+    window = {
+        "date_time_from": (now - timedelta(minutes=30)).isoformat(),
+        "date_time_to": (now + timedelta(minutes=30)).isoformat(),
+    }
+    viewers = site.get("viewers", **window).json()
+    assert viewers["pagination"]["count"] == 2
+    alice = viewers["data"][0]
+    assert alice["type"] == "Viewer"
+    assert alice["attributes"]["viewer_identifier"] == "alice@example.com"
+    assert alice["attributes"]["videos_watched"] == 1
+    assert len(alice["attributes"]["segments"]) == 2 and "id" in alice["attributes"]["segments"][0]
+    only_bob = site.get("viewers/recorded", viewer_identifier="BOB", content_id=asset, **window)
+    assert [v["attributes"]["viewer_identifier"] for v in only_bob.json()["data"]] == [
+        "bob@example.com"
+    ]
+    assert site.get("viewers", viewer_identifier="%", **window).json()["data"] == []
+    peaks = site.get("peak-viewer-numbers", granularity="hour", **window).json()
+    assert peaks["data"][0]["type"] == "PeakSeries"
+    assert max(p["attributes"]["value"] for p in peaks["data"]) == 3
+    too_long = site.get(
+        "peak-viewer-numbers",
+        date_time_from="2026-01-01T00:00:00Z",
+        date_time_to="2026-03-01T00:00:00Z",
+    )
+    assert too_long.status_code == 400
+    assert too_long.json()["errors"][0]["source"] == {"pointer": "date_time_to"}

@@ -20,7 +20,7 @@ from mediamill.storage import views as view_rows
 from mediamill.storage.blobs import LocalBlobStore
 from mediamill.storage.db import Database
 from mediamill.workers import views
-from mediamill.workers.analytics import Dimension, Metric, series
+from mediamill.workers.analytics import Dimension, Granularity, Metric, peaks, series
 from mediamill.workers.queue import QUEUE_NAME
 from mediamill.workers.runtime import Runtime
 
@@ -206,3 +206,42 @@ def test_unique_counts_at_ten_thousand_viewers_within_one_percent(rt: Runtime) -
         got = series(rt, Metric.UNIQUE_VIEWERS, Dimension.SUMMARY, a, b)[0].value
         assert close(got, len(exact["viewers"]), 0.01), (a, b, got, len(exact["viewers"]))
         assert series(rt, Metric.TOTAL_VIEWS, Dimension.SUMMARY, a, b)[0].value == exact["views"]
+
+
+def test_peaks_count_views_playing_at_once(rt: Runtime) -> None:
+    base = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+    def span(vid: str, asset: str, a_min: float, b_min: float | None, last_min: float) -> View:
+        at = base + timedelta(minutes=a_min)
+        return View(
+            view_id=vid,
+            session_id=vid,
+            asset_id=asset,
+            viewer_id=vid,
+            authenticated=False,
+            device_id=vid,
+            audience=Audience(),
+            duration_ms=None,
+            started_at=at,
+            finished_at=base + timedelta(minutes=b_min) if b_min is not None else None,
+            last_activity_at=base + timedelta(minutes=last_min),
+            watched_ms=1,
+            counted=True,
+            completed=False,
+        )
+
+    write(
+        rt,
+        [
+            span("p1", ASSETS[0], 0.5, 3.2, 3.2),  # minutes 0..3
+            span("p2", ASSETS[0], 2.0, 2.5, 2.5),  # minute 2
+            span("p3", ASSETS[1], 1.0, None, 4.9),  # unfinished: until its last activity
+            span("p4", ASSETS[1], 70, 75, 75),  # the next hour
+        ],
+    )
+    got = peaks(rt, Granularity.MINUTE, base, base + timedelta(minutes=6))
+    assert [p.value for p in got] == [1, 2, 3, 2, 1, 0]
+    per_asset = peaks(rt, Granularity.MINUTE, base, base + timedelta(minutes=6), ASSETS[:2])
+    assert [p.value for p in per_asset if p.content_id == ASSETS[0]] == [1, 1, 2, 1, 0, 0]
+    hourly = peaks(rt, Granularity.HOUR, base, base + timedelta(hours=2))
+    assert [p.value for p in hourly] == [3, 1]
