@@ -199,6 +199,7 @@ class _Event(RequestModel):
 class ViewStart(_Event):
     type: Literal["viewStart"]
     startup_ms: int = Field(ge=0, le=3_600_000)
+    protocol: Literal["hls", "dash"] | None = None  # what the player streams
 
 
 class Playing(_Event):

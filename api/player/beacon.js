@@ -124,7 +124,10 @@
       if (!self.started) {
         self.started = true;
         var from = self.playRequestedAt !== null ? self.playRequestedAt : self.attachedAt;
-        self.event("viewStart", { startupMs: Math.round(performance.now() - from) });
+        var started = { startupMs: Math.round(performance.now() - from) };
+        if (self.hls) started.protocol = "hls";
+        else if (self.dash) started.protocol = "dash";
+        self.event("viewStart", started);
         self.heartbeat();
       }
       if (self.rebuffering) {

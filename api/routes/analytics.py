@@ -43,6 +43,16 @@ MAX_LIMIT = 10_000
 MAX_RANGE_DAYS = 3660
 CONTENT_TYPES = ("recorded", "live")
 _ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
+# The parameters a pagination link carries on (others are dropped, not echoed).
+_LINKED = {
+    "date_time_from",
+    "date_time_to",
+    "content_id",
+    "viewer_identifier",
+    "list_unfinished_segments",
+    "inclusive_range",
+    "granularity",
+}
 _SECTION_IDS = uuid.UUID("0d7c0b8e-3f9a-4c61-9a3e-5c1f7a2b9e44")
 
 
@@ -141,9 +151,7 @@ def _pagination(request: Request, count: int, page: int, limit: int) -> Paginati
     last = max(1, -(-count // limit))
 
     def link(number: int) -> Link:
-        query = [
-            (k, v) for k, v in request.query_params.multi_items() if k not in ("_page", "_limit")
-        ]
+        query = [(k, v) for k, v in request.query_params.multi_items() if k in _LINKED]
         query += [("_page", str(number)), ("_limit", str(limit))]
         return Link(href=f"{request.url.path}?{urlencode(query)}")
 

@@ -54,9 +54,10 @@ def test_every_route_bounds_what_it_echoes(api: Api) -> None:
         url = path
         params: dict[str, str] = {}
         headers = dict(api.admin)
+        in_path = [p for p in op.get("parameters", []) if p["in"] == "path"]
         for p in op.get("parameters", []):
-            if p["in"] == "path":
-                url = url.replace("{" + p["name"] + "}", IN_PATH)
+            if p["in"] == "path":  # the URL's budget shared by the path's parameters
+                url = url.replace("{" + p["name"] + "}", IN_PATH[: len(IN_PATH) // len(in_path)])
             elif p["in"] == "query":
                 params[p["name"]] = LONG
             elif p["in"] == "header":
