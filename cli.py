@@ -829,10 +829,16 @@ def _database() -> Any:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
+    from mediamill.schemas.audit import CLI_ACTOR, AuditAction
+    from mediamill.storage import audit
     from mediamill.storage.api_keys import create_api_key
 
     with _database().session() as s:
         key = create_api_key(s, args.scope, args.name)
+        audit.record(
+            s, CLI_ACTOR, AuditAction.API_KEY_CREATED, "apiKey", key.client_id,
+            {"scope": key.scope, "name": args.name},
+        )
     if args.quiet:
         print(key.api_key)
     elif args.json:
@@ -893,12 +899,15 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from mediamill.schemas.audit import CLI_ACTOR, AuditAction
     from mediamill.schemas.errors import ModelNotFoundError
+    from mediamill.storage import audit
     from mediamill.storage.api_keys import revoke_api_key
 
     with _database().session() as s:
         if not revoke_api_key(s, args.client_id):
             raise ModelNotFoundError(f"no live API key {args.client_id}")
+        audit.record(s, CLI_ACTOR, AuditAction.API_KEY_REVOKED, "apiKey", args.client_id)
     print(f"revoked {args.client_id}")
     return 0
 

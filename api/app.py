@@ -26,6 +26,7 @@ from mediamill.api.rate_limit import RateLimiter
 from mediamill.api.routes import (
     analytics,
     assets,
+    audit,
     docs,
     events,
     jobs,
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(analytics.router)
+    app.include_router(audit.router)
     app.include_router(docs.router)
     docs.install_openapi(app, public=settings.public_docs)
     if settings.serves_embedded_edge:

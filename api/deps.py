@@ -15,7 +15,9 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from mediamill.api.auth import Principal, require_admin, require_player, require_read
+from mediamill.api.errors import request_id
 from mediamill.api.state import app_runtime
+from mediamill.schemas.audit import MAX_USER_AGENT_CHARS, AuditActor
 from mediamill.schemas.errors import InvalidRequestError
 from mediamill.workers.runtime import Runtime
 
@@ -53,4 +55,22 @@ def session_of(rt: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(session_of)]
 ReadKey = Annotated[Principal, Depends(require_read)]
 AdminKey = Annotated[Principal, Depends(require_admin)]
+
+
+async def admin_actor(
+    request: Request,
+    principal: Principal = Depends(require_admin),  # noqa: B008
+) -> AuditActor:
+    """The admin key's holder, as the audit log records them, and the request."""
+    agent = request.headers.get("user-agent")
+    return AuditActor(
+        actor_id=principal.client_id,
+        actor_role=principal.scope,
+        ip_address=request.client.host if request.client else None,
+        user_agent=agent[:MAX_USER_AGENT_CHARS] if agent else None,
+        request_id=request_id(request) or None,
+    )
+
+
+AdminActor = Annotated[AuditActor, Depends(admin_actor)]
 PlayerKey = Annotated[Principal, Depends(require_player)]

@@ -560,3 +560,27 @@ class RollupBucketRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     rolled_version: Mapped[int] = mapped_column(BigInteger)
     rolled_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditLogRow(Base):
+    """One audit log entry; append-only (a trigger refuses UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_created", "created_at", "id"),
+        Index("ix_audit_log_actor", "actor_id", "created_at"),
+        Index("ix_audit_log_resource", "resource_type", "resource_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    action: Mapped[str] = mapped_column(String(100))
+    actor_id: Mapped[str] = mapped_column(String(64))
+    actor_role: Mapped[str] = mapped_column(String(32))
+    resource_type: Mapped[str] = mapped_column(String(100))
+    resource_id: Mapped[str] = mapped_column(String(200))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    # "metadata" is a reserved attribute of declarative models.
+    details: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

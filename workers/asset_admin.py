@@ -17,11 +17,12 @@ from sqlalchemy import select
 
 from mediamill.schemas import keys
 from mediamill.schemas.api import asset_id_or_none
+from mediamill.schemas.audit import AuditAction, AuditActor
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import ConflictError, MediaMillError
 from mediamill.schemas.jobs import JobStatus
 from mediamill.schemas.media import Asset
-from mediamill.storage import outbox, repo
+from mediamill.storage import audit, outbox, repo
 from mediamill.storage.asset_admin import drop_derived_rows
 from mediamill.storage.asset_jobs import lock_asset
 from mediamill.storage.models import JobRow
@@ -32,9 +33,9 @@ log = logging.getLogger(__name__)
 _UNDER_WAY = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
-def delete_asset(rt: Runtime, asset_id: str) -> Asset:
+def delete_asset(rt: Runtime, asset_id: str, actor: AuditActor | None = None) -> Asset:
     """Delete the asset `asset_id` (ModelNotFoundError if it never existed) and return
-    it as it is now: `deleted` true."""
+    it as it is now: `deleted` true. Audit-logged (by `actor`) when it was live."""
     folded = asset_id_or_none(asset_id) or asset_id
     with rt.db.session() as s:
         row = repo.get_asset_row(s, folded)
@@ -57,6 +58,8 @@ def delete_asset(rt: Runtime, asset_id: str) -> Asset:
             outbox.add_event(
                 s, "asset.deleted", {"asset": repo.asset_from_row(s, row).to_json_dict()}
             )
+            if actor is not None:
+                audit.record(s, actor, AuditAction.ASSET_DELETED, "asset", row.id)
         _delete_files(rt, row.id, row.storage_key)
         return repo.asset_from_row(s, row)
 

@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session
 
 from mediamill.config.settings import Settings
 from mediamill.schemas import keys
+from mediamill.schemas.audit import AuditAction, AuditActor
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import BlobNotFoundError, ConflictError, InvalidRequestError
 from mediamill.schemas.job_params import IngestParams, StoreSource
 from mediamill.schemas.uploads import CreateUpload, UploadStatus
-from mediamill.storage import jobs_admin, upload_state
+from mediamill.storage import audit, jobs_admin, upload_state
 from mediamill.storage import uploads as upload_db
 from mediamill.storage.models import JobRow, UploadRow
 from mediamill.workers.queue import send_committed
@@ -129,7 +130,9 @@ def complete_upload(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | No
     return row, job
 
 
-def cancel_upload(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None]:
+def cancel_upload(
+    rt: Runtime, upload_id: str, actor: AuditActor | None = None
+) -> tuple[UploadRow, JobRow | None]:
     """Cancel a session awaiting its bytes or processing (a queued ingest is cancelled
     too) and delete its staged and frozen objects; cancelling twice answers the
     cancelled session. ConflictError for a completed or failed one."""
@@ -146,6 +149,8 @@ def cancel_upload(rt: Runtime, upload_id: str) -> tuple[UploadRow, JobRow | None
     try:
         with rt.db.session() as s:
             cancelled = upload_db.cancel_upload(s, upload_id)
+            if cancelled and actor is not None:
+                audit.record(s, actor, AuditAction.UPLOAD_CANCELLED, "upload", upload_id)
     except ConflictError:  # its job finished between the read and the cancel
         cancelled = False
     row, job = load_upload(rt, upload_id)

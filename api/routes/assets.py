@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
+from mediamill.api.deps import AdminActor, AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.responses import epoch_to_datetime, redirect_to
 from mediamill.schemas.api import AssetMetadata, RenditionQuery, StreamUrls, checked_token
 from mediamill.schemas.errors import InvalidRequestError, error_from_name
@@ -188,13 +188,13 @@ def list_assets(
 def remove_asset(
     rt: RuntimeDep,
     asset_id: Annotated[str, Path(alias="assetId")],
-    _: AdminKey,
+    actor: AdminActor,
 ) -> JSONResponse:
     """Delete the asset: its original, renditions and packages leave the store (their
     signed URLs stop working), the row is marked `deleted` and `asset.deleted` is
     emitted. 409 ConflictError while one of its jobs is under way; deleting it again
     answers the same. The same bytes uploaded again make it live again."""
-    return JSONResponse(delete_asset(rt, asset_id).to_json_dict())
+    return JSONResponse(delete_asset(rt, asset_id, actor).to_json_dict())
 
 
 # ---- retrieval ------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
+from mediamill.api.deps import AdminActor, AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas import keys
+from mediamill.schemas.audit import AuditAction
 from mediamill.schemas.base import CamelModel
 from mediamill.schemas.errors import (
     BlobNotFoundError,
@@ -30,7 +31,7 @@ from mediamill.schemas.errors import (
 from mediamill.schemas.job_params import StoreSource, UrlSource
 from mediamill.schemas.job_requests import CreateJobRequest
 from mediamill.schemas.jobs import Job, JobStatus, JobType
-from mediamill.storage import jobs_admin, repo
+from mediamill.storage import audit, jobs_admin, repo
 from mediamill.storage.blobs import validate_key
 from mediamill.storage.models import JobRow
 from mediamill.workers.queue import send_committed
@@ -186,13 +187,14 @@ def get_job(
 def cancel_job(
     rt: RuntimeDep,
     job_id: str,
-    _principal: AdminKey,
+    actor: AdminActor,
 ) -> JSONResponse:
     """Cancel a queued or running job (and its children); 409 once it has finished.
     No worker runs it afterwards, and a worker already running it stops writing. A
     copy the server staged for it (an upload's bytes, a bucket object) is deleted."""
     with rt.db.session() as s:
         staged = jobs_admin.staged_source(jobs_admin.cancel_job(s, job_id))
+        audit.record(s, actor, AuditAction.JOB_CANCELLED, "job", job_id)
     rt.store.discard(staged)
     with rt.db.session() as s:
         return _job_response(jobs_admin.load_job(s, job_id))
@@ -202,12 +204,13 @@ def cancel_job(
 def retry_job(
     rt: RuntimeDep,
     job_id: str,
-    _principal: AdminKey,
+    actor: AdminActor,
 ) -> JSONResponse:
     """Re-run a failed job from the stage it failed in, redoing only what failed (the
     failed renditions of a transcode; ready ones are kept). 409 unless it failed."""
     with rt.db.session() as s:
         row = jobs_admin.retry_job(s, job_id)
+        audit.record(s, actor, AuditAction.JOB_RETRIED, "job", job_id, {"stage": row.stage})
     send_committed(rt, row)  # the row is queued: if the broker refuses, the sweeper sends it
     with rt.db.session() as s:
         return _job_response(jobs_admin.load_job(s, job_id))

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
+from mediamill.api.deps import AdminActor, AdminKey, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.responses import redirect_to
 from mediamill.schemas.api import (
     LEGACY_PAGE_MAX,
@@ -32,6 +32,7 @@ from mediamill.schemas.api import (
     parse_sort,
     whole_number,
 )
+from mediamill.schemas.audit import AuditAction
 from mediamill.schemas.errors import (
     ArgumentNullOrEmptyError,
     ConflictError,
@@ -39,7 +40,7 @@ from mediamill.schemas.errors import (
     ModelNotFoundError,
     describe_validation,
 )
-from mediamill.storage import legacy, repo
+from mediamill.storage import audit, legacy, repo
 from mediamill.storage.models import LegacyAssetRow
 from mediamill.workers import legacy as legacy_use
 from mediamill.workers.assets import deliver
@@ -214,7 +215,7 @@ def head_legacy_asset(
 def update_legacy_asset(
     rt: RuntimeDep,
     composite_key: Annotated[str, Path(alias="compositeKey")],
-    _: AdminKey,
+    actor: AdminActor,
     body: Annotated[Any, Body()] = None,
 ) -> JSONResponse:
     """Change `legacyAssetId` and/or `originalFileName` (fields left out stay, null
@@ -233,6 +234,10 @@ def update_legacy_asset(
     with rt.db.session() as s:
         row = _legacy_row(s, token)
         legacy.update_legacy_asset(row, changes)
+        audit.record(
+            s, actor, AuditAction.LEGACY_ASSET_UPDATED, "legacyAsset", token,
+            {"changed": sorted(update.model_dump(exclude_unset=True, by_alias=True))},
+        )
         answer = _legacy_json(row)
     return JSONResponse(answer, status_code=202)
 
@@ -240,7 +245,7 @@ def update_legacy_asset(
 @router.post("/v0/legacy/assets", status_code=201)
 def create_legacy_asset(
     rt: RuntimeDep,
-    _: AdminKey,
+    actor: AdminActor,
     body: Annotated[Any, Body()] = None,
 ) -> JSONResponse:
     """Create a legacy asset; 201 with it. No `legacyTrackToken`: 409
@@ -255,5 +260,6 @@ def create_legacy_asset(
                 f"legacy asset {token} already exists; PUT /v0/legacy/assets/trackToken:{token} "
                 "changes it"
             )
+        audit.record(s, actor, AuditAction.LEGACY_ASSET_CREATED, "legacyAsset", token)
         answer = _legacy_json(_legacy_row(s, token))
     return JSONResponse(answer, status_code=201)

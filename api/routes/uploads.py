@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mediamill.api.auth import authenticate, require_admin
-from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep
+from mediamill.api.deps import AdminActor, AdminKey, ReadKey, RuntimeDep
 from mediamill.api.idempotency import Record, idempotent_in
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import (
@@ -192,10 +192,12 @@ def complete_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONRes
     return JSONResponse(_view(request, rt, row, job).to_json_dict(), status_code=202)
 
 
-@router.delete("/{upload_id}", response_model=Upload, dependencies=[Depends(require_admin)])
-def cancel_upload(rt: RuntimeDep, upload_id: str, request: Request) -> JSONResponse:
+@router.delete("/{upload_id}", response_model=Upload)
+def cancel_upload(
+    rt: RuntimeDep, upload_id: str, request: Request, actor: AdminActor
+) -> JSONResponse:
     """Cancel a session that is awaiting its bytes or processing (a queued ingest is
     cancelled too) and delete its staged and frozen objects. A completed or failed one
     is a 409; cancelling twice answers the cancelled session."""
-    row, job = uploads.cancel_upload(rt, upload_id)
+    row, job = uploads.cancel_upload(rt, upload_id, actor)
     return JSONResponse(_view(request, rt, row, job).to_json_dict())

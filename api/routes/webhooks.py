@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from mediamill.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep
+from mediamill.api.deps import AdminActor, ReadKey, RuntimeDep, SessionDep
+from mediamill.schemas.audit import AuditAction
 from mediamill.schemas.webhooks import (
     CreateWebhookRequest,
     DeliveryStatus,
@@ -24,6 +25,7 @@ from mediamill.schemas.webhooks import (
     WebhookEndpointPage,
     WebhookEndpointWithSecret,
 )
+from mediamill.storage import audit
 from mediamill.storage.webhooks import MAX_PAGE_SIZE
 from mediamill.workers import webhook_admin
 
@@ -38,13 +40,17 @@ def _json(body: dict, status_code: int = 200) -> JSONResponse:
 
 
 @router.post("", status_code=201, response_model=WebhookEndpointWithSecret)
-def create_webhook(rt: RuntimeDep, body: CreateWebhookRequest, _p: AdminKey) -> JSONResponse:
+def create_webhook(rt: RuntimeDep, body: CreateWebhookRequest, actor: AdminActor) -> JSONResponse:
     """Register an endpoint. 201 with its `secret`, shown this once; later reads show
     only `secretHint`. The URL must be https on a public address (hosts in
     MEDIAMILL_WEBHOOK_ALLOW_HOSTS excepted); unknown event types are a 400."""
     with rt.db.session() as s:
         created = webhook_admin.create_endpoint(
             s, rt.settings, url=body.url, events=body.events, description=body.description
+        )
+        audit.record(
+            s, actor, AuditAction.WEBHOOK_CREATED, "webhook", created.id,
+            {"url": created.url, "events": list(created.events)},
         )
     response = _json(created.to_json_dict(), 201)
     response.headers["Location"] = f"{router.prefix}/{created.id}"
@@ -69,32 +75,38 @@ def get_webhook(s: SessionDep, webhook_id: str, _p: ReadKey) -> JSONResponse:
 @router.patch("/{webhook_id}", response_model=WebhookEndpoint)
 def update_webhook(
     rt: RuntimeDep,
-    webhook_id: str, body: UpdateWebhookRequest, _p: AdminKey
+    webhook_id: str, body: UpdateWebhookRequest, actor: AdminActor
 ) -> JSONResponse:
     """Change url (checked like a new one), events, description or `status`
     (active | disabled); fields not given stay."""
     changes = {f: getattr(body, f) for f in body.model_fields_set}
     with rt.db.session() as s:
-        return _json(
-            webhook_admin.update_endpoint(s, rt.settings, webhook_id, changes).to_json_dict()
+        updated = webhook_admin.update_endpoint(s, rt.settings, webhook_id, changes)
+        audit.record(
+            s, actor, AuditAction.WEBHOOK_UPDATED, "webhook", webhook_id,
+            {"changed": sorted(body.model_dump(include=set(changes), by_alias=True))},
         )
+        return _json(updated.to_json_dict())
 
 
 @router.delete("/{webhook_id}", status_code=204)
-def delete_webhook(rt: RuntimeDep, webhook_id: str, _p: AdminKey) -> Response:
+def delete_webhook(rt: RuntimeDep, webhook_id: str, actor: AdminActor) -> Response:
     """Delete an endpoint and its delivery log; 404 if unknown."""
     with rt.db.session() as s:
         webhook_admin.delete_endpoint(s, webhook_id)
+        audit.record(s, actor, AuditAction.WEBHOOK_DELETED, "webhook", webhook_id)
     return Response(status_code=204)
 
 
 @router.post("/{webhook_id}/rotate-secret", response_model=WebhookEndpointWithSecret)
-def rotate_webhook_secret(rt: RuntimeDep, webhook_id: str, _p: AdminKey) -> JSONResponse:
+def rotate_webhook_secret(rt: RuntimeDep, webhook_id: str, actor: AdminActor) -> JSONResponse:
     """A new secret, shown this once. Until `previousSecretExpiresAt`
     (MEDIAMILL_WEBHOOK_ROTATION_GRACE_S, 24 h by default) deliveries are signed with
     both the old and the new one."""
     with rt.db.session() as s:
-        return _json(webhook_admin.rotate_secret(s, rt.settings, webhook_id).to_json_dict())
+        rotated = webhook_admin.rotate_secret(s, rt.settings, webhook_id)
+        audit.record(s, actor, AuditAction.WEBHOOK_SECRET_ROTATED, "webhook", webhook_id)
+        return _json(rotated.to_json_dict())
 
 
 @router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryPage)
@@ -121,17 +133,24 @@ def list_webhook_deliveries(
 )
 def redeliver_webhook(
     rt: RuntimeDep,
-    webhook_id: str, delivery_id: str, _p: AdminKey
+    webhook_id: str, delivery_id: str, actor: AdminActor
 ) -> JSONResponse:
     """Queue a delivery again, due now, same event (same `webhook-id`). 202; 409 while
     the endpoint is disabled."""
     with rt.db.session() as s:
-        return _json(webhook_admin.redeliver(s, webhook_id, delivery_id).to_json_dict(), 202)
+        delivery = webhook_admin.redeliver(s, webhook_id, delivery_id)
+        audit.record(
+            s, actor, AuditAction.WEBHOOK_REDELIVERED, "webhook", webhook_id,
+            {"deliveryId": delivery_id},
+        )
+        return _json(delivery.to_json_dict(), 202)
 
 
 @router.post("/{webhook_id}/test", status_code=202, response_model=WebhookDelivery)
-def test_webhook(rt: RuntimeDep, webhook_id: str, _p: AdminKey) -> JSONResponse:
+def test_webhook(rt: RuntimeDep, webhook_id: str, actor: AdminActor) -> JSONResponse:
     """Send a synthetic `ping` event to this endpoint alone. 202 with the new delivery;
     409 while the endpoint is disabled."""
     with rt.db.session() as s:
-        return _json(webhook_admin.send_test_ping(s, webhook_id).to_json_dict(), 202)
+        delivery = webhook_admin.send_test_ping(s, webhook_id)
+        audit.record(s, actor, AuditAction.WEBHOOK_TESTED, "webhook", webhook_id)
+        return _json(delivery.to_json_dict(), 202)

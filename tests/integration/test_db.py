@@ -32,7 +32,7 @@ def db(database_url: str | None, tmp_path: Path) -> Database:
 
 
 def test_migrations_create_exactly_the_models(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision() == "0010"
+    assert current_revision(db.engine) == head_revision() == "0011"
     tables = set(inspect(db.engine).get_table_names())
     assert {
         "assets",
@@ -54,6 +54,7 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
         "view_sections",
         "view_rollups",
         "rollup_buckets",
+        "audit_log",
     } <= tables
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -7,21 +7,14 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from dramatiq.brokers.stub import StubBroker
 
-from mediamill.config.settings import Settings
 from mediamill.schemas.analytics import Audience, DeviceClass, View, ViewSection
 from mediamill.storage import views as view_rows
-from mediamill.storage.blobs import LocalBlobStore
-from mediamill.storage.db import Database
 from mediamill.workers import views
 from mediamill.workers.analytics import Dimension, Granularity, Metric, peaks, series
-from mediamill.workers.queue import QUEUE_NAME
 from mediamill.workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
@@ -32,15 +25,8 @@ CLASSES = [DeviceClass.DESKTOP, DeviceClass.MOBILE, DeviceClass.TV]
 
 
 @pytest.fixture
-def rt(database_url: str | None, tmp_path: Path) -> Iterator[Runtime]:
-    db = Database(database_url or f"sqlite:///{tmp_path / 'analytics.db'}")
-    db.upgrade()
-    broker = StubBroker()
-    broker.declare_queue(QUEUE_NAME)
-    settings = Settings(_env_file=None, data_dir=tmp_path, analytics_rollup_delay_s=0)
-    yield Runtime(settings, db, LocalBlobStore(tmp_path / "store"), broker)
-    broker.close()
-    db.dispose()
+def rt(analytics_rt: Runtime) -> Runtime:
+    return analytics_rt
 
 
 def generated(

@@ -5,26 +5,19 @@ retention."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from dramatiq.brokers.stub import StubBroker
 from playback_support import packaged_asset
 from sqlalchemy import select
 
-from mediamill.config.settings import Settings
 from mediamill.schemas.analytics import Audience, View, ViewSection
 from mediamill.schemas.base import utcnow
 from mediamill.schemas.playback import ClientFacts, EventBatchRecord, EventRecord, EventType
 from mediamill.storage import playback as playback_rows
 from mediamill.storage import views as view_rows
-from mediamill.storage.blobs import LocalBlobStore
-from mediamill.storage.db import Database
 from mediamill.storage.models import RollupBucketRow, ViewRollupRow, ViewRow
 from mediamill.workers import playback, views
-from mediamill.workers.queue import QUEUE_NAME
 from mediamill.workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
@@ -36,15 +29,8 @@ IPHONE = (
 
 
 @pytest.fixture
-def rt(database_url: str | None, tmp_path: Path) -> Iterator[Runtime]:
-    db = Database(database_url or f"sqlite:///{tmp_path / 'views.db'}")
-    db.upgrade()
-    broker = StubBroker()
-    broker.declare_queue(QUEUE_NAME)
-    settings = Settings(_env_file=None, data_dir=tmp_path, analytics_rollup_delay_s=0)
-    yield Runtime(settings, db, LocalBlobStore(tmp_path / "store"), broker)
-    broker.close()
-    db.dispose()
+def rt(analytics_rt: Runtime) -> Runtime:
+    return analytics_rt
 
 
 def _events(sid: str, *spec: tuple[int, str, float, float]) -> EventBatchRecord:
