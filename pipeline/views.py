@@ -18,6 +18,7 @@ Events are taken in `seq` order, so late and out-of-order batches change nothing
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -273,6 +274,24 @@ def _segment_sections(segments: list[FactSegment]) -> list[ViewSection]:
     return sections
 
 
+PERCENTS = 101  # retention points: 0%, 1%, ..., 100% of the duration
+
+
+def coverage_of(sections: list[ViewSection], duration_ms: int | None) -> str | None:
+    """The percents of the duration (0..100) some section covered, as the bits of a
+    hex number (bit p: p%), or None when the duration is unknown."""
+    if not duration_ms:
+        return None
+    duration_s = duration_ms / 1000
+    bits = 0
+    for s in sections:
+        first = max(0, math.ceil(s.from_s / duration_s * 100 - 1e-9))
+        last = min(PERCENTS - 1, math.floor(s.to_s / duration_s * 100 + 1e-9))
+        if last >= first:
+            bits |= ((1 << (last - first + 1)) - 1) << first
+    return format(bits, "x")
+
+
 def _view(
     facts: SessionFacts,
     min_watch_s: float,
@@ -320,4 +339,5 @@ def _view(
         rendition=rendition,
         avg_bitrate=avg_bitrate,
         sections=sections,
+        coverage=coverage_of(sections, facts.duration_ms),
     )

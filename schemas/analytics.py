@@ -145,6 +145,9 @@ class View(BaseModel):
     rendition: str | None = None
     avg_bitrate: int | None = None
     sections: list[ViewSection] = Field(default_factory=list)
+    # Which whole percents of the duration (0..100) the sections covered: bit p of
+    # this hex number (None without a duration). Retention sums these.
+    coverage: str | None = None
 
 
 # ---- IBM Video Analytics shapes -------------------------------------------------------------
@@ -189,3 +192,11 @@ class ViewFigures(BaseModel):
     counted: bool
     watched_ms: int
     completed: bool
+    protocol: str | None = None
+    rendition: str | None = None
+    startup_ms: int | None = None
+    playing_ms: int = 0
+    rebuffer_ms: int = 0
+    failed: bool = False
+    avg_bitrate: int | None = None
+    coverage: str | None = None

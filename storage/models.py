@@ -484,6 +484,7 @@ class ViewRow(Base):
         Index("ix_views_started_at", "started_at"),
         Index("ix_views_asset_started", "asset_id", "started_at"),
         Index("ix_views_viewer", "viewer_id"),
+        {"postgresql_partition_by": "RANGE (started_at)"},  # monthly: storage/views.py
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -498,7 +499,8 @@ class ViewRow(Base):
     protocol: Mapped[str | None] = mapped_column(String(8))
     rendition: Mapped[str | None] = mapped_column(String(32))
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
-    started_at: Mapped[datetime] = mapped_column()
+    # In the primary key because PostgreSQL partitions on it.
+    started_at: Mapped[datetime] = mapped_column(primary_key=True)
     finished_at: Mapped[datetime | None] = mapped_column()
     last_activity_at: Mapped[datetime] = mapped_column()
     watched_ms: Mapped[int] = mapped_column(BigInteger)
@@ -510,19 +512,23 @@ class ViewRow(Base):
     rebuffer_count: Mapped[int] = mapped_column(Integer)
     failed: Mapped[bool] = mapped_column(Boolean)
     avg_bitrate: Mapped[int | None] = mapped_column(BigInteger)
+    coverage: Mapped[str | None] = mapped_column(String(32))  # percents watched, hex bits
 
 
 class ViewSectionRow(Base):
     """One section of a view, as IBM's `/views` lists them (one item a section)."""
 
     __tablename__ = "view_sections"
-    __table_args__ = (Index("ix_view_sections_started_at", "started_at"),)
+    __table_args__ = (
+        Index("ix_view_sections_started_at", "started_at"),
+        {"postgresql_partition_by": "RANGE (started_at)"},
+    )
 
     view_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     from_s: Mapped[float] = mapped_column(Float)
     to_s: Mapped[float] = mapped_column(Float)
-    started_at: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(primary_key=True)
     finished_at: Mapped[datetime | None] = mapped_column()  # None: the view is unfinished
 
 
@@ -546,6 +552,16 @@ class ViewRollupRow(Base):
     viewers: Mapped[bytes] = mapped_column(LargeBinary)
     devices: Mapped[bytes] = mapped_column(LargeBinary)
     auth_viewers: Mapped[bytes] = mapped_column(LargeBinary)
+    # Quality of experience, of every view (counted or not): sums, and a KLL quantile
+    # sketch of startup times.
+    playing_ms: Mapped[int] = mapped_column(BigInteger)
+    rebuffer_ms: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(Integer)
+    bitrate_ms: Mapped[int] = mapped_column(BigInteger)  # sum of bitrate x playing ms
+    bitrate_weight_ms: Mapped[int] = mapped_column(BigInteger)
+    startups: Mapped[bytes] = mapped_column(LargeBinary)
+    # Counted views watching at each percent of the duration (dimension "" rows only).
+    retention: Mapped[list[int] | None] = mapped_column(JSON)
 
 
 class RollupBucketRow(Base):

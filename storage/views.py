@@ -8,11 +8,13 @@ the buckets it lands in, so a rollup made from an older version is known stale.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, type_coerce, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mediamill.schemas.analytics import (
@@ -233,6 +235,7 @@ def replace_views(session: Session, views: Sequence[View], removed: Sequence[str
                 "rebuffer_count": v.rebuffer_count,
                 "failed": v.failed,
                 "avg_bitrate": v.avg_bitrate,
+                "coverage": v.coverage,
             }
         )
         for idx, s in enumerate(v.sections):
@@ -334,9 +337,11 @@ def rollup_rows(
     buckets: Iterable[datetime],
     asset_ids: Sequence[str] | None,
     dimension: str,
+    *,
+    per_asset: bool = False,
 ) -> Iterator[ViewRollupRow]:
-    """The rollup rows of these buckets for one dimension: per asset when `asset_ids`
-    is given, else the all-assets rows."""
+    """The rollup rows of these buckets for one dimension: every asset's (`per_asset`),
+    those of `asset_ids`, or else the all-assets rows."""
     buckets = sorted(buckets)
     if not buckets:
         return
@@ -345,7 +350,9 @@ def rollup_rows(
         ViewRollupRow.bucket_at.in_(buckets),
         ViewRollupRow.dimension == dimension,
     )
-    if asset_ids:
+    if per_asset:
+        stmt = stmt.where(ViewRollupRow.asset_id != "")
+    elif asset_ids:
         stmt = stmt.where(ViewRollupRow.asset_id.in_(list(asset_ids)))
     else:
         stmt = stmt.where(ViewRollupRow.asset_id == "")
@@ -368,6 +375,14 @@ def view_figures(
         ViewRow.counted,
         ViewRow.watched_ms,
         ViewRow.completed,
+        ViewRow.protocol,
+        ViewRow.rendition,
+        ViewRow.startup_ms,
+        ViewRow.playing_ms,
+        ViewRow.rebuffer_ms,
+        ViewRow.failed,
+        ViewRow.avg_bitrate,
+        ViewRow.coverage,
     )
     stmt = select(*cols).where(ViewRow.started_at >= start, ViewRow.started_at < end)
     if asset_ids:
@@ -500,3 +515,198 @@ def view_spans(
         stmt = stmt.where(ViewRow.asset_id.in_(list(asset_ids)))
     for asset, started, last in session.execute(stmt.execution_options(yield_per=5000)):
         yield asset, started.astimezone(UTC), last.astimezone(UTC)
+
+
+# ---- erasure and export ---------------------------------------------------------------------
+
+
+def erase_viewer(session: Session, viewer_id: str) -> tuple[dict[str, int], set[datetime]]:
+    """Delete everything stored of one viewer: their views and sections, playback
+    sessions with their heartbeats, events and edge requests, and tracking sessions.
+    Rollup rows are left as they are (the caller rebuilds their sketches). Returns
+    (how many of each were deleted, the start times of the deleted views)."""
+    views = dict(
+        session.execute(
+            select(ViewRow.id, ViewRow.started_at).where(ViewRow.viewer_id == viewer_id)
+        ).all()
+    )
+    tracking_ids = set(
+        session.scalars(
+            select(TrackingSessionRow.id).where(
+                or_(TrackingSessionRow.user_id == viewer_id, TrackingSessionRow.id == viewer_id)
+            )
+        )
+    )
+    owned = [
+        PlaybackSessionRow.user_id == viewer_id,
+        PlaybackSessionRow.id.in_(list(views)),
+    ]
+    if tracking_ids:
+        owned.append(PlaybackSessionRow.tracking_session_id.in_(list(tracking_ids)))
+    if viewer_id.startswith("device:"):
+        owned.append(
+            and_(
+                PlaybackSessionRow.device_id == viewer_id.removeprefix("device:"),
+                PlaybackSessionRow.tracking_session_id.is_(None),
+                PlaybackSessionRow.user_id.is_(None),
+            )
+        )
+    sessions = list(session.scalars(select(PlaybackSessionRow.id).where(or_(*owned))))
+    ids = sorted(set(sessions) | set(views))
+    counts = {"views": len(views), "playback_sessions": len(sessions)}
+    counts["tracking_sessions"] = len(tracking_ids)
+    for table, column in (
+        (ViewSectionRow, ViewSectionRow.view_id),
+        (ViewRow, ViewRow.id),
+        (ViewMarkRow, ViewMarkRow.session_id),
+        (PlayerEventRow, PlayerEventRow.session_id),
+        (PlaybackHeartbeatRow, PlaybackHeartbeatRow.session_id),
+        (EdgeSegmentRequestRow, EdgeSegmentRequestRow.session_id),
+        (PlaybackSessionRow, PlaybackSessionRow.id),
+    ):
+        for i in range(0, len(ids), 1000):
+            session.execute(delete(table).where(column.in_(ids[i : i + 1000])))
+    if tracking_ids:
+        session.execute(
+            delete(TrackingSessionRow).where(TrackingSessionRow.id.in_(list(tracking_ids)))
+        )
+    return counts, {at.astimezone(UTC) for at in views.values()}
+
+
+def replace_sketches(
+    session: Session,
+    level: str,
+    bucket_at: datetime,
+    sketches: dict[tuple[str, str, str], dict],
+    empty: dict,
+) -> int:
+    """Put new unique-count sketches in a bucket's rollup rows, keeping their counts; a
+    row whose group has none any more gets `empty`'s. How many rows changed."""
+    rows = session.scalars(
+        select(ViewRollupRow).where(
+            ViewRollupRow.level == level, ViewRollupRow.bucket_at == bucket_at
+        )
+    ).all()
+    for row in rows:
+        new = sketches.get((row.asset_id, row.dimension, row.value), empty)
+        row.viewers, row.devices, row.auth_viewers = (
+            new["viewers"],
+            new["devices"],
+            new["auth_viewers"],
+        )
+    return len(rows)
+
+
+def export_rows(
+    session: Session, start: datetime, end: datetime, asset_ids: Sequence[str] | None
+) -> Iterator[ViewRow]:
+    """Every view that started in [start, end), oldest first, streamed in batches."""
+    stmt = select(ViewRow).where(ViewRow.started_at >= start, ViewRow.started_at < end)
+    if asset_ids:
+        stmt = stmt.where(ViewRow.asset_id.in_(list(asset_ids)))
+    stmt = stmt.order_by(ViewRow.started_at, ViewRow.id).execution_options(yield_per=1000)
+    for row in session.scalars(stmt):
+        yield row
+        session.expunge(row)
+
+
+def purge_before(session: Session, cutoff: datetime, limit: int) -> dict[str, int]:
+    """Delete up to `limit` raw views that started before `cutoff` (their rollups stay),
+    and up to `limit` playback sessions made and ended before it, with their records,
+    and the tracking sessions that expired before it."""
+    view_ids = list(
+        session.scalars(select(ViewRow.id).where(ViewRow.started_at < cutoff).limit(limit))
+    )
+    session_ids = list(
+        session.scalars(
+            select(PlaybackSessionRow.id)
+            .where(PlaybackSessionRow.created_at < cutoff, PlaybackSessionRow.ended_at < cutoff)
+            .limit(limit)
+        )
+    )
+    if view_ids:
+        session.execute(delete(ViewSectionRow).where(ViewSectionRow.view_id.in_(view_ids)))
+        session.execute(delete(ViewRow).where(ViewRow.id.in_(view_ids)))
+    if session_ids:
+        for table, column in (
+            (ViewMarkRow, ViewMarkRow.session_id),
+            (PlayerEventRow, PlayerEventRow.session_id),
+            (PlaybackHeartbeatRow, PlaybackHeartbeatRow.session_id),
+            (EdgeSegmentRequestRow, EdgeSegmentRequestRow.session_id),
+            (PlaybackSessionRow, PlaybackSessionRow.id),
+        ):
+            session.execute(delete(table).where(column.in_(session_ids)))
+    tracking = session.execute(
+        delete(TrackingSessionRow).where(TrackingSessionRow.expires_at < cutoff)
+    ).rowcount
+    return {"views": len(view_ids), "playback_sessions": len(session_ids), "tracking": tracking}
+
+
+# ---- PostgreSQL partitions ------------------------------------------------------------------
+
+PARTITIONED = ("views", "view_sections")
+_PARTITION = re.compile(r"^(views|view_sections)_y(\d{4})m(\d{2})$")
+
+
+def _month(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(at: datetime) -> datetime:
+    return (
+        at.replace(year=at.year + 1, month=1) if at.month == 12 else at.replace(month=at.month + 1)
+    )
+
+
+def ensure_partitions(
+    session: Session, now: datetime, retention_days: int, ahead_months: int = 2
+) -> tuple[list[str], list[str]]:
+    """On PostgreSQL: a partition per month of `views` and `view_sections` from the raw
+    retention's start to `ahead_months` ahead, and the partitions wholly past the
+    retention dropped (their rows were raw views; rollups stay). (made, dropped) names.
+    Elsewhere nothing. A month whose rows already sit in the default partition stays
+    there (a partition cannot be made over them)."""
+    if session.bind.dialect.name != "postgresql":
+        return [], []
+    cutoff = now - timedelta(days=retention_days)
+    made, dropped = [], []
+    month = _month(cutoff)
+    last = _month(now)
+    for _ in range(ahead_months):
+        last = _next_month(last)
+    existing = set(
+        session.scalars(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname IN "
+                "('views', 'view_sections')"
+            )
+        )
+    )
+    while month <= last:
+        end = _next_month(month)
+        for table in PARTITIONED:
+            name = f"{table}_y{month.year:04d}m{month.month:02d}"
+            if name in existing:
+                continue
+            try:
+                with session.begin_nested():
+                    session.execute(
+                        text(
+                            f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM "
+                            f"('{month.isoformat()}') TO ('{end.isoformat()}')"
+                        )
+                    )
+                made.append(name)
+            except DBAPIError:
+                pass  # rows of that month in the default partition: they stay there
+        month = end
+    for name in sorted(existing):
+        found = _PARTITION.match(name)
+        if found is None:
+            continue
+        start = datetime(int(found[2]), int(found[3]), 1, tzinfo=UTC)
+        if _next_month(start) <= cutoff:
+            session.execute(text(f"DROP TABLE {name}"))
+            dropped.append(name)
+    return made, dropped

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from sqlalchemy.orm import Session
 
-from mediamill.pipeline.rollups import Total, aggregate
+from mediamill.pipeline.rollups import PERCENTS, ROW_FIELDS, Total, aggregate
 from mediamill.storage import views as view_rows
 from mediamill.storage.views import DAY, HOUR, LEVEL_DAY, LEVEL_HOUR, day_of, hour_of
 from mediamill.workers.runtime import Runtime
@@ -151,8 +151,11 @@ def totals(
     pieces: list[tuple[datetime, datetime]],
     asset_ids: list[str] | None,
     dimension: str,
+    *,
+    per_asset: bool = False,
 ) -> list[dict[str, Total]]:
-    """For each piece of time, value of `dimension` ("" for none) -> Total."""
+    """For each piece of time, value of `dimension` ("" for none) -> Total; with
+    `per_asset`, asset id -> Total instead (of the whole bucket)."""
     if not pieces:
         return []
     start, end = pieces[0][0], pieces[-1][1]
@@ -167,22 +170,20 @@ def totals(
         owner.update({(LEVEL_HOUR, h): i for h in plan.hours})
     for level in (LEVEL_DAY, LEVEL_HOUR):
         buckets = [at for (lv, at) in owner if lv == level]
-        for row in view_rows.rollup_rows(s, level, buckets, asset_ids, dimension):
+        rows = view_rows.rollup_rows(s, level, buckets, asset_ids, dimension, per_asset=per_asset)
+        for row in rows:
             i = owner[(level, row.bucket_at.astimezone(UTC))]
-            out[i][row.value].add_row(
-                row.plays,
-                row.views,
-                row.watched_ms,
-                row.completed,
-                viewers=row.viewers,
-                devices=row.devices,
-                auth_viewers=row.auth_viewers,
-            )
+            key = row.asset_id if per_asset else row.value
+            out[i][key].add_row(**{name: getattr(row, name) for name in ROW_FIELDS})
     for i, plan in enumerate(plans):
         for a, b in _merged(plan.raw):
             groups = aggregate(view_rows.view_figures(s, a, b, asset_ids))
             for (asset, dim, value), agg in groups.items():
-                if asset == "" and dim == dimension:
+                if dim != dimension:
+                    continue
+                if per_asset and asset:
+                    out[i][asset].add(agg)
+                elif not per_asset and asset == "":
                     out[i][value].add(agg)
     return out
 
@@ -276,3 +277,120 @@ def peaks(
         top = padded.reshape(hours, 60).max(axis=1)
         out += [Peak(key, (hour0 + i * HOUR).astimezone(zone), int(v)) for i, v in enumerate(top)]
     return out
+
+
+# ---- beyond IBM: retention, quality of experience, content performance ----------------------
+
+
+@dataclass(frozen=True)
+class Retention:
+    views: int  # counted views
+    shares: list[float]  # of them, watching at 0%, 1%, ..., 100%
+
+
+def retention(rt: Runtime, asset_id: str, start: datetime, end: datetime) -> Retention:
+    """The share of the asset's counted views of [start, end) that watched each whole
+    percent of its duration."""
+    with rt.db.session() as s:
+        found = totals(s, [(start, end)], [asset_id], "")[0].get("")
+    if found is None or not found.views:
+        return Retention(0, [0.0] * PERCENTS)
+    return Retention(found.views, [n / found.views for n in found.retention])
+
+
+class QoeDimension(StrEnum):
+    SUMMARY = "summary"
+    RENDITION = "rendition"
+    PROTOCOL = "protocol"
+    DEVICE = "device"
+    LOCATION = "location"
+
+
+@dataclass(frozen=True)
+class Qoe:
+    value: str
+    plays: int
+    startup_p50_ms: float | None
+    startup_p95_ms: float | None
+    rebuffer_ratio: float | None
+    failure_rate: float | None
+    avg_bitrate: int | None
+
+
+def _qoe(value: str, t: Total) -> Qoe:
+    watched = t.playing_ms + t.rebuffer_ms
+    return Qoe(
+        value=value,
+        plays=t.plays,
+        startup_p50_ms=t.startup_ms(0.5),
+        startup_p95_ms=t.startup_ms(0.95),
+        rebuffer_ratio=t.rebuffer_ms / watched if watched else None,
+        failure_rate=t.failed / t.plays if t.plays else None,
+        avg_bitrate=round(t.bitrate_ms / t.bitrate_weight_ms) if t.bitrate_weight_ms else None,
+    )
+
+
+def qoe(
+    rt: Runtime,
+    dimension: QoeDimension,
+    start: datetime,
+    end: datetime,
+    asset_ids: list[str] | None = None,
+) -> list[Qoe]:
+    """Quality of experience of every view (counted or not) that started in [start,
+    end): startup time p50/p95, rebuffer ratio = rebuffering / (playing +
+    rebuffering), failure rate (views with an `error`), average bitrate; over all,
+    or by rendition, protocol, device or country (most plays first)."""
+    key = "" if dimension is QoeDimension.SUMMARY else dimension.value
+    with rt.db.session() as s:
+        found = totals(s, [(start, end)], asset_ids, key)[0]
+    if dimension is QoeDimension.SUMMARY:
+        return [_qoe("summary", found.get("") or Total())]
+    rows = [_qoe(value, t) for value, t in found.items() if t.plays]
+    return sorted(rows, key=lambda q: (-q.plays, q.value))
+
+
+class Period(StrEnum):
+    TODAY = "today"
+    LAST_7D = "last_7d"
+    LAST_30D = "last_30d"
+    LAST_90D = "last_90d"
+
+
+def period_range(period: Period, now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """`today` is since midnight in the analytics zone; the others the last N days."""
+    if period is Period.TODAY:
+        local = now.astimezone(zone)
+        start = datetime.combine(local.date(), time(), tzinfo=zone).astimezone(UTC)
+        return start, now
+    days = {Period.LAST_7D: 7, Period.LAST_30D: 30, Period.LAST_90D: 90}[period]
+    return now - timedelta(days=days), now
+
+
+@dataclass(frozen=True)
+class ContentPerformance:
+    content_id: str
+    total_plays: int
+    views: int
+    unique_viewers: int
+    completion_rate: float | None  # of counted views
+    watch_hours: float
+
+
+def content_performance(rt: Runtime, start: datetime, end: datetime) -> list[ContentPerformance]:
+    """Every asset played in [start, end): plays, counted views, unique viewers,
+    completion rate and hours watched."""
+    with rt.db.session() as s:
+        found = totals(s, [(start, end)], None, "", per_asset=True)[0]
+    return [
+        ContentPerformance(
+            content_id=asset,
+            total_plays=t.plays,
+            views=t.views,
+            unique_viewers=t.unique("viewers"),
+            completion_rate=t.completed / t.views if t.views else None,
+            watch_hours=t.watched_ms / 3_600_000,
+        )
+        for asset, t in found.items()
+        if t.plays
+    ]

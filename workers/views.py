@@ -11,6 +11,7 @@ at a time anyway).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from datetime import datetime, timedelta
 
 from dramatiq import Message
 
-from mediamill.pipeline.rollups import aggregate
+from mediamill.pipeline.rollups import Aggregate, aggregate
 from mediamill.pipeline.views import derive_view
+from mediamill.schemas.audit import AuditAction, AuditActor
 from mediamill.schemas.base import utcnow
+from mediamill.storage import audit
 from mediamill.storage import views as view_rows
-from mediamill.storage.views import DAY, HOUR, LEVEL_DAY, LEVEL_HOUR
+from mediamill.storage.views import DAY, HOUR, LEVEL_DAY, LEVEL_HOUR, day_of, hour_of
 from mediamill.workers import runtime
 from mediamill.workers.queue import QUEUE_NAME
 from mediamill.workers.runtime import Runtime
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 VIEWS_ACTOR = "update_views"
 DERIVE_BATCH = 500
 ROLL_BATCH = 200
+PURGE_BATCH = 2000
 UPDATE_BUDGET_S = 20.0
 
 
@@ -41,6 +45,7 @@ class UpdateResult:
     removed: int
     hours_rolled: int
     days_rolled: int
+    purged: int = 0
 
 
 def schedule_update(rt: Runtime) -> None:
@@ -57,17 +62,52 @@ def update(
         if not mine:
             return UpdateResult(0, 0, 0, 0)
         deadline = time.monotonic() + budget_s
+        now = now or utcnow()
+        keep_partitions(rt, now)
         derived, removed = derive_marked(rt, deadline)
-        hours, days = roll_up(rt, now or utcnow(), deadline)
-    if derived or removed or hours or days:
+        hours, days = roll_up(rt, now, deadline)
+        purged = purge(rt, now, deadline)
+    if derived or removed or hours or days or purged:
         log.info(
-            "views: %d derived, %d removed; rolled up %d hours, %d days",
+            "views: %d derived, %d removed; rolled up %d hours, %d days; %d raw views purged",
             derived,
             removed,
             hours,
             days,
+            purged,
         )
-    return UpdateResult(derived, removed, hours, days)
+    return UpdateResult(derived, removed, hours, days, purged)
+
+
+_partitions_checked: dict[str, str] = {}
+
+
+def keep_partitions(rt: Runtime, now: datetime) -> None:
+    """The monthly partitions on PostgreSQL, checked once a day per database."""
+    day = now.date().isoformat()
+    if _partitions_checked.get(rt.db.url) == day:
+        return
+    with rt.db.session() as s:
+        made, dropped = view_rows.ensure_partitions(
+            s, now, rt.settings.analytics_raw_retention_days
+        )
+    if made or dropped:
+        log.info("view partitions: made %s, dropped %s", made, dropped)
+    _partitions_checked[rt.db.url] = day
+
+
+def purge(rt: Runtime, now: datetime, deadline: float) -> int:
+    """Raw views and ended sessions past MEDIAMILL_ANALYTICS_RAW_RETENTION_DAYS go (a
+    batch at a time, within the budget); rollups stay. How many views went."""
+    cutoff = now - timedelta(days=rt.settings.analytics_raw_retention_days)
+    purged = 0
+    while time.monotonic() < deadline:
+        with rt.db.session() as s:
+            counts = view_rows.purge_before(s, cutoff, PURGE_BATCH)
+        purged += counts["views"]
+        if counts["views"] < PURGE_BATCH and counts["playback_sessions"] < PURGE_BATCH:
+            break
+    return purged
 
 
 def derive_marked(rt: Runtime, deadline: float) -> tuple[int, int]:
@@ -154,3 +194,45 @@ def sweep_views(rt: Runtime) -> None:
     """The sweeper's part: an update, when there is something to update."""
     if has_work(rt):
         schedule_update(rt)
+
+
+# ---- erasure --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Erasure:
+    views: int
+    playback_sessions: int
+    tracking_sessions: int
+    buckets_rebuilt: int
+
+
+def viewer_reference(viewer_id: str) -> str:
+    """What the audit log keeps of an erased viewer: not the identifier (it may be an
+    e-mail address), a digest that matches it if it is presented again."""
+    return "sha256:" + hashlib.sha256(viewer_id.encode()).hexdigest()
+
+
+def erase_viewer(rt: Runtime, viewer_id: str, actor: AuditActor) -> Erasure:
+    """Erase a viewer's views and sessions (audit-logged in the same transaction), then
+    rebuild the unique-count sketches of the rolled-up buckets their views were in
+    from what remains, keeping those buckets' counts."""
+    with view_rows.exclusive_update(rt.db.engine):
+        with rt.db.session() as s:
+            counts, started = view_rows.erase_viewer(s, viewer_id)
+            audit.record(
+                s, actor, AuditAction.VIEWER_ERASED, "viewer", viewer_reference(viewer_id), counts
+            )
+        buckets = {(LEVEL_HOUR, hour_of(at)) for at in started}
+        buckets |= {(LEVEL_DAY, day_of(at)) for at in started}
+        rebuilt = 0
+        empty = Aggregate().as_row()
+        for level, bucket_at in sorted(buckets):
+            size = HOUR if level == LEVEL_HOUR else DAY
+            with rt.db.session() as s:
+                groups = aggregate(view_rows.view_figures(s, bucket_at, bucket_at + size))
+                sketches = {key: agg.as_row() for key, agg in groups.items()}
+                rebuilt += bool(view_rows.replace_sketches(s, level, bucket_at, sketches, empty))
+    return Erasure(
+        counts["views"], counts["playback_sessions"], counts["tracking_sessions"], rebuilt
+    )

@@ -11,28 +11,42 @@ MEDIAMILL_ANALYTICS_TZ (default UTC), not America/Los_Angeles; `city` is always 
 
 from __future__ import annotations
 
+import base64
+import csv
+import io
+import json
 import re
 import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from mediamill.api.deps import ReadKey, RuntimeDep
+from mediamill.api.deps import AdminActor, ReadKey, RuntimeDep
 from mediamill.schemas.analytics import DeviceClass, Link, Page, Pagination, Resource
+from mediamill.schemas.base import utcnow
 from mediamill.schemas.errors import InvalidRequestError
 from mediamill.storage import views as view_rows
 from mediamill.storage.models import ViewRow, ViewSectionRow
+from mediamill.workers import views
 from mediamill.workers.analytics import (
     MAX_MINUTE_RANGE_DAYS,
     Dimension,
     Granularity,
     Metric,
+    Period,
     Point,
+    QoeDimension,
+    content_performance,
     peaks,
+    period_range,
+    qoe,
+    retention,
     series,
 )
 from mediamill.workers.runtime import Runtime
@@ -170,6 +184,259 @@ def _page_response(
 ) -> JSONResponse:
     body = Page(pagination=_pagination(request, count, page, limit), data=data)
     return JSONResponse(body.model_dump(mode="json"))
+
+
+# ---- export, retention, quality, content performance, erasure ------------------------------
+
+_EXPORT_FIELDS = (
+    "view_id",
+    "content_id",
+    "viewer_identifier",
+    "authenticated",
+    "client_id",
+    "country",
+    "device_class",
+    "browser_family",
+    "os_family",
+    "device_family",
+    "view_source",
+    "protocol",
+    "rendition",
+    "started_at",
+    "finished_at",
+    "last_activity",
+    "watched_s",
+    "counted",
+    "completed",
+    "startup_ms",
+    "playing_ms",
+    "rebuffer_ms",
+    "rebuffer_count",
+    "failed",
+    "avg_bitrate",
+)
+
+
+def _export_record(view: ViewRow, zone: ZoneInfo) -> dict[str, Any]:
+    info = view.device_info or {}
+    return {
+        "view_id": view.id,
+        "content_id": view.asset_id,
+        "viewer_identifier": view.viewer_id,
+        "authenticated": view.authenticated,
+        "client_id": view.device_id,
+        "country": view.country,
+        "device_class": view.device_class,
+        "browser_family": (info.get("browser") or {}).get("family"),
+        "os_family": (info.get("os") or {}).get("family"),
+        "device_family": (info.get("device") or {}).get("family"),
+        "view_source": view.source,
+        "protocol": view.protocol,
+        "rendition": view.rendition,
+        "started_at": _when(view.started_at, zone),
+        "finished_at": _when(view.finished_at, zone),
+        "last_activity": _when(view.last_activity_at, zone),
+        "watched_s": view.watched_ms / 1000,
+        "counted": view.counted,
+        "completed": view.completed,
+        "startup_ms": view.startup_ms,
+        "playing_ms": view.playing_ms,
+        "rebuffer_ms": view.rebuffer_ms,
+        "rebuffer_count": view.rebuffer_count,
+        "failed": view.failed,
+        "avg_bitrate": view.avg_bitrate,
+    }
+
+
+def _export_lines(
+    rt: Runtime, start: datetime, end: datetime, asset_ids: list[str] | None, kind: str
+) -> Iterator[bytes]:
+    """The export, a batch of lines at a time: one session streams the rows, so memory
+    stays bounded whatever the range holds."""
+    zone = rt.settings.analytics_zone
+    if kind == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=_EXPORT_FIELDS, lineterminator="\r\n")
+        writer.writeheader()
+        yield out.getvalue().encode()
+    with rt.db.session() as s:
+        batch: list[str] = []
+        for view in view_rows.export_rows(s, start, end, asset_ids):
+            record = _export_record(view, zone)
+            if kind == "csv":
+                out = io.StringIO()
+                csv.DictWriter(out, fieldnames=_EXPORT_FIELDS, lineterminator="\r\n").writerow(
+                    record
+                )
+                batch.append(out.getvalue())
+            else:
+                batch.append(json.dumps(record, separators=(",", ":")) + "\n")
+            if len(batch) >= 500:
+                yield "".join(batch).encode()
+                batch = []
+        if batch:
+            yield "".join(batch).encode()
+
+
+@router.get("/views/export")
+def export_views(rt: RuntimeDep, request: Request, _: ReadKey) -> StreamingResponse:
+    """Every view that started in the range, one line each: `format=ndjson` (default)
+    or `csv`, streamed in bounded memory."""
+    params = QueryParams(request, rt.settings.analytics_zone)
+    start, end = params.range()
+    asset_ids = params.content_ids()
+    kind = params.query.get("format", "ndjson")
+    if kind not in ("ndjson", "csv"):
+        raise params.fail("format", f"format is ndjson or csv, not {kind[:40]!r}")
+    media = "text/csv; charset=utf-8" if kind == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        _export_lines(rt, start, end, asset_ids, kind),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="views.{kind}"'},
+    )
+
+
+def _default_range(params: QueryParams, rt: Runtime) -> tuple[datetime, datetime]:
+    """The range asked, or the raw retention up to now when neither end is given."""
+    if "date_time_from" not in params.query and "date_time_to" not in params.query:
+        now = utcnow()
+        return now - timedelta(days=rt.settings.analytics_raw_retention_days), now
+    return params.range()
+
+
+@router.get("/assets/{assetId}/retention")
+def asset_retention(
+    rt: RuntimeDep, request: Request, _: ReadKey, asset_id: Annotated[str, Path(alias="assetId")]
+) -> JSONResponse:
+    """The share of the asset's counted views still watching at each 1% of its
+    duration (default range: the raw retention up to now)."""
+    params = QueryParams(request, rt.settings.analytics_zone)
+    if not _ASSET_ID.match(asset_id):
+        raise params.fail("assetId", "an asset id is 64 hex characters")
+    start, end = _default_range(params, rt)
+    found = retention(rt, asset_id, start, end)
+    data = [
+        Resource(type="RetentionPoint", attributes={"percent": p, "share": round(share, 6)})
+        for p, share in enumerate(found.shares)
+    ]
+    return JSONResponse(
+        {
+            "data": [d.model_dump(mode="json") for d in data],
+            "meta": {"content_id": asset_id, "views": found.views},
+        }
+    )
+
+
+@router.get("/qoe")
+def quality_of_experience(rt: RuntimeDep, request: Request, _: ReadKey) -> JSONResponse:
+    """Startup time p50/p95, rebuffer ratio, failure rate and average bitrate of the
+    views of the range; `dimension` summary (default), rendition, protocol, device or
+    location."""
+    params = QueryParams(request, rt.settings.analytics_zone)
+    raw = params.query.get("dimension", QoeDimension.SUMMARY.value)
+    try:
+        dimension = QoeDimension(raw)
+    except ValueError:
+        names = ", ".join(d.value for d in QoeDimension)
+        raise params.fail("dimension", f"dimension is one of {names}, not {raw[:40]!r}") from None
+    start, end = _default_range(params, rt)
+    found = qoe(rt, dimension, start, end, params.content_ids())
+    data = [
+        Resource(
+            type="Qoe",
+            attributes={
+                "dimension_type": dimension.value,
+                "point": q.value,
+                "plays": q.plays,
+                "startup_time_p50_ms": q.startup_p50_ms,
+                "startup_time_p95_ms": q.startup_p95_ms,
+                "rebuffer_ratio": q.rebuffer_ratio,
+                "playback_failure_rate": q.failure_rate,
+                "average_bitrate": q.avg_bitrate,
+            },
+        ).model_dump(mode="json")
+        for q in found
+    ]
+    return JSONResponse({"data": data})
+
+
+_SORTS = ("total_plays", "unique_viewers", "completion_rate", "views", "watch_hours")
+
+
+@router.get("/content-performance")
+def content_performance_of(rt: RuntimeDep, request: Request, _: ReadKey) -> JSONResponse:
+    """EncoraStream's content performance: plays, unique viewers and completion rate of
+    every asset played in `period` (today, last_7d, last_30d, last_90d), sorted
+    (`sort`, `-` for descending; default `-total_plays`), `limit` 1..100 a page, `cursor`."""
+    zone = rt.settings.analytics_zone
+    params = QueryParams(request, zone)
+    raw = params.query.get("period")
+    try:
+        period = Period(raw or "")
+    except ValueError:
+        names = ", ".join(p.value for p in Period)
+        raise params.fail("period", f"period is one of {names}") from None
+    sort = params.query.get("sort", "-total_plays")
+    field = sort.removeprefix("-")
+    if field not in _SORTS:
+        raise params.fail("sort", f"sort is one of {', '.join(_SORTS)} (- for descending)")
+    limit = params.number("limit", 20, 1, 100)
+    offset = _cursor_offset(params)
+    start, end = period_range(period, utcnow(), zone)
+    rows = content_performance(rt, start, end)
+    rows.sort(key=lambda r: r.content_id)
+    descending = sort.startswith("-")
+
+    def key(row: Any) -> tuple[bool, float]:
+        value = getattr(row, field)
+        # Without a value (no counted view: no completion rate) sorts last either way.
+        return (value is not None, value or 0) if descending else (value is None, value or 0)
+
+    rows.sort(key=key, reverse=descending)
+    page = rows[offset : offset + limit]
+    more = offset + limit < len(rows)
+    return JSONResponse(
+        {
+            "data": [asdict(r) for r in page],
+            "meta": {
+                "period": period.value,
+                "limit": limit,
+                "total": len(rows),
+                "next_cursor": _cursor_of(offset + limit) if more else None,
+            },
+        }
+    )
+
+
+def _cursor_of(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+
+
+def _cursor_offset(params: QueryParams) -> int:
+    raw = params.query.get("cursor")
+    if not raw:
+        return 0
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        offset = int(decoded["o"])
+    except (ValueError, KeyError, TypeError):
+        raise params.fail("cursor", "cursor is not one this API gave; start over") from None
+    if offset < 0:
+        raise params.fail("cursor", "cursor is not one this API gave; start over")
+    return offset
+
+
+@router.delete("/viewers/{viewer_identifier}")
+def erase_viewer(
+    rt: RuntimeDep,
+    actor: AdminActor,
+    viewer_identifier: Annotated[str, Path(max_length=160)],
+) -> JSONResponse:
+    """Erase a viewer (an admin key): their views, playback and tracking sessions go;
+    rollup counts stay, unique-count sketches are rebuilt without them. Audit-logged
+    (under a digest of the identifier, not the identifier)."""
+    done = views.erase_viewer(rt, viewer_identifier, actor)
+    return JSONResponse({"erased": asdict(done)})
 
 
 # ---- views ----------------------------------------------------------------------------------

@@ -285,3 +285,85 @@ def test_viewers_and_peaks_in_ibm_shapes(site: Site) -> None:
     )
     assert too_long.status_code == 400
     assert too_long.json()["errors"][0]["source"] == {"pointer": "date_time_to"}
+
+
+def test_export_streams_every_view_as_ndjson_and_csv(site: Site) -> None:
+    import csv
+    import io
+    import json
+
+    asset = packaged_asset(site.rt, duration_ms=600_000)
+    played = {site.play(asset, f"dev-{i}", 31 + i) for i in range(4)}
+    _derived(site, 4)
+    now = utcnow()
+    window = {
+        "date_time_from": (now - timedelta(minutes=30)).isoformat(),
+        "date_time_to": (now + timedelta(minutes=30)).isoformat(),
+    }
+    r = site.get("views/export", **window)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert {x["view_id"] for x in lines} == played
+    assert sorted(x["watched_s"] for x in lines) == [31, 32, 33, 34]
+    r = site.get("views/export", format="csv", **window)
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert {row["view_id"] for row in rows} == played and rows[0]["counted"] == "True"
+    assert site.get("views/export", format="xml", **window).json()["errors"][0]["source"] == {
+        "pointer": "format"
+    }
+
+
+def test_retention_qoe_and_content_performance_shapes(site: Site) -> None:
+    asset = packaged_asset(site.rt, duration_ms=100_000)
+    site.play(asset, "dev-1", 100)  # the whole asset
+    site.play(asset, "dev-2", 50)  # half
+    _derived(site, 2)
+    points = site.get(f"assets/{asset}/retention").json()
+    assert points["meta"] == {"content_id": asset, "views": 2}
+    shares = [p["attributes"]["share"] for p in points["data"]]
+    assert len(shares) == 101 and shares[0] == 1.0 and shares[50] == 1.0 and shares[51] == 0.5
+    assert shares[100] == 0.5
+    summary = site.get("qoe").json()["data"][0]["attributes"]
+    assert summary["plays"] == 2 and summary["startup_time_p50_ms"] == 250
+    assert summary["rebuffer_ratio"] == 0 and summary["playback_failure_rate"] == 0
+    by_device = site.get("qoe", dimension="device").json()["data"]
+    assert [d["attributes"]["point"] for d in by_device] == ["other"]
+    assert site.get("qoe", dimension="weather").status_code == 400
+    perf = site.get("content-performance", period="today").json()
+    assert perf["data"] == [
+        {
+            "content_id": asset,
+            "total_plays": 2,
+            "views": 2,
+            "unique_viewers": 2,
+            "completion_rate": 0.5,
+            "watch_hours": perf["data"][0]["watch_hours"],
+        }
+    ]
+    assert perf["meta"]["next_cursor"] is None
+    assert site.get("content-performance").status_code == 400  # period is required
+    assert site.get("content-performance", period="today", sort="title").status_code == 400
+    assert site.get("content-performance", period="today", cursor="junk").status_code == 400
+
+
+def test_erasure_needs_an_admin_key_and_is_audit_logged(site: Site) -> None:
+    asset = packaged_asset(site.rt, duration_ms=600_000)
+    site.play(asset, "dev-1", 40, user="carol@example.com")
+    _derived(site, 1)
+    path = "/analytics/v1/viewers/carol@example.com"
+    assert site.client.delete(path, headers=site.auth).status_code == 403
+    r = site.client.delete(path, headers=site.api.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["erased"]["views"] == 1 and r.json()["erased"]["playback_sessions"] == 1
+    now = utcnow()
+    window = {
+        "date_time_from": (now - timedelta(minutes=30)).isoformat(),
+        "date_time_to": (now + timedelta(minutes=30)).isoformat(),
+    }
+    assert site.get("viewers", **window).json()["data"] == []
+    logged = site.client.get(
+        "/v0/audit-logs", params={"action": "viewer."}, headers=site.api.admin
+    ).json()["data"]
+    assert len(logged) == 1 and logged[0]["resourceType"] == "viewer"
+    assert "carol" not in logged[0]["resourceId"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from datetime import timedelta
@@ -57,7 +58,15 @@ def test_migrations_create_exactly_the_models(db: Database) -> None:
         "audit_log",
     } <= tables
     with db.engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        # Monthly partitions of views (PostgreSQL) are made at run time, not by models.
+        def not_a_partition(name, kind, _parent) -> bool:
+            return not (
+                kind == "table"
+                and re.match(r"^(views|view_sections)_(default|y\d{4}m\d{2})$", name or "")
+            )
+
+        context = MigrationContext.configure(conn, opts={"include_name": not_a_partition})
+        assert compare_metadata(context, Base.metadata) == []
 
 
 def test_asset_insert_is_idempotent_under_concurrency(db: Database) -> None:

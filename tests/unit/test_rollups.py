@@ -82,7 +82,7 @@ def _hourly(
 def _union(blobs: list[bytes]) -> int:
     total = Total()
     for blob in blobs:
-        total.add_row(0, 0, 0, 0, viewers=blob)
+        total.add_row(viewers=blob)
     return total.unique("viewers")
 
 
@@ -123,3 +123,24 @@ def test_an_empty_aggregate_serializes_and_unions_to_zero() -> None:
     total = Total()
     total.add_row(**row)
     assert total.unique("viewers") == 0 and total.views == 0
+
+
+def test_retention_counts_each_percent_and_quantiles_merge() -> None:
+    from mediamill.pipeline.rollups import retention_of
+
+    assert retention_of([]) == [0] * 101
+    counts = retention_of([(1 << 101) - 1, 0b111, 1 << 100])
+    assert counts[:4] == [2, 2, 2, 1] and counts[50] == 1 and counts[100] == 2
+    halves = []
+    for part in (range(0, 500), range(500, 1000)):
+        agg = Aggregate()
+        for ms in part:
+            v = figures(f"v{ms}", f"d{ms}")
+            agg.add(v.model_copy(update={"startup_ms": ms}))
+        halves.append(agg)
+    total = Total()
+    for agg in halves:
+        total.add(agg)
+    assert abs(total.startup_ms(0.5) - 500) <= 1000 * 0.02
+    assert abs(total.startup_ms(0.95) - 950) <= 1000 * 0.02
+    assert Total().startup_ms(0.5) is None

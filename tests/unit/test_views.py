@@ -186,3 +186,16 @@ def test_an_asset_of_unknown_duration_counts_at_min_watch(duration_s) -> None:
         min_watch_s=30,
     )
     assert view.counted and not view.completed
+
+
+def test_coverage_holds_the_whole_percents_the_sections_covered() -> None:
+    from mediamill.pipeline.views import coverage_of
+    from mediamill.schemas.analytics import ViewSection
+
+    def section(a: float, b: float) -> ViewSection:
+        return ViewSection(from_s=a, to_s=b, started_at=T0, finished_at=T0)
+
+    bits = int(coverage_of([section(0, 10), section(50, 100)], 100_000), 16)
+    assert [p for p in range(101) if bits >> p & 1] == [*range(0, 11), *range(50, 101)]
+    assert coverage_of([section(0.5, 0.9)], 100_000) == "0"  # no whole percent inside
+    assert coverage_of([section(0, 10)], None) is None

@@ -231,3 +231,142 @@ def test_peaks_count_views_playing_at_once(rt: Runtime) -> None:
     assert [p.value for p in per_asset if p.content_id == ASSETS[0]] == [1, 1, 2, 1, 0, 0]
     hourly = peaks(rt, Granularity.HOUR, base, base + timedelta(hours=2))
     assert [p.value for p in hourly] == [3, 1]
+
+
+def qoe_views(rng: random.Random, count: int, start: datetime) -> list[View]:
+    out = []
+    for i in range(count):
+        at = start + timedelta(seconds=rng.randrange(6 * 3600))
+        playing = rng.randrange(10_000, 300_000)
+        coverage_to = rng.randrange(0, 101)
+        out.append(
+            View(
+                view_id=f"q{i}",
+                session_id=f"q{i}",
+                asset_id=rng.choice(ASSETS[:2]),
+                viewer_id=f"viewer-{rng.randrange(300)}",
+                authenticated=False,
+                device_id=f"dev-{i}",
+                audience=Audience(device_class=rng.choice(CLASSES)),
+                duration_ms=600_000,
+                started_at=at,
+                finished_at=at,
+                last_activity_at=at,
+                watched_ms=playing,
+                counted=rng.random() < 0.7,
+                completed=rng.random() < 0.3,
+                startup_ms=rng.randrange(100, 5000),
+                playing_ms=playing,
+                rebuffer_ms=rng.choice([0, 0, rng.randrange(100, 20_000)]),
+                failed=rng.random() < 0.05,
+                protocol=rng.choice(["hls", "dash", None]),
+                rendition=rng.choice(["360p", "720p", "1080p"]),
+                avg_bitrate=rng.choice([800_000, 2_500_000, 5_000_000]),
+                coverage=format((1 << (coverage_to + 1)) - 1, "x"),
+            )
+        )
+    return out
+
+
+def test_quality_retention_and_performance_equal_the_truth(rt: Runtime) -> None:
+    from mediamill.workers.analytics import QoeDimension, content_performance, qoe, retention
+
+    rng = random.Random(44)
+    now = datetime.now(UTC).replace(minute=20, second=0, microsecond=0)
+    start = now.replace(minute=0) - timedelta(hours=5)
+    made = qoe_views(rng, 1500, start)
+    write(rt, made)
+    while views.update(rt, now=now).hours_rolled:  # some hours rolled, the last one raw
+        pass
+    end = now + timedelta(hours=2)
+    for dimension, key in (
+        (QoeDimension.SUMMARY, lambda v: "summary"),
+        (QoeDimension.PROTOCOL, lambda v: v.protocol or "unknown"),
+        (QoeDimension.RENDITION, lambda v: v.rendition),
+        (QoeDimension.DEVICE, lambda v: v.audience.device_class.value),
+    ):
+        got = {q.value: q for q in qoe(rt, dimension, start, end)}
+        groups = defaultdict(list)
+        for v in made:
+            groups[key(v)].append(v)
+        assert set(got) == set(groups)
+        for value, members in groups.items():
+            q = got[value]
+            assert q.plays == len(members)
+            playing = sum(v.playing_ms for v in members)
+            rebuffer = sum(v.rebuffer_ms for v in members)
+            assert q.rebuffer_ratio == pytest.approx(rebuffer / (playing + rebuffer))
+            assert q.failure_rate == pytest.approx(sum(v.failed for v in members) / len(members))
+            weighted = sum(v.avg_bitrate * v.playing_ms for v in members)
+            assert q.avg_bitrate == round(weighted / playing)
+            startups = sorted(v.startup_ms for v in members)
+            for rank, found in ((0.5, q.startup_p50_ms), (0.95, q.startup_p95_ms)):
+                exact_rank = sum(1 for s in startups if s <= found) / len(startups)
+                assert abs(exact_rank - rank) <= 0.02, (value, rank, exact_rank)
+    counted = [v for v in made if v.counted and v.asset_id == ASSETS[0]]
+    got = retention(rt, ASSETS[0], start, end)
+    assert got.views == len(counted)
+    for p in (0, 1, 37, 99, 100):
+        watching = sum(1 for v in counted if int(v.coverage, 16) >> p & 1)
+        assert got.shares[p] == pytest.approx(watching / len(counted))
+    performance = {c.content_id: c for c in content_performance(rt, start, end)}
+    for asset in ASSETS[:2]:
+        mine = [v for v in made if v.asset_id == asset]
+        mine_counted = [v for v in mine if v.counted]
+        c = performance[asset]
+        assert (c.total_plays, c.views) == (len(mine), len(mine_counted))
+        assert c.completion_rate == pytest.approx(
+            sum(v.completed for v in mine_counted) / len(mine_counted)
+        )
+        assert c.unique_viewers == len({v.viewer_id for v in mine_counted})
+    assert ASSETS[2] not in performance
+
+
+def test_erasing_a_viewer_keeps_counts_and_rebuilds_sketches(rt: Runtime) -> None:
+    from mediamill.schemas.audit import AuditActor
+    from mediamill.storage import audit
+
+    now = datetime.now(UTC).replace(minute=20, second=0, microsecond=0)
+    hour = now.replace(minute=0) - timedelta(days=1)  # its day has closed: rolled up too
+    made = [
+        View(
+            view_id=f"e{i}",
+            session_id=f"e{i}",
+            asset_id=ASSETS[0],
+            viewer_id="alice@example.com" if i < 3 else f"other-{i}",
+            authenticated=i < 3,
+            device_id=f"dev-{i}",
+            audience=Audience(country="HU"),
+            duration_ms=None,
+            started_at=hour + timedelta(minutes=i),
+            finished_at=None,
+            last_activity_at=hour + timedelta(minutes=i),
+            watched_ms=60_000,
+            counted=True,
+            completed=False,
+        )
+        for i in range(10)
+    ]
+    write(rt, made)
+    while views.update(rt, now=now).hours_rolled:
+        pass
+    a, b = hour, hour + timedelta(hours=1)
+
+    def figures() -> tuple[int, int, int]:
+        return (
+            series(rt, Metric.TOTAL_VIEWS, Dimension.SUMMARY, a, b)[0].value,
+            series(rt, Metric.UNIQUE_VIEWERS, Dimension.SUMMARY, a, b)[0].value,
+            series(rt, Metric.AUTHENTICATED_VIEWERS, Dimension.SUMMARY, a, b)[0].value,
+        )
+
+    assert figures() == (10, 8, 1)
+    actor = AuditActor(actor_id="admin-1", actor_role="admin")
+    done = views.erase_viewer(rt, "alice@example.com", actor)
+    assert (done.views, done.buckets_rebuilt) == (3, 2)  # its hour and its day
+    assert figures() == (10, 7, 0)  # counts stay; she is in no sketch
+    with rt.db.session() as s:
+        assert view_rows.count_views(s) == 7
+        entries, _ = audit.list_entries(s, action="viewer.erased")
+    assert len(entries) == 1 and "alice" not in entries[0].resource_id
+    assert entries[0].resource_id == views.viewer_reference("alice@example.com")
+    assert entries[0].metadata["views"] == 3

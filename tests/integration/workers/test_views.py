@@ -68,7 +68,7 @@ def test_a_fed_session_becomes_a_view_with_its_audience(rt: Runtime) -> None:
     result = views.update(rt)
     assert result.derived == 1
     with rt.db.session() as s:
-        view = s.get(ViewRow, sid)
+        view = s.scalars(select(ViewRow).where(ViewRow.id == sid)).one_or_none()
         assert view is not None
         assert (view.country, view.device_class, view.watched_ms, view.counted) == (
             "GB",
@@ -86,7 +86,7 @@ def test_a_fed_session_becomes_a_view_with_its_audience(rt: Runtime) -> None:
         )
     assert views.update(rt).derived == 1
     with rt.db.session() as s:
-        assert s.get(ViewRow, sid).watched_ms == 60_000
+        assert s.scalars(select(ViewRow).where(ViewRow.id == sid)).one().watched_ms == 60_000
 
 
 def _view(
@@ -177,9 +177,28 @@ def test_buckets_past_the_raw_retention_are_never_rolled(rt: Runtime) -> None:
     now = datetime.now(UTC)
     old = now - timedelta(days=rt.settings.analytics_raw_retention_days + 3)
     with rt.db.session() as s:
-        view_rows.replace_views(s, [_view("old", old)])
-    assert views.update(rt, now=now).hours_rolled == 0
-    assert _rollups(rt) == []
+        view_rows.replace_views(s, [_view("old", old), _view("new", now - timedelta(days=1))])
+    result = views.update(rt, now=now)
+    assert (result.purged, result.days_rolled) == (1, 1)  # the old one gone, not rolled
+    assert [r for r in _rollups(rt) if r[1] < now - timedelta(days=80)] == []
+    with rt.db.session() as s:
+        assert view_rows.count_views(s) == 1
+
+
+def test_ended_sessions_past_the_retention_are_purged_with_their_records(rt: Runtime) -> None:
+    asset_id = packaged_asset(rt)
+    old = utcnow() - timedelta(days=rt.settings.analytics_raw_retention_days + 1)
+    kept = playback.create_playback_session(rt, asset_id, "dev-new", None, "client")
+    gone = playback.create_playback_session(rt, asset_id, "dev-old", None, "client")
+    with rt.db.session() as s:
+        playback_rows.write_buffered(s, [_events(gone.session_id, (0, "playing", 0, 0))])
+        row = playback_rows.playback_session_row(s, gone.session_id)
+        row.created_at, row.ended_at, row.status = old, old, "ended"
+    views.update(rt)
+    with rt.db.session() as s:
+        assert playback_rows.playback_session_row(s, gone.session_id) is None
+        assert playback_rows.playback_session_row(s, kept.session_id) is not None
+        assert playback_rows.count_stored(s, [gone.session_id]).events == 0
 
 
 def test_a_session_that_never_played_is_no_view(rt: Runtime) -> None:
@@ -193,3 +212,42 @@ def test_a_session_that_never_played_is_no_view(rt: Runtime) -> None:
     assert (result.derived, result.removed) == (0, 1)
     with rt.db.session() as s:
         assert view_rows.count_views(s) == 0 and view_rows.count_marks(s) == 0
+
+
+def test_postgresql_keeps_monthly_partitions(rt: Runtime, database_url: str | None) -> None:
+    from sqlalchemy import text
+
+    now = datetime.now(UTC)
+    stale = now - timedelta(days=rt.settings.analytics_raw_retention_days + 70)
+    if database_url is None:
+        with rt.db.session() as s:
+            assert view_rows.ensure_partitions(s, now, 90) == ([], [])
+        return
+    with rt.db.session() as s:  # a partition of a month long past the retention
+        name = f"views_y{stale.year:04d}m{stale.month:02d}"
+        first = stale.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (first + timedelta(days=32)).replace(day=1)
+        s.execute(
+            text(
+                f"CREATE TABLE {name} PARTITION OF views FOR VALUES FROM "
+                f"('{first.isoformat()}') TO ('{end.isoformat()}')"
+            )
+        )
+        made, dropped = view_rows.ensure_partitions(
+            s, now, rt.settings.analytics_raw_retention_days
+        )
+    assert dropped == [name]
+    assert f"views_y{now.year:04d}m{now.month:02d}" in made
+    cutoff = now - timedelta(days=rt.settings.analytics_raw_retention_days)
+    ahead = (now.replace(day=1) + timedelta(days=62)).replace(day=1)
+    for month in (cutoff, now, ahead):  # the retention's first month to two months ahead
+        for table in ("views", "view_sections"):
+            assert f"{table}_y{month.year:04d}m{month.month:02d}" in made
+    with rt.db.session() as s:
+        view_rows.replace_views(s, [_view("p1", now)])
+        where = s.execute(text("SELECT tableoid::regclass::text FROM views")).scalar()
+        assert where == f"views_y{now.year:04d}m{now.month:02d}"
+        assert view_rows.ensure_partitions(s, now, rt.settings.analytics_raw_retention_days) == (
+            [],
+            [],
+        )
