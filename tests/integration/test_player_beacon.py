@@ -2,7 +2,8 @@
 the real nginx edge with hls.js and with dash.js from npm, the page (at another origin)
 loads `GET /v0/player/beacon.js` from the API, and what it reports reaches the
 database: heartbeats whose positions advance, a viewStart with a plausible startupMs,
-the player's events, and the session ended by navigator.sendBeacon on pagehide."""
+the player's events, and the session ended by navigator.sendBeacon on pagehide; and
+the views update makes it one counted view of the whole clip."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from pathlib import Path
 import pytest
 from edge_support import local_edge, make_package_tree, play_with_beacon
 from playback_support import packaged_asset, session_row, stored_events, stored_heartbeats
+from sqlalchemy import select
 from support import free_port, serving
 
 from mediamill.api.app import create_app
 from mediamill.config.settings import Settings
 from mediamill.storage.api_keys import create_api_key
+from mediamill.storage.models import ViewRow
+from mediamill.workers import views
+from mediamill.workers.analytics import Dimension, Metric, series
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +104,13 @@ def test_the_beacon_reports_a_real_player_through_the_nginx_edge(
         assert row.refresh_before > row.created_at + timedelta(seconds=2)  # the flush kept it
     else:
         assert report["refreshes"] == 0 and report["source"] == report["firstUrl"]
+    # Issue 18: the playback is one counted view of the whole clip.
+    views.update(rt)
+    with rt.db.session() as s:
+        view = s.scalars(select(ViewRow).where(ViewRow.id == sid)).one()
+    assert view.counted and view.completed and view.protocol == kind
+    assert view.watched_ms / 1000 == pytest.approx(9.0, abs=0.8), view.watched_ms
+    assert view.startup_ms == startup_ms and view.device_class == "desktop"
+    started = view.started_at - timedelta(minutes=1)
+    total = series(rt, Metric.TOTAL_VIEWS, Dimension.SUMMARY, started, started + timedelta(hours=1))
+    assert total[0].value == 1
