@@ -955,9 +955,10 @@ def cmd_assets_show(args: argparse.Namespace) -> int:
 
 
 def cmd_assets_delete(args: argparse.Namespace) -> int:
+    from mediamill.schemas.audit import CLI_ACTOR
     from mediamill.workers.asset_admin import delete_asset
 
-    asset = delete_asset(_runtime(), args.asset_id).to_json_dict()
+    asset = delete_asset(_runtime(), args.asset_id, CLI_ACTOR).to_json_dict()
     if args.json:
         _emit_json(asset)
     else:
@@ -967,11 +968,17 @@ def cmd_assets_delete(args: argparse.Namespace) -> int:
 
 def cmd_webhooks_add(args: argparse.Namespace) -> int:
     from mediamill.config.settings import get_settings
+    from mediamill.schemas.audit import CLI_ACTOR, AuditAction
+    from mediamill.storage import audit
     from mediamill.workers import webhook_admin
 
     with _database().session() as s:
         created = webhook_admin.create_endpoint(
             s, get_settings(), url=args.url, events=args.events, description=args.description
+        )
+        audit.record(
+            s, CLI_ACTOR, AuditAction.WEBHOOK_CREATED, "webhook", created.id,
+            {"url": created.url, "events": list(created.events)},
         )
     if args.json:
         _emit_json(created.to_json_dict())
@@ -1046,10 +1053,16 @@ def cmd_webhooks_deliveries(args: argparse.Namespace) -> int:
 
 
 def cmd_webhooks_redeliver(args: argparse.Namespace) -> int:
+    from mediamill.schemas.audit import CLI_ACTOR, AuditAction
+    from mediamill.storage import audit
     from mediamill.workers import webhook_admin
 
     with _database().session() as s:
         delivery = webhook_admin.redeliver(s, args.id, args.delivery_id)
+        audit.record(
+            s, CLI_ACTOR, AuditAction.WEBHOOK_REDELIVERED, "webhook", args.id,
+            {"deliveryId": args.delivery_id},
+        )
     if args.json:
         _emit_json(delivery.to_json_dict())
     else:

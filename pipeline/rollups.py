@@ -122,17 +122,26 @@ class Aggregate:
         }
 
 
-def aggregate(views: Iterable[ViewFigures]) -> dict[tuple[str, str, str], Aggregate]:
-    """(asset id or "", dimension, value) -> Aggregate of these views."""
+def aggregate(
+    views: Iterable[ViewFigures], *, per_asset_breakdowns: bool = True
+) -> dict[tuple[str, str, str], Aggregate]:
+    """(asset id or "", dimension, value) -> Aggregate of these views. Every group
+    over all assets; per asset, its whole (with retention) and, with
+    `per_asset_breakdowns`, each dimension's values. An hour's rollup leaves the
+    per-asset breakdowns and retention to its day: an asset has a few views an hour,
+    so those rows would be about as many as the views themselves."""
     groups: dict[tuple[str, str, str], Aggregate] = {}
     for view in views:
         for dimension in DIMENSIONS:
             value = dimension_value(view, dimension)
-            for asset in ("", view.asset_id):
-                key = (asset, dimension, value)
+            keys = [("", dimension, value)]
+            if dimension == "" or per_asset_breakdowns:
+                keys.append((view.asset_id, dimension, value))
+            for key in keys:
                 agg = groups.get(key)
                 if agg is None:
-                    agg = groups[key] = Aggregate(with_retention=dimension == "")
+                    retention = key[0] != "" and dimension == "" and per_asset_breakdowns
+                    agg = groups[key] = Aggregate(with_retention=retention)
                 agg.add(view)
     return groups
 

@@ -32,6 +32,7 @@ class AuditAction(StrEnum):
     ASSET_DELETED = "asset.deleted"
     LEGACY_ASSET_CREATED = "legacyAsset.created"
     LEGACY_ASSET_UPDATED = "legacyAsset.updated"
+    LEGACY_TRACK_MAPPED = "legacyTrack.mapped"
     UPLOAD_CANCELLED = "upload.cancelled"
     JOB_CANCELLED = "job.cancelled"
     JOB_RETRIED = "job.retried"

@@ -3,7 +3,8 @@
 
 Each benchmark script runs as a child process with its own arguments: analysis
 (`bench_analyse.py`), transcode (`bench_transcode.py`), packaging
-(`bench_package.py`), HTTP API (`bench_api.py`) and throughput
+(`bench_package.py`), HTTP API (`bench_api.py`), playback (`bench_playback.py`), view
+analytics (`bench_analytics.py`) and throughput
 (`bench_throughput.py`). Each prints its markdown to stdout, which is collected;
 its stderr (progress) passes through. The report starts with the machine (cores,
 CPU model, RAM, Python and ffmpeg versions, load average before and after each
@@ -103,6 +104,15 @@ BENCHES = (
         "bench_playback.py",
         "heartbeat p99 < 20 ms at 1,000/s, one API process; every accepted heartbeat stored",
         quick_args=("--duration-s", "3", "--step-from", "500", "--step-to", "500"),
+        takes_data_dir=False,
+    ),
+    Bench(
+        "analytics",
+        "View analytics",
+        "bench_analytics.py",
+        "p99 < 200 ms for total-views (summary, day), unique-devices/location, retention, qoe "
+        "over 90 days of 1,000,000 views",
+        quick_args=("--views", "2000", "--requests", "10"),
         takes_data_dir=False,
     ),
     Bench(

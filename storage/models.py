@@ -473,7 +473,7 @@ class ViewMarkRow(Base):
     __tablename__ = "view_marks"
 
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    marked_at: Mapped[datetime] = mapped_column()
+    marked_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ViewRow(Base):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, text, type_coerce, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, text, tuple_, type_coerce, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -81,10 +81,13 @@ def marked_sessions(session: Session, limit: int) -> list[tuple[str, datetime]]:
 
 def unmark(session: Session, marks: Sequence[tuple[str, datetime]]) -> None:
     """Drop the marks that were read, unless a newer write marked the session again."""
-    for sid, at in marks:
-        session.execute(
-            delete(ViewMarkRow).where(ViewMarkRow.session_id == sid, ViewMarkRow.marked_at <= at)
-        )
+    pairs = list(marks)
+    for i in range(0, len(pairs), 500):
+        chunk = pairs[i : i + 500]
+        ids = [sid for sid, _ in chunk]
+        # One statement a chunk: the marks whose time is still the one read.
+        current = tuple_(ViewMarkRow.session_id, ViewMarkRow.marked_at).in_(chunk)
+        session.execute(delete(ViewMarkRow).where(ViewMarkRow.session_id.in_(ids), current))
 
 
 def count_marks(session: Session) -> int:
@@ -112,15 +115,25 @@ def session_facts(session: Session, session_ids: Sequence[str]) -> list[SessionF
         )
     }
     events: dict[str, list[FactEvent]] = {r.id: [] for r in sessions}
-    for ev in session.scalars(select(PlayerEventRow).where(PlayerEventRow.session_id.in_(ids))):
-        events[ev.session_id].append(
-            FactEvent(
-                seq=ev.seq,
-                type=ev.type,
-                occurred_at=ev.occurred_at,
-                received_at=ev.received_at,
-                position_s=ev.position_s,
-                data=ev.data or {},
+    stmt = select(
+        PlayerEventRow.session_id,
+        PlayerEventRow.seq,
+        PlayerEventRow.type,
+        PlayerEventRow.occurred_at,
+        PlayerEventRow.received_at,
+        PlayerEventRow.position_s,
+        PlayerEventRow.data,
+    ).where(PlayerEventRow.session_id.in_(ids))
+    for sid, seq, kind, occurred_at, received_at, position_s, data in session.execute(stmt):
+        # Rows this module wrote from validated records: no second validation.
+        events[sid].append(
+            FactEvent.model_construct(
+                seq=seq,
+                type=kind,
+                occurred_at=occurred_at,
+                received_at=received_at,
+                position_s=position_s,
+                data=data or {},
             )
         )
     beats: dict[str, list[FactHeartbeat]] = {r.id: [] for r in sessions}

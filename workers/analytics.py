@@ -153,14 +153,19 @@ def totals(
     dimension: str,
     *,
     per_asset: bool = False,
+    retention: bool = False,
 ) -> list[dict[str, Total]]:
     """For each piece of time, value of `dimension` ("" for none) -> Total; with
-    `per_asset`, asset id -> Total instead (of the whole bucket)."""
+    `per_asset`, asset id -> Total instead (of the whole bucket). Hour rollups hold no
+    per-asset breakdown nor retention (pipeline/rollups.aggregate): for those, whole
+    days come from day rollups and the other hours from the raw views."""
     if not pieces:
         return []
     start, end = pieces[0][0], pieces[-1][1]
     known = view_rows.known_buckets(s, LEVEL_HOUR, hour_of(start), end)
     clean_h = view_rows.clean_buckets(s, LEVEL_HOUR, hour_of(start), end)
+    if retention or ((asset_ids or per_asset) and dimension):
+        clean_h = set()
     clean_d = view_rows.clean_buckets(s, LEVEL_DAY, day_of(start), end)
     plans = [_plan(a, b, known, clean_h, clean_d) for a, b in pieces]
     out: list[dict[str, Total]] = [defaultdict(Total) for _ in pieces]
@@ -178,13 +183,11 @@ def totals(
     for i, plan in enumerate(plans):
         for a, b in _merged(plan.raw):
             groups = aggregate(view_rows.view_figures(s, a, b, asset_ids))
+            by_asset = per_asset or (retention and bool(asset_ids))  # retention is per asset
             for (asset, dim, value), agg in groups.items():
-                if dim != dimension:
+                if dim != dimension or bool(asset) != by_asset:
                     continue
-                if per_asset and asset:
-                    out[i][asset].add(agg)
-                elif not per_asset and asset == "":
-                    out[i][value].add(agg)
+                out[i][asset if per_asset else value].add(agg)
     return out
 
 
@@ -292,7 +295,7 @@ def retention(rt: Runtime, asset_id: str, start: datetime, end: datetime) -> Ret
     """The share of the asset's counted views of [start, end) that watched each whole
     percent of its duration."""
     with rt.db.session() as s:
-        found = totals(s, [(start, end)], [asset_id], "")[0].get("")
+        found = totals(s, [(start, end)], [asset_id], "", retention=True)[0].get("")
     if found is None or not found.views:
         return Retention(0, [0.0] * PERCENTS)
     return Retention(found.views, [n / found.views for n in found.retention])

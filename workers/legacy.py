@@ -5,8 +5,9 @@ whose SHA-256 is their `legacyAssetId`)."""
 from __future__ import annotations
 
 from mediamill.schemas.api import TrackMapping, checked_token
+from mediamill.schemas.audit import AuditAction, AuditActor
 from mediamill.schemas.errors import ModelInvalidError, ModelNotFoundError
-from mediamill.storage import legacy
+from mediamill.storage import audit, legacy
 from mediamill.storage.models import AssetRow
 from mediamill.workers.runtime import Runtime
 
@@ -20,15 +21,22 @@ def asset_id_for_token(rt: Runtime, token: str) -> str:
         return row.id
 
 
-def map_track_token(rt: Runtime, token: str, asset_ids: list[str]) -> list[TrackMapping]:
+def map_track_token(
+    rt: Runtime, token: str, asset_ids: list[str], actor: AuditActor | None = None
+) -> list[TrackMapping]:
     """Map `token` to each of `asset_ids` (distinct, checked ids), all or nothing: one
-    unknown or deleted asset (ModelNotFoundError) maps none."""
+    unknown or deleted asset (ModelNotFoundError) maps none. Audit-logged by `actor`."""
     with rt.db.session() as s:
         for asset_id in asset_ids:
             row = s.get(AssetRow, asset_id)
             if row is None or row.deleted:
                 raise ModelNotFoundError(f"Original asset not found ({asset_id})")
             legacy.link_track_token(s, token, asset_id)
+        if actor is not None:
+            audit.record(
+                s, actor, AuditAction.LEGACY_TRACK_MAPPED, "legacyTrack", token,
+                {"originalAssetIds": asset_ids},
+            )
     return [TrackMapping(original_asset_id=i, legacy_track_token=token) for i in asset_ids]
 
 

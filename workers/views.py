@@ -33,7 +33,7 @@ from mediamill.workers.runtime import Runtime
 log = logging.getLogger(__name__)
 
 VIEWS_ACTOR = "update_views"
-DERIVE_BATCH = 500
+DERIVE_BATCH = 1000
 ROLL_BATCH = 200
 PURGE_BATCH = 2000
 UPDATE_BUDGET_S = 20.0
@@ -151,7 +151,10 @@ def roll_up(rt: Runtime, now: datetime, deadline: float) -> tuple[int, int]:
                 break
             for bucket_at, version in stale:
                 with rt.db.session() as s:
-                    groups = aggregate(view_rows.view_figures(s, bucket_at, bucket_at + size))
+                    groups = aggregate(
+                        view_rows.view_figures(s, bucket_at, bucket_at + size),
+                        per_asset_breakdowns=level == LEVEL_DAY,
+                    )
                     rows = [
                         {
                             "level": level,
@@ -230,7 +233,10 @@ def erase_viewer(rt: Runtime, viewer_id: str, actor: AuditActor) -> Erasure:
         for level, bucket_at in sorted(buckets):
             size = HOUR if level == LEVEL_HOUR else DAY
             with rt.db.session() as s:
-                groups = aggregate(view_rows.view_figures(s, bucket_at, bucket_at + size))
+                groups = aggregate(
+                    view_rows.view_figures(s, bucket_at, bucket_at + size),
+                    per_asset_breakdowns=level == LEVEL_DAY,
+                )
                 sketches = {key: agg.as_row() for key, agg in groups.items()}
                 rebuilt += bool(view_rows.replace_sketches(s, level, bucket_at, sketches, empty))
     return Erasure(

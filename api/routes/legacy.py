@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from mediamill.api.deps import AdminActor, AdminKey, ReadKey, RuntimeDep, SessionDep
+from mediamill.api.deps import AdminActor, ReadKey, RuntimeDep, SessionDep
 from mediamill.api.responses import redirect_to
 from mediamill.schemas.api import (
     LEGACY_PAGE_MAX,
@@ -100,7 +100,7 @@ def get_track_asset(
 def map_track_assets(
     rt: RuntimeDep,
     track_token: Annotated[str, Path(alias="trackToken")],
-    _: AdminKey,
+    actor: AdminActor,
     body: Annotated[Any, Body()] = None,
 ) -> JSONResponse:
     """Map the token to one or more original assets (a JSON array of their ids); 201 with
@@ -118,7 +118,7 @@ def map_track_assets(
             raise InvalidRequestError(f"not an original asset id (a SHA-256 in hex): {given!r}")
         if asset_id not in ids:
             ids.append(asset_id)
-    mappings = legacy_use.map_track_token(rt, token, ids)
+    mappings = legacy_use.map_track_token(rt, token, ids, actor)
     return JSONResponse([m.to_json_dict() for m in mappings], status_code=201)
 
 

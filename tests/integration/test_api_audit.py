@@ -56,6 +56,10 @@ def test_every_admin_action_leaves_one_entry(admin_api: Api) -> None:
     client.post(f"/v0/webhooks/{hook}/rotate-secret", headers=api.admin)
     client.delete(f"/v0/webhooks/{hook}", headers=api.admin)
     asset = packaged_asset(api.rt)
+    mapped = client.post(
+        "/v0/legacy/tracks/track-9/originalAssets", json=[asset], headers=api.admin
+    )
+    assert mapped.status_code == 201, mapped.text
     assert client.delete(f"/v0/assets/{asset}", headers=api.admin).status_code == 200
     r = client.post("/v0/legacy/assets", json={"legacyTrackToken": "tok-1"}, headers=api.admin)
     assert r.status_code == 201, r.text
@@ -75,6 +79,7 @@ def test_every_admin_action_leaves_one_entry(admin_api: Api) -> None:
         "legacyAsset.updated",
         "legacyAsset.created",
         "asset.deleted",
+        "legacyTrack.mapped",
         "webhook.deleted",
         "webhook.secretRotated",
         "webhook.updated",
@@ -107,6 +112,7 @@ def test_every_admin_action_leaves_one_entry(admin_api: Api) -> None:
     assert created["ipAddress"] == "testclient"
     assert created["metadata"] == {"url": "https://hooks.internal/in", "events": ["*"]}
     assert listed[-2]["metadata"] == {"changed": ["description"]}
+    assert listed[4]["metadata"] == {"originalAssetIds": [asset]}
     assert listed[3]["resourceId"] == asset
     assert listed[1]["metadata"] == {"changed": ["originalFileName"]}
     one = client.get(f"/v0/audit-logs/{created['id']}", headers=api.admin)

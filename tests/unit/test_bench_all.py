@@ -68,7 +68,15 @@ def test_failed_bench_is_reported_not_hidden(tmp_path: Path) -> None:
 
 def test_commands_forward_options() -> None:
     by_key = {b.key: b for b in bench_all.BENCHES}
-    assert set(by_key) == {"analysis", "transcode", "packaging", "api", "playback", "throughput"}
+    assert set(by_key) == {
+        "analysis",
+        "transcode",
+        "packaging",
+        "api",
+        "playback",
+        "analytics",
+        "throughput",
+    }
     full = by_key["throughput"].command(quick=False, data_dir=Path("/d"), write_readme=True)
     assert full[1].endswith("bench_throughput.py")
     assert full[2:] == ["--data-dir", "/d", "--write-readme"]

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(64), primary_key=True),
         sa.Column("marked_at", UTCDateTime(), nullable=False),
     )
+    op.create_index("ix_view_marks_marked_at", "view_marks", ["marked_at"])
     op.create_table(
         "views",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -120,6 +121,7 @@ def downgrade() -> None:
     for name in ("viewer", "asset_started", "started_at"):
         op.drop_index(f"ix_views_{name}", "views")
     op.drop_table("views")
+    op.drop_index("ix_view_marks_marked_at", "view_marks")
     op.drop_table("view_marks")
     with op.batch_alter_table("playback_sessions") as batch:
         for name, _ in reversed(_AUDIENCE):

@@ -99,3 +99,15 @@ def test_after_an_outage_the_first_tick_sends_every_queued_job(rt: Runtime, tmp_
         rt.db = healthy
     assert sweeper.tick() == 1 and not sweeper.outage.failing
     assert _sent(rt) == [("ingest", (job_id,))]
+
+
+def test_a_marked_session_makes_the_sweep_send_a_views_update(rt: Runtime) -> None:
+    """What makes a view visible within a sweep interval of its records' flush."""
+    from mediamill.storage import views as view_rows
+
+    sweep(rt)
+    assert [name for name, _ in _sent(rt)] == []  # nothing to update: nothing sent
+    with rt.db.session() as s:
+        view_rows.mark_sessions(s, ["some-session"], utcnow())
+    sweep(rt)
+    assert [name for name, _ in _sent(rt)] == ["update_views"]
