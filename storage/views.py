@@ -102,18 +102,32 @@ def session_facts(session: Session, session_ids: Sequence[str]) -> list[SessionF
     The viewer is the tracking session's user id when it has one, else the tracking
     session, else the device."""
     ids = list(session_ids)
-    sessions = list(
-        session.scalars(select(PlaybackSessionRow).where(PlaybackSessionRow.id.in_(ids)))
+    ps = PlaybackSessionRow
+    cols = (
+        ps.id,
+        ps.asset_id,
+        ps.duration_ms,
+        ps.created_at,
+        ps.ended_at,
+        ps.user_id,
+        ps.tracking_session_id,
+        ps.device_id,
+        ps.country,
+        ps.device_class,
+        ps.device_info,
+        ps.source,
     )
+    sessions = list(session.execute(select(*cols).where(ps.id.in_(ids))))
     if not sessions:
         return []
     tracking_ids = {r.tracking_session_id for r in sessions if r.tracking_session_id}
-    users = {
-        t.id: t.user_id
-        for t in session.scalars(
-            select(TrackingSessionRow).where(TrackingSessionRow.id.in_(tracking_ids))
-        )
-    }
+    users = dict(
+        session.execute(
+            select(TrackingSessionRow.id, TrackingSessionRow.user_id).where(
+                TrackingSessionRow.id.in_(tracking_ids)
+            )
+        ).all()
+    )
     events: dict[str, list[FactEvent]] = {r.id: [] for r in sessions}
     stmt = select(
         PlayerEventRow.session_id,
