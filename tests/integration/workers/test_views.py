@@ -78,6 +78,14 @@ def test_a_fed_session_becomes_a_view_with_its_audience(rt: Runtime) -> None:
         )
         assert view.device_info["os"]["family"] == "iOS"
         assert view.viewer_id == "device:phone-1" and not view.authenticated
+        # Privacy: neither the address nor the user-agent string is stored anywhere.
+        session_row = playback_rows.playback_session_row(s, sid)
+        stored = " ".join(
+            str(getattr(row, c.key))
+            for row in (session_row, view)
+            for c in type(row).__table__.columns
+        )
+        assert "81.2.69.142" not in stored and "AppleWebKit" not in stored
         assert view_rows.count_marks(s) == 0
     # A late event (a seek back and more watching) re-derives it.
     with rt.db.session() as s:
