@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -55,6 +55,7 @@ router = APIRouter(prefix="/analytics/v1", tags=["analytics (IBM Video Analytics
 
 MAX_LIMIT = 10_000
 MAX_RANGE_DAYS = 3660
+MIN_YEAR, MAX_YEAR = 1970, 2200
 CONTENT_TYPES = ("recorded", "live")
 _ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
 # The parameters a pagination link carries on (others are dropped, not echoed).
@@ -97,7 +98,13 @@ class QueryParams:
             ) from None
         if value.tzinfo is None:
             value = value.replace(tzinfo=self.zone)
-        return value
+        try:
+            utc = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            utc = None
+        if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+            raise self.fail(name, f"{name} must fall between the years {MIN_YEAR} and {MAX_YEAR}")
+        return utc
 
     def range(self) -> tuple[datetime, datetime]:
         start, end = self.time("date_time_from"), self.time("date_time_to")

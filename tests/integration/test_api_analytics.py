@@ -194,6 +194,16 @@ def test_pagination_links_walk_every_page(site: Site) -> None:
             "_limit",
         ),
         (
+            "total-views/summary",
+            {"date_time_from": "2026-01-01", "date_time_to": "9999-12-31T23:59:59-12:00"},
+            "date_time_to",
+        ),
+        (
+            "views",
+            {"date_time_from": "0001-01-01T00:00:00+14:00", "date_time_to": "2026-01-02"},
+            "date_time_from",
+        ),
+        (
             "views",
             {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02", "_page": 0},
             "_page",
