@@ -161,7 +161,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _ours(request: Request, exc: e.MediaMillError) -> JSONResponse:
         status = status_for(exc)
         headers = {}
-        if isinstance(exc, e.ModelNotReadyError | e.RateLimitedError | e.BufferUnavailableError):
+        retried = e.ModelNotReadyError | e.RateLimitedError | e.BufferUnavailableError
+        if isinstance(exc, retried | e.AnalyticsBusyError):
             headers["Retry-After"] = str(max(1, math.ceil(exc.context.get("retry_after_s", 5))))
         if status >= 500:
             log.error("request %s failed: %s", request_id(request), exc, exc_info=exc)

@@ -163,13 +163,16 @@ ROW_FIELDS = (*_SUMS, *_UNIQUES, "startups", "retention")
 
 
 class Total:
-    """Aggregates and rollup rows folded into one: sums add, sketches merge."""
+    """Aggregates and rollup rows folded into one: sums add, sketches merge. Only the
+    unique counts of `needs` (default: all) are merged: a union holds tens of
+    kilobytes, and a breakdown by hour may fold thousands of Totals at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, needs: Iterable[str] | None = None) -> None:
+        self._needs = set(_UNIQUES if needs is None else needs)
         self.plays = self.views = self.watched_ms = self.completed = 0
         self.playing_ms = self.rebuffer_ms = self.failed = 0
         self.bitrate_ms = self.bitrate_weight_ms = 0
-        self._unions = {name: hll_union(LG_K) for name in _UNIQUES}
+        self._unions: dict[str, hll_union] = {}
         self._startups = kll_floats_sketch(KLL_K)
         self.retention = [0] * PERCENTS
 
@@ -180,9 +183,12 @@ class Total:
         """Fold in one rollup row's columns (those not given count as empty)."""
         for name in _SUMS:
             setattr(self, name, getattr(self, name) + int(row.get(name) or 0))
-        for name in _UNIQUES:
+        for name in self._needs:
             if blob := row.get(name):
-                self._unions[name].update(hll_sketch.deserialize(bytes(blob)))
+                union = self._unions.get(name)
+                if union is None:
+                    union = self._unions[name] = hll_union(LG_K)
+                union.update(hll_sketch.deserialize(bytes(blob)))
         if blob := row.get("startups"):
             self._startups.merge(kll_floats_sketch.deserialize(bytes(blob)))
         if retention := row.get("retention"):
@@ -190,7 +196,10 @@ class Total:
 
     def unique(self, name: str) -> int:
         """The estimated distinct count of `name` (viewers, devices, auth_viewers)."""
-        return round(self._unions[name].get_estimate())
+        if name not in self._needs:
+            raise ValueError(f"{name} was not asked for when this Total was made")
+        union = self._unions.get(name)
+        return round(union.get_estimate()) if union is not None else 0
 
     def startup_ms(self, rank: float) -> float | None:
         """The startup time at `rank` (0.5: the median), None without any."""

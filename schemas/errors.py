@@ -189,6 +189,10 @@ class BufferUnavailableError(TransientError):
     taken; send them again shortly."""
 
 
+class AnalyticsBusyError(TransientError):
+    """The views update held its lock for longer than an erasure waits: try again."""
+
+
 class BlobNotFoundError(ModelNotFoundError):
     """No object under that key."""
 

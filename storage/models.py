@@ -359,7 +359,7 @@ class TrackingSessionRow(Base):
     source: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(index=True)
     ended_at: Mapped[datetime | None] = mapped_column()
 
 
@@ -374,6 +374,8 @@ class PlaybackSessionRow(Base):
         Index("ix_playback_sessions_user", "user_id", "status"),
         Index("ix_playback_sessions_status_created", "status", "created_at"),
         Index("ix_playback_sessions_asset_created", "asset_id", "created_at"),
+        Index("ix_playback_sessions_ended", "ended_at"),
+        Index("ix_playback_sessions_tracking", "tracking_session_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -9,6 +9,7 @@ the buckets it lands in, so a rollup made from an older version is known stale.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,10 @@ from mediamill.storage.models import (
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+# Bounds that keep range scans on their index: a section (one stretch of playing) of
+# more than two days, or a view (pauses included) of more than a week, is not looked for.
+MAX_SECTION_SPAN = timedelta(days=2)
+MAX_VIEW_SPAN = timedelta(days=7)
 LEVEL_HOUR = "h"
 LEVEL_DAY = "d"
 _OK_STATUSES = (200, 206, 304)
@@ -204,9 +209,13 @@ def session_facts(session: Session, session_ids: Sequence[str]) -> list[SessionF
 # ---- views ----------------------------------------------------------------------------------
 
 
-def _bump(session: Session, hours: Iterable[datetime]) -> None:
-    """Move the version of these hours' buckets and of their days'."""
+def _bump(session: Session, hours: Iterable[datetime], bump_from: datetime | None = None) -> None:
+    """Move the version of these hours' buckets and of their days' (not of those that
+    begin before `bump_from`)."""
+    hours = list(hours)
     keys = {(LEVEL_HOUR, hour_of(h)) for h in hours} | {(LEVEL_DAY, day_of(h)) for h in hours}
+    if bump_from is not None:
+        keys = {(level, at) for level, at in keys if at >= bump_from}
     if not keys:
         return
     insert = dialect_insert(session)
@@ -222,9 +231,17 @@ def _bump(session: Session, hours: Iterable[datetime]) -> None:
     session.connection().execute(stmt, rows)
 
 
-def replace_views(session: Session, views: Sequence[View], removed: Sequence[str] = ()) -> None:
+def replace_views(
+    session: Session,
+    views: Sequence[View],
+    removed: Sequence[str] = (),
+    *,
+    bump_from: datetime | None = None,
+) -> None:
     """Write each view whole (its row and its sections) under its id, and remove the
-    views of `removed`; the buckets of what changed, old and new, move their version."""
+    views of `removed`; the buckets of what changed, old and new, move their version,
+    but for buckets that begin before `bump_from` (past the raw retention: never rolled
+    again, so their rollups stand)."""
     ids = [v.view_id for v in views] + list(removed)
     if not ids:
         return
@@ -282,7 +299,7 @@ def replace_views(session: Session, views: Sequence[View], removed: Sequence[str
         session.connection().execute(ViewRow.__table__.insert(), rows)
     if sections:
         session.connection().execute(ViewSectionRow.__table__.insert(), sections)
-    _bump(session, [*before.values(), *(v.started_at for v in views)])
+    _bump(session, [*before.values(), *(v.started_at for v in views)], bump_from)
 
 
 def count_views(session: Session) -> int:
@@ -369,12 +386,15 @@ def rollup_rows(
 ) -> Iterator[ViewRollupRow]:
     """The rollup rows of these buckets for one dimension: every asset's (`per_asset`),
     those of `asset_ids`, or else the all-assets rows."""
-    buckets = sorted(buckets)
-    if not buckets:
+    wanted = {b.astimezone(UTC) for b in buckets}
+    if not wanted:
         return
+    # A range and a filter here, not `IN (...)`: a range may hold more buckets than a
+    # statement may carry parameters.
     stmt = select(ViewRollupRow).where(
         ViewRollupRow.level == level,
-        ViewRollupRow.bucket_at.in_(buckets),
+        ViewRollupRow.bucket_at >= min(wanted),
+        ViewRollupRow.bucket_at <= max(wanted),
         ViewRollupRow.dimension == dimension,
     )
     if per_asset:
@@ -383,7 +403,9 @@ def rollup_rows(
         stmt = stmt.where(ViewRollupRow.asset_id.in_(list(asset_ids)))
     else:
         stmt = stmt.where(ViewRollupRow.asset_id == "")
-    yield from session.scalars(stmt.execution_options(yield_per=2000))
+    for row in session.scalars(stmt.execution_options(yield_per=2000)):
+        if row.bucket_at.astimezone(UTC) in wanted:
+            yield row
 
 
 def view_figures(
@@ -424,16 +446,23 @@ _UPDATE_LOCK_KEY = 0x6D6D5F7669657773  # "mm_views"
 
 
 @contextmanager
-def exclusive_update(engine: Engine) -> Iterator[bool]:
+def exclusive_update(engine: Engine, wait_s: float = 0.0) -> Iterator[bool]:
     """Whether this process may update views now: on PostgreSQL a session advisory lock
-    held for the block (another worker holding it: False); elsewhere always True (one
-    process owns a SQLite file)."""
+    held for the block, waited for up to `wait_s` (another worker holding it past that:
+    False); elsewhere always True (one process owns a SQLite file)."""
     if engine.dialect.name != "postgresql":
         yield True
         return
     with engine.connect() as conn:
-        got = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _UPDATE_LOCK_KEY}))
-        conn.commit()
+        deadline = time.monotonic() + wait_s
+        while True:
+            got = bool(
+                conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _UPDATE_LOCK_KEY})
+            )
+            conn.commit()
+            if got or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
         try:
             yield got
         finally:
@@ -450,7 +479,10 @@ def _sections_in(start: datetime, end: datetime, *, inclusive: bool, unfinished:
     started_in = and_(sec.started_at >= start, sec.started_at <= end)
     finished_in = and_(sec.finished_at >= start, sec.finished_at <= end)
     if inclusive:
-        cond = or_(started_in, and_(sec.started_at < start, finished_in))
+        # A section is one stretch of playing: none lasts longer than MAX_SECTION_SPAN,
+        # which bounds the scan of those that began before the range.
+        earlier = and_(sec.started_at < start, sec.started_at >= start - MAX_SECTION_SPAN)
+        cond = or_(started_in, and_(earlier, finished_in))
     else:
         cond = and_(started_in, or_(finished_in, sec.finished_at.is_(None)))
     if not unfinished:
@@ -536,7 +568,9 @@ def view_spans(
     activity."""
     until = type_coerce(func.coalesce(ViewRow.finished_at, ViewRow.last_activity_at), UTCDateTime())
     stmt = select(ViewRow.asset_id, ViewRow.started_at, until).where(
-        ViewRow.started_at < end, until >= start
+        ViewRow.started_at < end,
+        ViewRow.started_at >= start - MAX_VIEW_SPAN,
+        until >= start,
     )
     if asset_ids:
         stmt = stmt.where(ViewRow.asset_id.in_(list(asset_ids)))
@@ -646,8 +680,8 @@ def purge_before(session: Session, cutoff: datetime, limit: int) -> dict[str, in
     )
     session_ids = list(
         session.scalars(
-            select(PlaybackSessionRow.id)
-            .where(PlaybackSessionRow.created_at < cutoff, PlaybackSessionRow.ended_at < cutoff)
+            select(PlaybackSessionRow.id)  # made before it ended: ended_at alone says it
+            .where(PlaybackSessionRow.ended_at < cutoff)
             .limit(limit)
         )
     )
@@ -672,6 +706,8 @@ def purge_before(session: Session, cutoff: datetime, limit: int) -> dict[str, in
 # ---- PostgreSQL partitions ------------------------------------------------------------------
 
 PARTITIONED = ("views", "view_sections")
+# Months older than this (a very long retention) stay in the default partition.
+MAX_PARTITIONED_DAYS = 730
 _PARTITION = re.compile(r"^(views|view_sections)_y(\d{4})m(\d{2})$")
 
 
@@ -697,7 +733,9 @@ def ensure_partitions(
         return [], []
     cutoff = now - timedelta(days=retention_days)
     made, dropped = [], []
-    month = _month(cutoff)
+    # Partition DDL locks the parent table: give up rather than queue behind a long read.
+    session.execute(text("SET LOCAL lock_timeout = '5s'"))
+    month = _month(max(cutoff, now - timedelta(days=MAX_PARTITIONED_DAYS)))
     last = _month(now)
     for _ in range(ahead_months):
         last = _next_month(last)

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from mediamill.pipeline.rollups import PERCENTS, ROW_FIELDS, Total, aggregate
+from mediamill.schemas.errors import InvalidRequestError
 from mediamill.storage import views as view_rows
 from mediamill.storage.views import DAY, HOUR, LEVEL_DAY, LEVEL_HOUR, day_of, hour_of
 from mediamill.workers.runtime import Runtime
@@ -51,14 +52,21 @@ class Point:
     value: int
 
 
+_SKETCH = {
+    Metric.UNIQUE_DEVICES: "devices",
+    Metric.AUTHENTICATED_VIEWERS: "auth_viewers",
+    Metric.UNIQUE_VIEWERS: "viewers",
+}
+# The most buckets one breakdown answers: each holds a sum, or for a unique count a
+# sketch union of tens of kilobytes.
+MAX_PIECES = 100_000
+MAX_UNIQUE_PIECES = 2_500
+
+
 def _value(metric: Metric, total: Total) -> int:
     if metric is Metric.TOTAL_VIEWS:
         return total.views
-    if metric is Metric.UNIQUE_DEVICES:
-        return total.unique("devices")
-    if metric is Metric.AUTHENTICATED_VIEWERS:
-        return total.unique("auth_viewers")
-    return total.unique("viewers")
+    return total.unique(_SKETCH[metric])
 
 
 def _next_boundary(at: datetime, dimension: Dimension, zone: ZoneInfo) -> datetime:
@@ -85,14 +93,20 @@ def _floor(at: datetime, dimension: Dimension, zone: ZoneInfo) -> datetime:
 
 
 def _pieces(
-    start: datetime, end: datetime, dimension: Dimension, zone: ZoneInfo
+    start: datetime, end: datetime, dimension: Dimension, zone: ZoneInfo, cap: int
 ) -> list[tuple[datetime, datetime]]:
-    """[start, end) cut at the zone's month, day or hour boundaries."""
+    """[start, end) cut at the zone's month, day or hour boundaries (at most `cap`
+    pieces, else InvalidRequestError)."""
     if dimension not in TIME_DIMENSIONS:
         return [(start, end)]
-    out = []
+    out: list[tuple[datetime, datetime]] = []
     cursor = start
     while cursor < end:
+        if len(out) >= cap:
+            raise InvalidRequestError(
+                f"a breakdown by {dimension.value} of this range has more than {cap:,} "
+                "points: narrow the range or ask for a coarser dimension"
+            )
         piece_end = min(end, _next_boundary(cursor, dimension, zone))
         out.append((cursor, piece_end))
         cursor = piece_end
@@ -154,6 +168,7 @@ def totals(
     *,
     per_asset: bool = False,
     retention: bool = False,
+    needs: frozenset[str] | None = None,
 ) -> list[dict[str, Total]]:
     """For each piece of time, value of `dimension` ("" for none) -> Total; with
     `per_asset`, asset id -> Total instead (of the whole bucket). Hour rollups hold no
@@ -168,7 +183,7 @@ def totals(
         clean_h = set()
     clean_d = view_rows.clean_buckets(s, LEVEL_DAY, day_of(start), end)
     plans = [_plan(a, b, known, clean_h, clean_d) for a, b in pieces]
-    out: list[dict[str, Total]] = [defaultdict(Total) for _ in pieces]
+    out: list[dict[str, Total]] = [defaultdict(lambda: Total(needs)) for _ in pieces]
     owner: dict[tuple[str, datetime], int] = {}
     for i, plan in enumerate(plans):
         owner.update({(LEVEL_DAY, d): i for d in plan.days})
@@ -202,10 +217,12 @@ def series(
     """The metric over [start, end): one point for `summary`, one per bucket of a time
     dimension (in MEDIAMILL_ANALYTICS_TZ), one per value of the others (largest first)."""
     zone = rt.settings.analytics_zone
-    pieces = _pieces(start, end, dimension, zone)
+    needs = frozenset() if metric is Metric.TOTAL_VIEWS else frozenset({_SKETCH[metric]})
+    cap = MAX_PIECES if not needs else MAX_UNIQUE_PIECES
+    pieces = _pieces(start, end, dimension, zone, cap)
     key = "" if dimension is Dimension.SUMMARY or dimension in TIME_DIMENSIONS else dimension.value
     with rt.db.session() as s:
-        found = totals(s, pieces, asset_ids, key)
+        found = totals(s, pieces, asset_ids, key, needs=needs)
     if dimension is Dimension.SUMMARY:
         total = found[0].get("") if found else None
         return [Point(dimension, start, _value(metric, total) if total else 0)]
@@ -229,8 +246,11 @@ class Granularity(StrEnum):
 
 
 MINUTE = timedelta(minutes=1)
-# A minute-by-minute answer covers at most this many days (44,640 points).
+# A minute-by-minute answer covers at most this many days (44,640 points), an hourly
+# one a year; both count minute by minute, for at most MAX_PEAK_SERIES assets at once.
 MAX_MINUTE_RANGE_DAYS = 31
+MAX_HOUR_RANGE_DAYS = 366
+MAX_PEAK_SERIES = 20
 
 
 @dataclass(frozen=True)
@@ -246,14 +266,23 @@ def peaks(
     start: datetime,
     end: datetime,
     asset_ids: list[str] | None = None,
-) -> list[Peak]:
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[int, list[Peak]]:
     """The most views playing at once in each minute (or hour) of [start, end): a view
     plays from its start until it finished (or, unfinished, its last activity). One
-    series over every asset, or one per asset of `asset_ids`."""
+    series over every asset, or one per asset of `asset_ids` (at most MAX_PEAK_SERIES);
+    (how many points in all, the points of [offset, offset + limit))."""
+    if asset_ids and len(asset_ids) > MAX_PEAK_SERIES:
+        raise InvalidRequestError(f"peaks take at most {MAX_PEAK_SERIES} content ids at once")
+    span = MAX_MINUTE_RANGE_DAYS if granularity is Granularity.MINUTE else MAX_HOUR_RANGE_DAYS
+    if end - start > timedelta(days=span):
+        raise InvalidRequestError(f"{granularity.value} peaks cover at most {span} days")
     first = start.astimezone(UTC).replace(second=0, microsecond=0)
     minutes = max(1, -(-int((end - first).total_seconds()) // 60))
     series_keys: list[str | None] = list(asset_ids) if asset_ids else [None]
-    counts = {key: np.zeros(minutes + 1, dtype=np.int64) for key in series_keys}
+    counts = {key: np.zeros(minutes + 1, dtype=np.int32) for key in series_keys}
     with rt.db.session() as s:
         for asset, began, last in view_rows.view_spans(s, start, end, asset_ids):
             a = max(0, int((began - first).total_seconds() // 60))
@@ -264,22 +293,27 @@ def peaks(
             diff[a] += 1
             diff[b + 1] -= 1
     zone = rt.settings.analytics_zone
+    hour0 = hour_of(first)
+    lead = int((first - hour0).total_seconds() // 60)
+    per_series = minutes if granularity is Granularity.MINUTE else -(-(lead + minutes) // 60)
+    total = per_series * len(series_keys)
+    stop = total if limit is None else min(total, offset + limit)
     out: list[Peak] = []
-    for key in series_keys:
-        live = np.cumsum(counts[key])[:minutes]
-        if granularity is Granularity.MINUTE:
-            out += [
-                Peak(key, (first + i * MINUTE).astimezone(zone), int(v)) for i, v in enumerate(live)
-            ]
-            continue
-        hour0 = hour_of(first)
-        offset = int((first - hour0).total_seconds() // 60)
-        padded = np.concatenate([np.zeros(offset, dtype=np.int64), live])
-        hours = -(-len(padded) // 60)
-        padded = np.concatenate([padded, np.zeros(hours * 60 - len(padded), dtype=np.int64)])
-        top = padded.reshape(hours, 60).max(axis=1)
-        out += [Peak(key, (hour0 + i * HOUR).astimezone(zone), int(v)) for i, v in enumerate(top)]
-    return out
+    for index, key in enumerate(series_keys):
+        lo, hi = index * per_series, (index + 1) * per_series
+        if hi <= offset or lo >= stop:
+            continue  # no point of this series is on the page
+        live = np.cumsum(counts.pop(key))[:minutes]
+        if granularity is Granularity.HOUR:
+            padded = np.zeros(per_series * 60, dtype=live.dtype)
+            padded[lead : lead + minutes] = live
+            live = padded.reshape(per_series, 60).max(axis=1)
+            step, origin = HOUR, hour0
+        else:
+            step, origin = MINUTE, first
+        for i in range(max(offset, lo) - lo, min(stop, hi) - lo):
+            out.append(Peak(key, (origin + i * step).astimezone(zone), int(live[i])))
+    return total, out
 
 
 # ---- beyond IBM: retention, quality of experience, content performance ----------------------
@@ -295,7 +329,9 @@ def retention(rt: Runtime, asset_id: str, start: datetime, end: datetime) -> Ret
     """The share of the asset's counted views of [start, end) that watched each whole
     percent of its duration."""
     with rt.db.session() as s:
-        found = totals(s, [(start, end)], [asset_id], "", retention=True)[0].get("")
+        found = totals(s, [(start, end)], [asset_id], "", retention=True, needs=frozenset())[0].get(
+            ""
+        )
     if found is None or not found.views:
         return Retention(0, [0.0] * PERCENTS)
     return Retention(found.views, [n / found.views for n in found.retention])
@@ -346,9 +382,9 @@ def qoe(
     or by rendition, protocol, device or country (most plays first)."""
     key = "" if dimension is QoeDimension.SUMMARY else dimension.value
     with rt.db.session() as s:
-        found = totals(s, [(start, end)], asset_ids, key)[0]
+        found = totals(s, [(start, end)], asset_ids, key, needs=frozenset())[0]
     if dimension is QoeDimension.SUMMARY:
-        return [_qoe("summary", found.get("") or Total())]
+        return [_qoe("summary", found.get("") or Total(()))]
     rows = [_qoe(value, t) for value, t in found.items() if t.plays]
     return sorted(rows, key=lambda q: (-q.plays, q.value))
 
@@ -384,7 +420,7 @@ def content_performance(rt: Runtime, start: datetime, end: datetime) -> list[Con
     """Every asset played in [start, end): plays, counted views, unique viewers,
     completion rate and hours watched."""
     with rt.db.session() as s:
-        found = totals(s, [(start, end)], None, "", per_asset=True)[0]
+        found = totals(s, [(start, end)], None, "", per_asset=True, needs=frozenset({"viewers"}))[0]
     return [
         ContentPerformance(
             content_id=asset,

@@ -23,6 +23,7 @@ from mediamill.pipeline.rollups import Aggregate, aggregate
 from mediamill.pipeline.views import derive_view
 from mediamill.schemas.audit import AuditAction, AuditActor
 from mediamill.schemas.base import utcnow
+from mediamill.schemas.errors import AnalyticsBusyError
 from mediamill.storage import audit
 from mediamill.storage import views as view_rows
 from mediamill.storage.views import DAY, HOUR, LEVEL_DAY, LEVEL_HOUR, day_of, hour_of
@@ -36,6 +37,8 @@ VIEWS_ACTOR = "update_views"
 DERIVE_BATCH = 1000
 ROLL_BATCH = 200
 PURGE_BATCH = 2000
+# An erasure waits this long for a running update to finish (it must not run beside one).
+ERASE_WAIT_S = 60.0
 UPDATE_BUDGET_S = 20.0
 
 
@@ -63,10 +66,13 @@ def update(
             return UpdateResult(0, 0, 0, 0)
         deadline = time.monotonic() + budget_s
         now = now or utcnow()
-        keep_partitions(rt, now)
+        try:
+            keep_partitions(rt, now)
+        except Exception:  # the default partition takes the rows meanwhile
+            log.warning("keeping the view partitions failed; tried again tomorrow", exc_info=True)
+        purged = purge(rt, now, deadline)  # first, so a busy update cannot starve it
         derived, removed = derive_marked(rt, deadline)
         hours, days = roll_up(rt, now, deadline)
-        purged = purge(rt, now, deadline)
     if derived or removed or hours or days or purged:
         log.info(
             "views: %d derived, %d removed; rolled up %d hours, %d days; %d raw views purged",
@@ -101,11 +107,13 @@ def purge(rt: Runtime, now: datetime, deadline: float) -> int:
     batch at a time, within the budget); rollups stay. How many views went."""
     cutoff = now - timedelta(days=rt.settings.analytics_raw_retention_days)
     purged = 0
-    while time.monotonic() < deadline:
+    share = time.monotonic() + (deadline - time.monotonic()) / 4  # a quarter of the budget
+    while True:
         with rt.db.session() as s:
             counts = view_rows.purge_before(s, cutoff, PURGE_BATCH)
         purged += counts["views"]
-        if counts["views"] < PURGE_BATCH and counts["playback_sessions"] < PURGE_BATCH:
+        done = counts["views"] < PURGE_BATCH and counts["playback_sessions"] < PURGE_BATCH
+        if done or time.monotonic() >= share:  # at least one batch each run
             break
     return purged
 
@@ -114,7 +122,7 @@ def derive_marked(rt: Runtime, deadline: float) -> tuple[int, int]:
     """(views written, views removed) for the marked sessions."""
     settings = rt.settings
     oldest = utcnow() - timedelta(days=settings.analytics_raw_retention_days)
-    derived = removed = 0
+    derived = removed = ignored = 0
     while time.monotonic() < deadline:
         with rt.db.session() as s:
             marks = view_rows.marked_sessions(s, DERIVE_BATCH)
@@ -122,14 +130,17 @@ def derive_marked(rt: Runtime, deadline: float) -> tuple[int, int]:
                 break
             facts = view_rows.session_facts(s, [sid for sid, _ in marks])
             views, gone = [], []
+            found = {f.session_id for f in facts}
+            gone += [sid for sid, _ in marks if sid not in found]  # the session is gone
             for f in facts:
                 view = derive_view(f, min_watch_s=settings.view_min_watch_s)
-                # Past the raw retention a view would re-roll an hour whose raw views are gone.
-                if view is not None and view.started_at >= oldest:
-                    views.append(view)
-                else:
+                if view is None:
                     gone.append(f.session_id)
-            view_rows.replace_views(s, views, gone)
+                elif view.started_at >= oldest:
+                    views.append(view)
+                else:  # past the raw retention: its buckets are never rolled again
+                    ignored += 1
+            view_rows.replace_views(s, views, gone, bump_from=oldest)
             view_rows.unmark(s, marks)
         derived += len(views)
         removed += len(gone)
@@ -146,10 +157,14 @@ def roll_up(rt: Runtime, now: datetime, deadline: float) -> tuple[int, int]:
     for level, size in ((LEVEL_HOUR, HOUR), (LEVEL_DAY, DAY)):
         while time.monotonic() < deadline:
             with rt.db.session() as s:
-                stale = view_rows.stale_buckets(s, level, oldest - size, closed - size, ROLL_BATCH)
+                # Only buckets wholly inside the raw retention: one that began before it
+                # may have lost raw views to the purge, so its rollup stands.
+                stale = view_rows.stale_buckets(s, level, oldest, closed - size, ROLL_BATCH)
             if not stale:
                 break
             for bucket_at, version in stale:
+                if time.monotonic() >= deadline:
+                    break
                 with rt.db.session() as s:
                     groups = aggregate(
                         view_rows.view_figures(s, bucket_at, bucket_at + size),
@@ -188,7 +203,7 @@ def has_work(rt: Runtime, now: datetime | None = None) -> bool:
         if view_rows.marked_sessions(s, 1):
             return True
         return any(
-            view_rows.stale_buckets(s, level, oldest - size, closed - size, 1)
+            view_rows.stale_buckets(s, level, oldest, closed - size, 1)
             for level, size in ((LEVEL_HOUR, HOUR), (LEVEL_DAY, DAY))
         )
 
@@ -220,7 +235,11 @@ def erase_viewer(rt: Runtime, viewer_id: str, actor: AuditActor) -> Erasure:
     """Erase a viewer's views and sessions (audit-logged in the same transaction), then
     rebuild the unique-count sketches of the rolled-up buckets their views were in
     from what remains, keeping those buckets' counts."""
-    with view_rows.exclusive_update(rt.db.engine):
+    with view_rows.exclusive_update(rt.db.engine, wait_s=ERASE_WAIT_S) as mine:
+        if not mine:  # a running update could write the viewer's views back
+            raise AnalyticsBusyError(
+                "a views update is running; try the erasure again", retry_after_s=10
+            )
         with rt.db.session() as s:
             counts, started = view_rows.erase_viewer(s, viewer_id)
             audit.record(

@@ -35,7 +35,9 @@ from mediamill.storage import views as view_rows
 from mediamill.storage.models import ViewRow, ViewSectionRow
 from mediamill.workers import views
 from mediamill.workers.analytics import (
+    MAX_HOUR_RANGE_DAYS,
     MAX_MINUTE_RANGE_DAYS,
+    MAX_PEAK_SERIES,
     Dimension,
     Granularity,
     Metric,
@@ -54,6 +56,7 @@ from mediamill.workers.runtime import Runtime
 router = APIRouter(prefix="/analytics/v1", tags=["analytics (IBM Video Analytics)"])
 
 MAX_LIMIT = 10_000
+MAX_PAGE = 1_000_000
 MAX_RANGE_DAYS = 3660
 MIN_YEAR, MAX_YEAR = 1970, 2200
 CONTENT_TYPES = ("recorded", "live")
@@ -142,7 +145,7 @@ class QueryParams:
         raw = self.query.get("content_id")
         if raw is None or not raw.strip():
             return None
-        ids = [part.strip() for part in raw.split(",") if part.strip()]
+        ids = list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
         bad = [i for i in ids if not _ASSET_ID.match(i)]
         if bad:
             raise self.fail(
@@ -153,7 +156,7 @@ class QueryParams:
         return ids
 
     def page(self) -> tuple[int, int]:
-        return self.number("_page", 1, 1), self.number("_limit", 10, 1, MAX_LIMIT)
+        return self.number("_page", 1, 1, MAX_PAGE), self.number("_limit", 10, 1, MAX_LIMIT)
 
 
 def _content_type(params: QueryParams, value: str | None) -> str:
@@ -426,7 +429,7 @@ def _cursor_offset(params: QueryParams) -> int:
     try:
         decoded = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         offset = int(decoded["o"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise params.fail("cursor", "cursor is not one this API gave; start over") from None
     if offset < 0:
         raise params.fail("cursor", "cursor is not one this API gave; start over")
@@ -590,15 +593,18 @@ def _peaks(rt: Runtime, request: Request, content_type: str | None) -> JSONRespo
             "granularity", f"granularity is minute or hour, not {raw[:40]!r}"
         ) from None
     start, end = params.range()
-    if granularity is Granularity.MINUTE and end - start > timedelta(days=MAX_MINUTE_RANGE_DAYS):
-        raise params.fail(
-            "date_time_to",
-            f"minute granularity covers at most {MAX_MINUTE_RANGE_DAYS} days; ask for hours",
-        )
+    span = MAX_MINUTE_RANGE_DAYS if granularity is Granularity.MINUTE else MAX_HOUR_RANGE_DAYS
+    if end - start > timedelta(days=span):
+        raise params.fail("date_time_to", f"{granularity.value} peaks cover at most {span} days")
     asset_ids = params.content_ids() if content_type is not None else None
+    if asset_ids and len(asset_ids) > MAX_PEAK_SERIES:
+        raise params.fail("content_id", f"peaks take at most {MAX_PEAK_SERIES} content ids")
     page, limit = params.page()
-    found = [] if kind == "live" else peaks(rt, granularity, start, end, asset_ids)
-    window = found[(page - 1) * limit : page * limit]
+    count, window = (
+        (0, [])
+        if kind == "live"
+        else peaks(rt, granularity, start, end, asset_ids, offset=(page - 1) * limit, limit=limit)
+    )
     data = [
         Resource(
             type="PeakSeries",
@@ -611,7 +617,7 @@ def _peaks(rt: Runtime, request: Request, content_type: str | None) -> JSONRespo
         )
         for p in window
     ]
-    return _page_response(request, len(found), page, limit, data)
+    return _page_response(request, count, page, limit, data)
 
 
 @router.get("/peak-viewer-numbers")

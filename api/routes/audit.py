@@ -4,7 +4,7 @@ changes or deletes an entry."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -27,9 +27,18 @@ class AuditLogPage(CamelModel):
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    """`value` in UTC; a named 400 without an offset or outside the years 1970..2200."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise InvalidRequestError(f"{name} needs a time zone offset (such as Z or +01:00)")
-    return value
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not 1970 <= utc.year <= 2200:
+        raise InvalidRequestError(f"{name} must fall between the years 1970 and 2200")
+    return utc
 
 
 @router.get("", response_model=AuditLogPage)

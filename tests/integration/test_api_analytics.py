@@ -200,6 +200,30 @@ def test_pagination_links_walk_every_page(site: Site) -> None:
         ),
         (
             "views",
+            {"date_time_from": "2026-01-01", "date_time_to": "2026-01-02", "_page": 10**19},
+            "_page",
+        ),
+        (
+            "peak-viewer-numbers",
+            {"date_time_from": "2025-01-01", "date_time_to": "2026-06-01", "granularity": "hour"},
+            "date_time_to",
+        ),
+        (
+            "peak-viewer-numbers/recorded",
+            {
+                "date_time_from": "2026-01-01",
+                "date_time_to": "2026-01-02",
+                "content_id": ",".join(f"{i:064x}" for i in range(21)),
+            },
+            "content_id",
+        ),
+        (
+            "content-performance",
+            {"period": "today", "cursor": "eyJvIjpJbmZpbml0eX0"},
+            "cursor",
+        ),
+        (
+            "views",
             {"date_time_from": "0001-01-01T00:00:00+14:00", "date_time_to": "2026-01-02"},
             "date_time_from",
         ),

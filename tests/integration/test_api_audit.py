@@ -160,6 +160,9 @@ def test_filters_cursor_and_keys(admin_api: Api) -> None:
         "/v0/audit-logs", params={"from": "2026-01-01T00:00:00"}, headers=api.admin
     )
     assert naive.status_code == 400
+    for value in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"):
+        r = api.client.get("/v0/audit-logs", params={"from": value}, headers=api.admin)
+        assert r.status_code == 400, r.text
 
 
 def test_no_route_changes_or_deletes_an_entry(admin_api: Api) -> None:

@@ -27,6 +27,10 @@ _AUDIENCE = (
 def upgrade() -> None:
     for name, kind in _AUDIENCE:
         op.add_column("playback_sessions", sa.Column(name, kind, nullable=True))
+    # What the raw-retention purge and the erasure look sessions up by.
+    op.create_index("ix_playback_sessions_ended", "playback_sessions", ["ended_at"])
+    op.create_index("ix_playback_sessions_tracking", "playback_sessions", ["tracking_session_id"])
+    op.create_index("ix_tracking_sessions_expires_at", "tracking_sessions", ["expires_at"])
     op.create_table(
         "view_marks",
         sa.Column("session_id", sa.String(64), primary_key=True),
@@ -123,6 +127,9 @@ def downgrade() -> None:
     op.drop_table("views")
     op.drop_index("ix_view_marks_marked_at", "view_marks")
     op.drop_table("view_marks")
+    op.drop_index("ix_tracking_sessions_expires_at", "tracking_sessions")
+    op.drop_index("ix_playback_sessions_tracking", "playback_sessions")
+    op.drop_index("ix_playback_sessions_ended", "playback_sessions")
     with op.batch_alter_table("playback_sessions") as batch:
         for name, _ in reversed(_AUDIENCE):
             batch.drop_column(name)

@@ -259,3 +259,17 @@ def test_postgresql_keeps_monthly_partitions(rt: Runtime, database_url: str | No
             [],
             [],
         )
+
+
+def test_a_view_past_the_retention_never_makes_its_bucket_stale(rt: Runtime) -> None:
+    """Its raw views may be purged: a rollup of such a bucket stands as it is."""
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(days=rt.settings.analytics_raw_retention_days)
+    old = cutoff - timedelta(days=2)
+    with rt.db.session() as s:
+        view_rows.replace_views(s, [_view("old", old)])
+        s.execute(RollupBucketRow.__table__.update().values(rolled_version=RollupBucketRow.version))
+    with rt.db.session() as s:
+        view_rows.replace_views(s, [], ["old"], bump_from=cutoff)
+        hour = old.replace(minute=0, second=0, microsecond=0)
+        assert view_rows.clean_buckets(s, "h", hour, hour + timedelta(hours=1)) == {hour}
