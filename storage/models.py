@@ -541,6 +541,11 @@ class ViewRollupRow(Base):
     unioned over the buckets of a range."""
 
     __tablename__ = "view_rollups"
+    # Queries ask for one dimension of one asset (or all) over a range of buckets: this
+    # index finds exactly those rows (the key's order would walk every asset's).
+    __table_args__ = (
+        Index("ix_view_rollups_lookup", "level", "dimension", "asset_id", "bucket_at"),
+    )
 
     level: Mapped[str] = mapped_column(String(1), primary_key=True)
     bucket_at: Mapped[datetime] = mapped_column(primary_key=True)

@@ -107,6 +107,9 @@ def upgrade() -> None:
         sa.Column("startups", sa.LargeBinary(), nullable=False),
         sa.Column("retention", sa.JSON(), nullable=True),
     )
+    op.create_index(
+        "ix_view_rollups_lookup", "view_rollups", ["level", "dimension", "asset_id", "bucket_at"]
+    )
     op.create_table(
         "rollup_buckets",
         sa.Column("level", sa.String(1), primary_key=True),
@@ -119,6 +122,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("rollup_buckets")
+    op.drop_index("ix_view_rollups_lookup", "view_rollups")
     op.drop_table("view_rollups")
     op.drop_index("ix_view_sections_started_at", "view_sections")
     op.drop_table("view_sections")
